@@ -1,0 +1,1 @@
+"""thresher's built-in operators, one family per module: ``clean/``, ``filter/``, ``dedup/``."""

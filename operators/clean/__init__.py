@@ -1,0 +1,1 @@
+"""Cleaning mappers: text in, text out, one row per row."""

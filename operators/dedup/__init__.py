@@ -1,0 +1,1 @@
+"""Deduplication: global ops (fingerprint -> resolve -> apply)."""

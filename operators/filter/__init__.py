@@ -1,0 +1,1 @@
+"""Quality filters: stats first, then keep/drop with a reason per rule."""

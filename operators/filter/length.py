@@ -1,0 +1,60 @@
+"""Length filters on characters and words."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field, model_validator
+
+from pipeline.ops import Filter, OpParams
+from pipeline.registry import register
+
+
+def _between(values: pa.Array, lo: int | None, hi: int | None) -> tuple[np.ndarray, np.ndarray]:
+    v = values.to_numpy(zero_copy_only=False)
+    too_short = v < lo if lo is not None else np.zeros(len(v), dtype=bool)
+    too_long = v > hi if hi is not None else np.zeros(len(v), dtype=bool)
+    return too_short, too_long
+
+
+@register
+class TextLengthFilter(Filter):
+    """Keep documents whose length in characters and words lies within bounds.
+
+    Words are maximal runs of non-whitespace (as in Gopher's word count, Rae et al. 2021, §A.1).
+    Bounds are inclusive; leave one out to disable it.
+    """
+
+    name = "text_length_filter"
+    stats = {"num_chars": "Unicode code points in the text", "num_words": "whitespace-separated words"}
+
+    class Params(OpParams):
+        min_chars: int | None = Field(None, ge=0, description="drop if fewer characters")
+        max_chars: int | None = Field(None, ge=0, description="drop if more characters")
+        min_words: int | None = Field(None, ge=0, description="drop if fewer words")
+        max_words: int | None = Field(None, ge=0, description="drop if more words")
+
+        @model_validator(mode="after")
+        def _ordered(self):
+            for lo, hi in (("min_chars", "max_chars"), ("min_words", "max_words")):
+                a, b = getattr(self, lo), getattr(self, hi)
+                if a is not None and b is not None and a > b:
+                    raise ValueError(f"{lo} ({a}) must not exceed {hi} ({b})")
+            return self
+
+    example = {"min_words": 50, "max_words": 100000}
+
+    def compute_stats(self, batch: pa.Table) -> dict[str, pa.Array]:
+        text = batch[self.text_key]
+        return {
+            "num_chars": pc.utf8_length(text).combine_chunks(),
+            "num_words": pc.count_substring_regex(text, r"\S+").combine_chunks(),
+        }
+
+    def drop_reasons(self, stats: dict[str, pa.Array]) -> dict[str, np.ndarray]:
+        p = self.params
+        c_short, c_long = _between(stats["num_chars"], p.min_chars, p.max_chars)
+        w_short, w_long = _between(stats["num_words"], p.min_words, p.max_words)
+        return {"too_few_chars": c_short, "too_many_chars": c_long,
+                "too_few_words": w_short, "too_many_words": w_long}

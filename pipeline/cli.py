@@ -1,0 +1,171 @@
+"""The ``thresher`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from rich.console import Console
+
+from pipeline.errors import ThresherError, did_you_mean
+
+err_console = Console(stderr=True)
+console = Console()
+
+
+class Progress:
+    """A progress bar per pass (shards done / total), on stderr, only on a terminal."""
+
+    def __init__(self, enabled: bool):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=err_console, disable=not enabled, transient=False)
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.__exit__(*exc)
+
+    def start_pass(self, k: int, total: int, completed: int):
+        return self.bar.add_task(f"pass {k}", total=total, completed=completed)
+
+    def advance(self, task) -> None:
+        self.bar.advance(task)
+
+
+def _add_recipe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", help="recipe file or the name of a shipped recipe (see `thresher recipes`)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value, e.g. output.format=parquet or process.text_length_filter.min_words=20")
+    p.add_argument("--input", nargs="+", metavar="PATH", help="input files, directories or globs (replace input.paths)")
+    p.add_argument("--output", metavar="DIR", help="output directory (replaces output.path)")
+    p.add_argument("--executor", choices=["local", "ray"], help="replaces executor.type")
+    p.add_argument("--workers", type=int, help="worker processes (0 = all cores)")
+
+
+def _load(args):
+    from pipeline.recipe import load_recipe
+
+    return load_recipe(args.recipe, args.sets, inputs=args.input, output=args.output,
+                       executor=args.executor, workers=args.workers)
+
+
+def cmd_run(args) -> int:
+    from pipeline.run import run
+
+    recipe = _load(args)
+    with Progress(enabled=not args.quiet and err_console.is_terminal) as progress:
+        result = run(recipe, resume=args.resume, overwrite=args.overwrite, progress=progress)
+    if not args.quiet:
+        console.print(result.ledger.table(result.output_rows))
+        console.print(f"wrote {result.output_rows:,} rows to {result.out}/data in {result.seconds:.1f} s "
+                      f"(ledger: {result.out}/ledger.json)")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from pipeline.plan import describe, make_plan
+
+    recipe = _load(args)
+    console.print(f"[green]ok[/green] {recipe.source}: {len(recipe.ops)} ops, executor {recipe.executor.type}")
+    console.print(describe(make_plan(recipe.build_ops())))
+    return 0
+
+
+def cmd_ops(args) -> int:
+    from pipeline.docs import markdown, op_text
+    from pipeline.registry import all_ops
+
+    ops = all_ops()
+    if args.markdown:
+        sys.stdout.write(markdown())
+        return 0
+    if args.name:
+        if args.name not in ops:
+            raise ThresherError(f"unknown op '{args.name}'.{did_you_mean(args.name, ops)}")
+        console.print(op_text(ops[args.name]), markup=False, highlight=False)
+        return 0
+    width = max(len(n) for n in ops)
+    for n, c in ops.items():
+        console.print(f"{n:<{width}}  {c.kind():<7}  {c.summary()}", markup=False, highlight=False)
+    return 0
+
+
+def cmd_recipes(args) -> int:
+    from pipeline.recipe import shipped_recipes
+
+    import yaml
+
+    for name, path in sorted(shipped_recipes().items()):
+        desc = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("description", "")
+        console.print(f"{name:<16} {desc.strip().splitlines()[0] if desc else ''}", markup=False)
+    return 0
+
+
+def cmd_schema(args) -> int:
+    from pipeline.docs import recipe_schema
+
+    print(json.dumps(recipe_schema(), indent=2))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from pathlib import Path
+
+    from pipeline.demo import write_demo
+
+    path = write_demo(Path(args.out))
+    console.print(f"wrote demo corpus to {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="thresher", description="Curate LLM training data and size the jobs that use it.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a recipe")
+    _add_recipe_args(p)
+    p.add_argument("--resume", action="store_true", help="finish an interrupted run in the same output directory")
+    p.add_argument("--overwrite", action="store_true", help="discard an unfinished run in the output directory")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or ledger table")
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("validate", help="check a recipe (ops, parameters, inputs not read) and print the plan")
+    _add_recipe_args(p)
+    p.set_defaults(fn=cmd_validate)
+
+    p = sub.add_parser("ops", help="list operators, or show one")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--markdown", action="store_true", help="all op docs as Markdown (docs/operators.md)")
+    p.set_defaults(fn=cmd_ops)
+
+    p = sub.add_parser("recipes", help="list shipped recipes")
+    p.set_defaults(fn=cmd_recipes)
+
+    p = sub.add_parser("schema", help="print the recipe JSON Schema")
+    p.set_defaults(fn=cmd_schema)
+
+    p = sub.add_parser("demo", help="write the demo corpus used by the quickstart")
+    p.add_argument("out")
+    p.set_defaults(fn=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ThresherError as e:
+        err_console.print(f"[bold red]error:[/bold red] {e}", highlight=False, markup=True)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted; finish later with --resume")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""The local executor (the default): a process pool over shards on this machine.
+
+``workers=1`` runs in this process; more use a spawn-context pool (no fork: polars and
+pyarrow keep thread pools that do not survive fork). Each worker builds the recipe's ops once.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from typing import Any
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(self, workers: int = 0):
+        self.workers = workers or default_workers()
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # threads per worker so that workers x threads ~ cores (set before the children import polars)
+            threads = str(max(1, default_workers() // self.workers))
+            saved = {k: os.environ.get(k) for k in ("POLARS_MAX_THREADS", "OMP_NUM_THREADS")}
+            os.environ.update({"POLARS_MAX_THREADS": threads, "OMP_NUM_THREADS": threads})
+            try:
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"))
+                # start the workers now, while the environment is set
+                list(self._pool.map(os.getpid, range(self.workers)))
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+        return self._pool
+
+    def map(self, fn: Callable[..., Any], calls: Iterable[tuple], on_done: Callable[[Any], None]) -> None:
+        """Run ``fn(*args)`` for every args tuple; ``on_done(result)`` as each finishes.
+        The first exception cancels what has not started and is re-raised."""
+        calls = list(calls)
+        if not calls:
+            return
+        if self.workers == 1 or len(calls) == 1:
+            for args in calls:
+                on_done(fn(*args))
+            return
+        pool = self._get_pool()
+        futures = {pool.submit(fn, *args) for args in calls}
+        while futures:
+            done, futures = wait(futures, return_when=FIRST_EXCEPTION)
+            for f in done:
+                exc = f.exception()
+                if exc is not None:
+                    for other in futures:
+                        other.cancel()
+                    raise exc
+                on_done(f.result())

@@ -1,0 +1,190 @@
+"""Resolve recipe input paths to files and split them into shards.
+
+A shard is the unit of work and of resume: a whole file, a byte range of a big plain JSONL
+file (split on line boundaries, with the line number it starts at), or a run of Parquet row
+groups. Sharding depends only on the input and ``shard_size_mb``, never on the worker count,
+so the output layout is the same for any number of workers.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from pipeline.errors import InputError
+
+_EXT = {
+    ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
+    ".jsonl.gz": "jsonl.gz", ".json.gz": "jsonl.gz", ".ndjson.gz": "jsonl.gz",
+    ".jsonl.zst": "jsonl.zst", ".json.zst": "jsonl.zst", ".ndjson.zst": "jsonl.zst",
+    ".parquet": "parquet", ".pq": "parquet",
+}
+_SCAN_BLOCK = 16 << 20
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    path: str  # absolute path
+    rel: str  # name used in ids, quarantine records and messages
+    format: str  # jsonl | jsonl.gz | jsonl.zst | parquet
+    start: int = 0  # byte offset (jsonl) or first row group (parquet)
+    end: int = -1  # byte end (exclusive, -1 = end of file) or row-group end (parquet)
+    first_line: int = 1  # line number of the first line (jsonl) or row number of the first row (parquet)
+    size: int = 0  # bytes, for progress and planning
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def detect_format(path: str, declared: str = "auto") -> str | None:
+    if declared != "auto":
+        return declared
+    name = path.lower()
+    for ext in sorted(_EXT, key=len, reverse=True):
+        if name.endswith(ext):
+            return _EXT[ext]
+    return None
+
+
+def resolve_inputs(paths: list[str], declared: str = "auto") -> list[tuple[str, str, str]]:
+    """Expand files, directories and globs into (abs path, rel name, format), sorted and unique.
+
+    Every problem (missing path, unreadable file, unknown format, corrupt compressed header)
+    is reported here, before any work starts.
+    """
+    from pipeline.demo import demo_path  # the built-in demo corpus: 'demo:NAME'
+
+    found: list[tuple[str, str]] = []  # (abs, rel)
+    for p in paths:
+        if p.startswith("demo:"):
+            f = demo_path(p[5:])
+            found.append((str(f), f.name))
+            continue
+        if any(c in p for c in "*?["):
+            matches = sorted(glob.glob(p, recursive=True))
+            files = [m for m in matches if os.path.isfile(m)]
+            if not files:
+                raise InputError(f"input glob '{p}' matches no files")
+            root = _glob_root(p)
+            found += [(os.path.abspath(m), os.path.relpath(m, root)) for m in files]
+        elif os.path.isdir(p):
+            base = os.path.join(p, "data") if os.path.isfile(os.path.join(p, "_SUCCESS")) else p
+            files = sorted(str(f) for f in Path(base).rglob("*")
+                           if f.is_file() and detect_format(str(f), declared) and not f.name.startswith((".", "_")))
+            if not files:
+                raise InputError(f"input directory '{p}' holds no jsonl/jsonl.gz/jsonl.zst/parquet files")
+            found += [(os.path.abspath(f), os.path.relpath(f, base)) for f in files]
+        elif os.path.exists(p):
+            found.append((os.path.abspath(p), os.path.basename(p)))
+        else:
+            raise InputError(f"input path '{p}' does not exist")
+    if not found:
+        raise InputError("no input paths given")
+    out: list[tuple[str, str, str]] = []
+    seen: set[str] = set()
+    for absp, rel in found:
+        if absp in seen:
+            continue
+        seen.add(absp)
+        fmt = detect_format(absp, declared)
+        if fmt is None:
+            raise InputError(f"input file '{absp}': unknown format (extension); "
+                             "set input.format to jsonl, jsonl.gz, jsonl.zst or parquet")
+        _check_readable(absp, fmt)
+        out.append((absp, rel, fmt))
+    return out
+
+
+def _glob_root(pattern: str) -> str:
+    parts = Path(pattern).parts
+    root = []
+    for part in parts:
+        if any(c in part for c in "*?["):
+            break
+        root.append(part)
+    return str(Path(*root)) if root else "."
+
+
+def _check_readable(path: str, fmt: str) -> None:
+    if not os.access(path, os.R_OK):
+        raise InputError(f"input file '{path}' is not readable (permission denied)")
+    try:
+        if fmt == "parquet":
+            pq.ParquetFile(path).metadata  # noqa: B018 - reads and checks the footer
+        elif fmt == "jsonl.gz":
+            with gzip.open(path, "rb") as f:
+                f.read(1)
+        elif fmt == "jsonl.zst":
+            with open(path, "rb") as f:
+                magic = f.read(4)
+            if magic and magic != b"\x28\xb5\x2f\xfd":
+                raise InputError(f"input file '{path}' is not zstd-compressed (bad magic number)")
+        else:
+            with open(path, "rb") as f:
+                f.read(1)
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure to open is the same user error
+        raise InputError(f"input file '{path}' cannot be read as {fmt}: {e}") from None
+
+
+def plan_shards(files: list[tuple[str, str, str]], shard_size_mb: float) -> list[Shard]:
+    """Split files into shards of about ``shard_size_mb``."""
+    target = max(1, int(shard_size_mb * (1 << 20)))
+    shards: list[Shard] = []
+    for absp, rel, fmt in files:
+        size = os.path.getsize(absp)
+        if fmt == "jsonl" and size > target:
+            for start, end, line in _jsonl_ranges(absp, size, target):
+                shards.append(Shard(len(shards), absp, rel, fmt, start, end, line, end - start))
+        elif fmt == "parquet":
+            md = pq.ParquetFile(absp).metadata
+            groups = [(md.row_group(i).num_rows, md.row_group(i).total_byte_size) for i in range(md.num_row_groups)]
+            g0, rows_before, acc, row0 = 0, 0, 0, 0
+            for i, (rows, nbytes) in enumerate(groups):
+                acc += nbytes
+                rows_before += rows
+                if acc >= target or i == len(groups) - 1:
+                    shards.append(Shard(len(shards), absp, rel, fmt, g0, i + 1, row0 + 1, acc))
+                    g0, acc, row0 = i + 1, 0, rows_before
+            if not groups:
+                shards.append(Shard(len(shards), absp, rel, fmt, 0, 0, 1, 0))
+        else:
+            shards.append(Shard(len(shards), absp, rel, fmt, 0, -1, 1, size))
+    return shards
+
+
+def _jsonl_ranges(path: str, size: int, target: int) -> list[tuple[int, int, int]]:
+    """Byte ranges [start, end) that each begin on a line start, with their first line number."""
+    ranges = []
+    start, start_line = 0, 1
+    next_cut = target
+    lines_before = 0  # newlines in bytes [0, offset)
+    offset = 0
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(_SCAN_BLOCK)
+            if not block:
+                break
+            pos = 0
+            while next_cut < offset + len(block):
+                p = block.find(b"\n", max(pos, next_cut - offset))
+                if p < 0:
+                    break
+                cut = offset + p + 1
+                cut_line = lines_before + block.count(b"\n", 0, p + 1) + 1
+                if cut < size:
+                    ranges.append((start, cut, start_line))
+                    start, start_line = cut, cut_line
+                pos = p + 1
+                next_cut = cut + target
+            lines_before += block.count(b"\n")
+            offset += len(block)
+    ranges.append((start, size, start_line))
+    return ranges

@@ -1,0 +1,158 @@
+"""Operator base classes: Mapper, Filter and the three-phase GlobalOp.
+
+Every operator is a pure function of Arrow batches (``pyarrow.Table``). Parameters are a
+pydantic model (``Params``), from which the recipe schema and ``thresher ops`` docs are made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
+
+
+class OpParams(BaseModel):
+    """Base of every op's parameter model: unknown keys are errors, values are validated strictly."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one instance of an op needs; executors turn this into process/actor resources."""
+
+    cpus: float = 1.0
+    memory_mb: int = 0
+    needs_model: bool = False  # loads a model: run in long-lived workers, load once per worker
+
+
+@dataclass
+class OpContext:
+    """Run-wide facts an op may use: column names, the seed, its place in the recipe."""
+
+    text_key: str = "text"
+    id_key: str = "id"
+    seed: int = 0
+    index: int = 0  # position in the recipe's process list
+    key: str = ""  # unique name of this op in the run (name, or name_2 when repeated)
+
+
+class Op:
+    """Base of all operators. Subclasses set ``name`` and ``Params`` and are registered."""
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[OpParams]] = OpParams
+    stats: ClassVar[dict[str, str]] = {}  # stat name -> what it measures
+    metrics: ClassVar[dict[str, str]] = {}  # ledger counters it records -> meaning
+    example: ClassVar[dict[str, Any] | None] = None
+    resources: ClassVar[Resources] = Resources()
+
+    def __init__(self, params: OpParams | None = None, ctx: OpContext | None = None):
+        self.params = params if params is not None else self.Params()
+        self.ctx = ctx if ctx is not None else OpContext(key=self.name)
+        self._counters: dict[str, int] = {}
+        self._ready = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Load models or other heavy state. Called once per worker before the first batch."""
+
+    def ensure_setup(self) -> None:
+        if not self._ready:
+            self.setup()
+            self._ready = True
+
+    # -- ledger counters -------------------------------------------------------------------
+    def record(self, metric: str, n: int) -> None:
+        """Add ``n`` to a named counter that ends up under this op in the ledger."""
+        if n:
+            self._counters[metric] = self._counters.get(metric, 0) + int(n)
+
+    def take_counters(self) -> dict[str, int]:
+        out, self._counters = self._counters, {}
+        return out
+
+    @classmethod
+    def summary(cls) -> str:
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0].strip() if doc else ""
+
+    @classmethod
+    def kind(cls) -> str:
+        raise NotImplementedError
+
+    @property
+    def text_key(self) -> str:
+        return self.ctx.text_key
+
+
+class Mapper(Op):
+    """batch -> batch. One output row per input row unless ``one_to_many`` is set."""
+
+    one_to_many: ClassVar[bool] = False
+
+    @classmethod
+    def kind(cls) -> str:
+        return "mapper"
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        raise NotImplementedError
+
+
+class Filter(Op):
+    """Two phases: ``compute_stats`` (kept for analysis), then ``keep`` from the stats alone.
+
+    Subclasses implement ``compute_stats`` and ``drop_reasons``; a row is dropped when any
+    reason's mask is true, and the first true reason (in the order returned) is recorded.
+    """
+
+    @classmethod
+    def kind(cls) -> str:
+        return "filter"
+
+    def compute_stats(self, batch: pa.Table) -> dict[str, pa.Array]:
+        raise NotImplementedError
+
+    def drop_reasons(self, stats: dict[str, pa.Array]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def keep(self, stats: dict[str, pa.Array]) -> np.ndarray:
+        n = len(next(iter(stats.values()))) if stats else 0
+        keep = np.ones(n, dtype=bool)
+        for mask in self.drop_reasons(stats).values():
+            keep &= ~np.asarray(mask, dtype=bool)
+        return keep
+
+
+@dataclass
+class Decisions:
+    """What resolve decided for the rows of one shard: rows to drop (by row ordinal) with reasons,
+    and optionally columns to add to every row (e.g. ``dup_cluster`` in mark mode)."""
+
+    drop_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    drop_reasons: list[str] = field(default_factory=list)
+    add_columns: dict[str, pa.Array] = field(default_factory=dict)
+
+
+class GlobalOp(Op):
+    """Three phases: ``fingerprint`` each batch (local, parallel), ``resolve`` over all
+    fingerprints (global), ``apply`` the decisions to each batch (local).
+
+    Fingerprints are tables with one row per input row; the executor adds ``__shard`` and
+    ``__row`` (the row's ordinal within its shard) so ``resolve`` can refer to rows.
+    ``resolve`` returns a polars DataFrame with columns ``__shard``, ``__row``, ``__reason``
+    (one row per row to drop) plus any extra columns ``apply`` wants.
+    """
+
+    @classmethod
+    def kind(cls) -> str:
+        return "global"
+
+    def fingerprint(self, batch: pa.Table) -> pa.Table:
+        raise NotImplementedError
+
+    def resolve(self, fingerprints):  # polars.LazyFrame -> polars.DataFrame
+        raise NotImplementedError

@@ -1,0 +1,328 @@
+"""Recipes: YAML files that describe a run. Loaded with ``yaml.safe_load``, ``${VAR}``
+interpolated from the environment, overridden from the command line, validated in full
+(every op name and parameter) before any data is read."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import RecipeError, did_you_mean
+from pipeline.ops import Op, OpContext, OpParams
+from pipeline.registry import all_ops, get_op
+
+INPUT_FORMATS = ("auto", "jsonl", "jsonl.gz", "jsonl.zst", "parquet")
+OUTPUT_FORMATS = ("jsonl", "jsonl.gz", "jsonl.zst", "parquet")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputSpec(_Strict):
+    paths: list[str] = Field(description="files, directories or globs; 'demo:quickstart' is the built-in demo corpus")
+    format: Literal["auto", "jsonl", "jsonl.gz", "jsonl.zst", "parquet"] = Field(
+        "auto", description="auto: from each file's extension")
+    text_key: str = Field("text", description="column holding the main text")
+    id_key: str = Field("id", description="column holding the row id; rows without one get a stable id")
+    shard_size_mb: float = Field(64.0, gt=0, description="plain JSONL and Parquet files bigger than this are split")
+
+    @field_validator("paths", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+
+class OutputSpec(_Strict):
+    path: str = Field(description="output directory")
+    format: Literal["jsonl", "jsonl.gz", "jsonl.zst", "parquet"] = "jsonl"
+    rows_per_shard: int = Field(100_000, gt=0, description="at most this many rows per output file")
+    keep_stats: bool = Field(False, description="keep filter stats in a '__stats__' column")
+    trace_samples: int = Field(20, ge=0, description="dropped samples kept per op in trace/")
+
+
+class ExecutorSpec(_Strict):
+    type: Literal["local", "ray"] = "local"
+    workers: int = Field(0, ge=0, description="processes (local) or parallelism (ray); 0 = all cores")
+    batch_size_mb: float = Field(16.0, gt=0, description="bytes of input read per batch")
+    address: str | None = Field(None, description="Ray cluster address (ray executor); default RAY_ADDRESS or a local Ray")
+
+
+class RecipeModel(_Strict):
+    name: str = ""
+    description: str = ""
+    input: InputSpec
+    output: OutputSpec
+    executor: ExecutorSpec = ExecutorSpec()
+    seed: int = 0
+    process: list[Any] = Field(default_factory=list)
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor_shorthand(cls, v: Any) -> Any:
+        return {"type": v} if isinstance(v, str) else v
+
+
+class OpSpec(BaseModel):
+    """One validated entry of ``process:``."""
+
+    index: int
+    name: str
+    key: str
+    params: OpParams
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    def build(self, text_key: str, id_key: str, seed: int) -> Op:
+        cls = get_op(self.name)
+        ctx = OpContext(text_key=text_key, id_key=id_key, seed=seed, index=self.index, key=self.key)
+        return cls(self.params, ctx)
+
+
+class Recipe:
+    """A validated recipe: the model, its ops, where it came from."""
+
+    def __init__(self, model: RecipeModel, ops: list[OpSpec], source: str, raw: dict[str, Any]):
+        self.model = model
+        self.ops = ops
+        self.source = source
+        self.raw = raw
+
+    @property
+    def input(self) -> InputSpec:
+        return self.model.input
+
+    @property
+    def output(self) -> OutputSpec:
+        return self.model.output
+
+    @property
+    def executor(self) -> ExecutorSpec:
+        return self.model.executor
+
+    def build_ops(self) -> list[Op]:
+        return [s.build(self.input.text_key, self.input.id_key, self.model.seed) for s in self.ops]
+
+    def fingerprint(self) -> str:
+        """Hash of everything that decides the output (not workers, not the output path)."""
+        body = {k: v for k, v in self.model.model_dump(mode="json").items() if k not in ("executor", "name", "description")}
+        body["output"] = {k: v for k, v in body["output"].items() if k != "path"}
+        body["process"] = [{s.name: s.params.model_dump(mode="json")} for s in self.ops]
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- interpolation
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate(value: Any, source: str, where: str = "") -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string, from the environment."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, source, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, source, f"{where}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise RecipeError(f"{source}: {where}: environment variable ${{{name}}} is not set "
+                          f"(set it, or write ${{{name}:-default}} in the recipe)")
+
+    return _VAR.sub(sub, value)
+
+
+# --------------------------------------------------------------------------- overrides
+def apply_set(raw: dict[str, Any], assignment: str, source: str) -> None:
+    """Apply one ``--set a.b.c=value`` (value parsed as YAML, so numbers and booleans work).
+
+    Paths walk mappings by key and lists by index; inside ``process`` an op may also be
+    named instead of indexed (``process.text_length_filter.min_chars=10``).
+    """
+    if "=" not in assignment:
+        raise RecipeError(f"--set {assignment!r}: expected key=value")
+    path, text = assignment.split("=", 1)
+    value = yaml.safe_load(text) if text else ""
+    keys = [k for k in path.strip().split(".") if k]
+    if not keys:
+        raise RecipeError(f"--set {assignment!r}: empty key")
+    node: Any = raw
+    for key in keys[:-1]:
+        if isinstance(node, list):
+            node = _list_step(node, key, assignment)
+        elif isinstance(node, dict):
+            if key not in node or node[key] is None:
+                node[key] = {}
+            node = node[key]
+        else:
+            raise RecipeError(f"--set {assignment!r}: cannot step into '{key}'")
+    last = keys[-1]
+    if isinstance(node, list):
+        idx = _list_index(node, last, assignment)
+        node[idx] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise RecipeError(f"--set {assignment!r}: '{'.'.join(keys[:-1])}' is not a mapping")
+
+
+def _list_index(node: list, key: str, assignment: str) -> int:
+    if key.lstrip("-").isdigit():
+        idx = int(key)
+        if -len(node) <= idx < len(node):
+            return idx
+        raise RecipeError(f"--set {assignment!r}: index {idx} out of range (list has {len(node)} items)")
+    for i, item in enumerate(node):
+        if isinstance(item, dict) and key in item:
+            return i
+    names = [next(iter(it)) for it in node if isinstance(it, dict) and it]
+    raise RecipeError(f"--set {assignment!r}: no op '{key}' in process.{did_you_mean(key, names)}")
+
+
+def _list_step(node: list, key: str, assignment: str) -> Any:
+    item = node[_list_index(node, key, assignment)]
+    # process entries are {op_name: params}; naming the op steps into its params
+    if isinstance(item, dict) and key in item and not key.lstrip("-").isdigit():
+        if item[key] is None:
+            item[key] = {}
+        return item[key]
+    return item
+
+
+# --------------------------------------------------------------------------- loading
+def find_recipe(name_or_path: str) -> Path:
+    """A path to a recipe file, or the name of a shipped recipe (``fineweb``)."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    shipped = shipped_recipes()
+    stem = p.name[:-5] if p.name.endswith(".yaml") else p.name
+    if stem in shipped and not p.parent.parts:
+        return shipped[stem]
+    hint = did_you_mean(stem, shipped)
+    raise RecipeError(f"recipe '{name_or_path}' is neither a file nor a shipped recipe.{hint} "
+                      f"Shipped recipes: {', '.join(sorted(shipped))}")
+
+
+def shipped_recipes() -> dict[str, Path]:
+    root = resources.files("recipes")
+    return {Path(str(f)).stem: Path(str(f)) for f in root.iterdir() if str(f).endswith(".yaml")}
+
+
+def load_recipe(name_or_path: str, sets: list[str] | None = None, *, inputs: list[str] | None = None,
+                output: str | None = None, executor: str | None = None,
+                workers: int | None = None) -> Recipe:
+    path = find_recipe(name_or_path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecipeError(f"{source}: cannot read recipe: {e}") from None
+    return parse_recipe(text, source, sets, inputs=inputs, output=output, executor=executor, workers=workers)
+
+
+def parse_recipe(text: str, source: str = "<recipe>", sets: list[str] | None = None, *,
+                 inputs: list[str] | None = None, output: str | None = None,
+                 executor: str | None = None, workers: int | None = None) -> Recipe:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise RecipeError(f"{source}:{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}: a recipe is a mapping with input, output and process; got {type(raw).__name__}")
+    raw = interpolate(raw, source)
+    for s in sets or []:
+        apply_set(raw, s, source)
+    if inputs:
+        raw.setdefault("input", {})
+        if not isinstance(raw["input"], dict):
+            raw["input"] = {}
+        raw["input"]["paths"] = list(inputs)
+    if output:
+        raw.setdefault("output", {})
+        raw["output"]["path"] = output
+    if executor or workers is not None:
+        ex = raw.get("executor") or {}
+        ex = {"type": ex} if isinstance(ex, str) else dict(ex)
+        if executor:
+            ex["type"] = executor
+        if workers is not None:
+            ex["workers"] = workers
+        raw["executor"] = ex
+    try:
+        model = RecipeModel.model_validate(raw)
+    except ValidationError as e:
+        raise RecipeError(_explain(e, source, RecipeModel)) from None
+    ops = _validate_process(model.process, source)
+    return Recipe(model, ops, source, raw)
+
+
+def _validate_process(process: list[Any], source: str) -> list[OpSpec]:
+    known = all_ops()
+    specs: list[OpSpec] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(process):
+        if isinstance(entry, str):
+            entry = {entry: {}}
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise RecipeError(f"{source}: process[{i}]: expected '- op_name: {{params}}', got {entry!r}")
+        (name, params), = entry.items()
+        if name not in known:
+            raise RecipeError(f"{source}: process[{i}]: unknown op '{name}'.{did_you_mean(name, known)} "
+                              "Run `thresher ops` for the list.")
+        params = params or {}
+        if not isinstance(params, dict):
+            raise RecipeError(f"{source}: process[{i}] '{name}': parameters must be a mapping, got {params!r}")
+        cls = known[name]
+        try:
+            p = cls.Params.model_validate(params)
+        except ValidationError as e:
+            raise RecipeError(_explain(e, source, cls.Params, f"process[{i}] '{name}'")) from None
+        seen[name] = seen.get(name, 0) + 1
+        key = name if seen[name] == 1 else f"{name}_{seen[name]}"
+        specs.append(OpSpec(index=i, name=name, key=key, params=p))
+    return specs
+
+
+def _explain(err: ValidationError, source: str, model: type[BaseModel], where: str = "") -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"])
+        prefix = f"{source}: {where + ': ' if where else ''}"
+        if e["type"] == "extra_forbidden":
+            owner = _model_at(model, e["loc"][:-1])
+            valid = list(owner.model_fields) if owner else []
+            name = str(e["loc"][-1])
+            lines.append(f"{prefix}parameter '{loc}' is not valid.{did_you_mean(name, valid)} "
+                         f"Valid: {', '.join(valid)}")
+        elif e["type"] == "missing":
+            lines.append(f"{prefix}parameter '{loc}' is required")
+        else:
+            lines.append(f"{prefix}parameter '{loc}': {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    cur: Any = model
+    for part in loc:
+        field = getattr(cur, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        cur = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if cur is None:
+            return None
+    return cur if isinstance(cur, type) and issubclass(cur, BaseModel) else None

@@ -1,0 +1,171 @@
+"""Run fused local ops over one Arrow batch, keeping the ledger, trace and quarantine.
+
+This is the one place that turns op results into row decisions; both executors call it, so
+local and Ray runs decide alike. An op that raises on a batch is retried on halves until the
+failing rows are isolated; those rows go to quarantine with the error, the rest go on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.io.readers import RAW_SNIPPET, quarantine_record
+from pipeline.ledger import Ledger
+from pipeline.ops import Filter, GlobalOp, Mapper, Op
+
+STATS_COL = "__stats__"
+TRACE_TEXT = 500
+
+
+class BatchRunner:
+    def __init__(self, ops: list[Op], text_key: str, id_key: str, keep_stats: bool, trace_n: int):
+        self.ops = ops
+        self.text_key = text_key
+        self.id_key = id_key
+        self.keep_stats = keep_stats
+        self.trace_n = trace_n
+        self.trace: dict[str, list[dict]] = {op.ctx.key: [] for op in ops}
+        self.quarantine: list[dict] = []
+
+    # ------------------------------------------------------------------------------ helpers
+    def _row_raw(self, table: pa.Table, i: int) -> str:
+        return json.dumps(table.slice(i, 1).to_pylist()[0], ensure_ascii=False, default=str)[:RAW_SNIPPET]
+
+    def _quarantine_rows(self, op: Op, table: pa.Table, err: BaseException) -> None:
+        ids = table.column(self.id_key).to_pylist() if self.id_key in table.column_names else [None] * table.num_rows
+        reason = f"{type(err).__name__}: {err}"[:300]
+        for i in range(table.num_rows):
+            self.quarantine.append(quarantine_record(
+                str(ids[i]), 0, reason, op.ctx.key, self._row_raw(table, i), row_id=ids[i]))
+
+    def guarded(self, op: Op, fn: Callable[[pa.Table], object], table: pa.Table, ledger: Ledger):
+        """Call ``fn(table)``; on error, bisect to isolate failing rows and quarantine them.
+        Returns (result parts, kept sub-tables) aligned with each other."""
+        try:
+            return [fn(table)], [table]
+        except Exception as err:  # noqa: BLE001 - any op error sends its rows to quarantine
+            if table.num_rows <= 1:
+                self._quarantine_rows(op, table, err)
+                ledger[op.ctx.key].quarantined[f"op error: {type(err).__name__}"] += table.num_rows
+                return [], []
+            mid = table.num_rows // 2
+            r1, t1 = self.guarded(op, fn, table.slice(0, mid), ledger)
+            r2, t2 = self.guarded(op, fn, table.slice(mid), ledger)
+            return r1 + r2, t1 + t2
+
+    def _trace_drops(self, op: Op, table: pa.Table, dropped_idx: np.ndarray, reasons: list[str], stats: dict) -> None:
+        bucket = self.trace.setdefault(op.ctx.key, [])
+        room = self.trace_n - len(bucket)
+        if room <= 0 or len(dropped_idx) == 0:
+            return
+        take = dropped_idx[:room]
+        ids = table.column(self.id_key).take(pa.array(take)).to_pylist() if self.id_key in table.column_names else [None] * len(take)
+        texts = table.column(self.text_key).take(pa.array(take)).to_pylist() if self.text_key in table.column_names else [None] * len(take)
+        for j, i in enumerate(take):
+            rec = {"id": ids[j], "reason": reasons[j], "text": (texts[j] or "")[:TRACE_TEXT]}
+            if stats:
+                rec["stats"] = {k: _py(v[int(i)]) for k, v in stats.items()}
+            bucket.append(rec)
+
+    # ------------------------------------------------------------------------------ ops
+    def run(self, table: pa.Table, ledger: Ledger) -> pa.Table:
+        for op in self.ops:
+            if table.num_rows == 0:
+                break
+            table = self.run_op(op, table, ledger)
+        return table
+
+    def run_op(self, op: Op, table: pa.Table, ledger: Ledger) -> pa.Table:
+        entry = ledger[op.ctx.key]
+        t0 = time.perf_counter()
+        op.ensure_setup()
+        entry.rows_in += table.num_rows
+        if isinstance(op, Mapper):
+            results, inputs = self.guarded(op, op.process, table, ledger)
+            for r, t in zip(results, inputs):
+                if not op.one_to_many and r.num_rows != t.num_rows:
+                    raise RuntimeError(f"op '{op.ctx.key}' is 1:1 but returned {r.num_rows} rows for {t.num_rows}")
+                if r.num_rows > t.num_rows:
+                    entry.created += r.num_rows - t.num_rows
+                elif r.num_rows < t.num_rows:
+                    entry.dropped["removed by mapper"] += t.num_rows - r.num_rows
+            out = _concat(results, table.schema if not results else None)
+        elif isinstance(op, Filter):
+            results, inputs = self.guarded(op, op.compute_stats, table, ledger)
+            parts = []
+            for stats, t in zip(results, inputs):
+                parts.append(self._apply_filter(op, t, stats, entry))
+            out = _concat(parts, table.schema if not parts else None)
+        elif isinstance(op, GlobalOp):
+            raise TypeError("global ops run through the executor's fingerprint/resolve/apply phases")
+        else:
+            raise TypeError(f"op '{op.ctx.key}' is not a Mapper, Filter or GlobalOp")
+        entry.counters.update(op.take_counters())
+        entry.rows_out += out.num_rows
+        entry.seconds += time.perf_counter() - t0
+        return out
+
+    def _apply_filter(self, op: Filter, table: pa.Table, stats: dict, entry) -> pa.Table:
+        stats = {k: _as_array(v) for k, v in stats.items()}
+        reasons = op.drop_reasons(stats)
+        n = table.num_rows
+        reason_idx = np.full(n, -1, dtype=np.int32)
+        names = list(reasons)
+        for j, name in enumerate(names):  # first failing rule is the recorded reason
+            m = np.asarray(reasons[name], dtype=bool)
+            reason_idx[(reason_idx < 0) & m] = j
+        keep = reason_idx < 0
+        dropped_idx = np.flatnonzero(~keep)
+        if len(dropped_idx):
+            counts = np.bincount(reason_idx[dropped_idx], minlength=len(names))
+            for j, c in enumerate(counts):
+                if c:
+                    entry.dropped[names[j]] += int(c)
+            self._trace_drops(op, table, dropped_idx, [names[j] for j in reason_idx[dropped_idx[: self.trace_n]]], stats)
+        if self.keep_stats and stats:
+            table = add_stats(table, op.ctx.key, stats)
+        return table if keep.all() else table.filter(pa.array(keep))
+
+    def record_global_drops(self, op: GlobalOp, table: pa.Table, drop_idx: np.ndarray, reasons: list[str], ledger: Ledger) -> None:
+        entry = ledger[op.ctx.key]
+        for r in reasons:
+            entry.dropped[r] += 1
+        self._trace_drops(op, table, drop_idx, reasons[: self.trace_n], {})
+
+
+def add_stats(table: pa.Table, key: str, stats: dict[str, pa.Array]) -> pa.Table:
+    """Add this op's stats under ``__stats__.<op key>`` (a struct column)."""
+    new = pa.StructArray.from_arrays(list(stats.values()), names=list(stats))
+    if STATS_COL in table.column_names:
+        old = table.column(STATS_COL).combine_chunks()
+        fields = [old.field(i) for i in range(old.type.num_fields)] + [new]
+        names = [old.type.field(i).name for i in range(old.type.num_fields)] + [key]
+        merged = pa.StructArray.from_arrays(fields, names=names)
+        return table.set_column(table.column_names.index(STATS_COL), STATS_COL, merged)
+    return table.append_column(STATS_COL, new)
+
+
+def _as_array(v) -> pa.Array:
+    if isinstance(v, pa.ChunkedArray):
+        return v.combine_chunks()
+    if isinstance(v, pa.Array):
+        return v
+    return pa.array(np.asarray(v))
+
+
+def _py(v):
+    x = v.as_py() if hasattr(v, "as_py") else v
+    return round(x, 6) if isinstance(x, float) else x
+
+
+def _concat(parts: list[pa.Table], empty_schema: pa.Schema | None) -> pa.Table:
+    if not parts:
+        return empty_schema.empty_table() if empty_schema is not None else pa.table({})
+    if len(parts) == 1:
+        return parts[0]
+    return pa.concat_tables(parts, promote_options="permissive")

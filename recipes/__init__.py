@@ -1,0 +1,1 @@
+"""Shipped recipes (YAML), found by name: ``thresher run quickstart``."""
