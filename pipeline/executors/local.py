@@ -20,6 +20,13 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _warm(_: int) -> int:
+    """Start a worker and import the engine in it (so polars reads the thread setting)."""
+    import pipeline.executors.passes  # noqa: F401
+
+    return os.getpid()
+
+
 class LocalExecutor:
     name = "local"
 
@@ -44,7 +51,7 @@ class LocalExecutor:
             try:
                 self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"))
                 # start the workers now, while the environment is set
-                list(self._pool.map(os.getpid, range(self.workers)))
+                list(self._pool.map(_warm, range(self.workers)))
             finally:
                 for k, v in saved.items():
                     if v is None:

@@ -69,6 +69,7 @@ class JsonlBlockParser:
         self.rel = rel
         self.text_key = text_key
         self.schema: pa.Schema | None = None  # known (non-null) field types of this file
+        self.order: list[str] = []  # column order of the file (first appearance)
 
     def _parse_options(self) -> pajson.ParseOptions:
         fields = [f for f in (self.schema or []) if not pa.types.is_null(f.type)]
@@ -76,14 +77,26 @@ class JsonlBlockParser:
             fields.append(pa.field(self.text_key, pa.string()))
         return pajson.ParseOptions(explicit_schema=pa.schema(fields), unexpected_field_behavior="infer")
 
-    def _learn(self, table: pa.Table) -> None:
+    def _learn(self, table: pa.Table, block: bytes) -> pa.Table:
+        """Remember the types seen; return the table with columns in the file's order."""
+        if not self.order:
+            first = next((ln for ln in block.split(b"\n", 64) if ln.strip()), b"{}")
+            try:
+                self.order = [k for k in json.loads(first) if isinstance(k, str)]
+            except ValueError:
+                self.order = []
         known = {f.name: f for f in self.schema} if self.schema is not None else {}
         for f in table.schema:
             if f.name not in known or pa.types.is_null(known[f.name].type):
                 known[f.name] = f
+            if f.name not in self.order:
+                self.order.append(f.name)
         self.schema = pa.schema(list(known.values()))
+        names = table.column_names
+        ordered = [c for c in self.order if c in names]
+        return table if ordered == names else table.select(ordered)
 
-    def parse(self, block: bytes, first_line: int) -> tuple[pa.Table | None, np.ndarray, list[dict]]:
+    def parse(self, block: bytes, first_line: int, nlines: int | None = None) -> tuple[pa.Table | None, np.ndarray, list[dict]]:
         """Returns (table, line numbers of its rows, quarantine records)."""
         try:
             table = pajson.read_json(pa.BufferReader(block), parse_options=self._parse_options(),
@@ -91,9 +104,8 @@ class JsonlBlockParser:
             table.validate(full=True)  # pyarrow.json does not check UTF-8; this does, in C++
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             return self._parse_slow(block, first_line)
-        lines = _line_numbers(block, first_line, table.num_rows)
-        self._learn(table)
-        return table, lines, []
+        lines = _line_numbers(block, first_line, table.num_rows, nlines)
+        return self._learn(table, block), lines, []
 
     def _parse_slow(self, block: bytes, first_line: int) -> tuple[pa.Table | None, np.ndarray, list[dict]]:
         bad: list[dict] = []
@@ -141,8 +153,7 @@ class JsonlBlockParser:
             # numbers that widen (int column, float value): let pyarrow infer this block alone
             table = pajson.read_json(pa.BufferReader(payload),
                                      read_options=pajson.ReadOptions(use_threads=False, block_size=len(payload) + 1))
-        self._learn(table)
-        return table, np.asarray(keep_lines, dtype=np.int64), bad
+        return self._learn(table, payload), np.asarray(keep_lines, dtype=np.int64), bad
 
     def _expected_kinds(self, rows: list[dict]) -> dict[str, str]:
         """Field kinds: from the file's schema where known, else the majority in this block."""
@@ -170,8 +181,9 @@ def quarantine_record(source: str, line: int, reason: str, stage: str, raw: str,
     return rec
 
 
-def _line_numbers(block: bytes, first_line: int, nrows: int) -> np.ndarray:
-    nlines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+def _line_numbers(block: bytes, first_line: int, nrows: int, nlines: int | None = None) -> np.ndarray:
+    if nlines is None:
+        nlines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
     if nlines == nrows:
         return np.arange(first_line, first_line + nrows, dtype=np.int64)
     # blank lines were skipped by the parser: number only the non-blank ones
@@ -182,8 +194,8 @@ def _line_numbers(block: bytes, first_line: int, nrows: int) -> np.ndarray:
     return first_line + idx[:nrows]
 
 
-def iter_blocks(shard: Shard, block_bytes: int) -> Iterator[tuple[bytes, int]]:
-    """Blocks of whole lines from a JSONL shard, with the line number each starts at."""
+def iter_blocks(shard: Shard, block_bytes: int) -> Iterator[tuple[bytes, int, int]]:
+    """Blocks of whole lines from a JSONL shard: (bytes, number of its first line, lines in it)."""
     comp = _COMPRESSION[shard.format]
     stream = pa.input_stream(shard.path, compression=comp) if comp else open(shard.path, "rb")  # noqa: SIM115
     with stream:
@@ -201,7 +213,7 @@ def iter_blocks(shard: Shard, block_bytes: int) -> Iterator[tuple[bytes, int]]:
                 remaining -= len(chunk)
             if not chunk:
                 if carry:
-                    yield carry, line
+                    yield carry, line, carry.count(b"\n") + 1
                 return
             buf = carry + chunk if carry else chunk
             cut = buf.rfind(b"\n")
@@ -209,8 +221,9 @@ def iter_blocks(shard: Shard, block_bytes: int) -> Iterator[tuple[bytes, int]]:
                 carry = buf
                 continue
             block, carry = buf[: cut + 1], buf[cut + 1:]
-            yield block, line
-            line += block.count(b"\n")
+            n = block.count(b"\n")
+            yield block, line, n
+            line += n
 
 
 def read_shard(shard: Shard, text_key: str, id_key: str, block_bytes: int) -> Iterator[ReadBatch]:
@@ -219,8 +232,8 @@ def read_shard(shard: Shard, text_key: str, id_key: str, block_bytes: int) -> It
         yield from _read_parquet(shard, text_key, id_key, block_bytes)
         return
     parser = JsonlBlockParser(shard.rel, text_key)
-    for block, first_line in iter_blocks(shard, block_bytes):
-        table, lines, bad = parser.parse(block, first_line)
+    for block, first_line, nlines in iter_blocks(shard, block_bytes):
+        table, lines, bad = parser.parse(block, first_line, nlines)
         if table is None:
             yield ReadBatch(pa.table({}), bad)
             continue
@@ -235,8 +248,9 @@ def _read_parquet(shard: Shard, text_key: str, id_key: str, block_bytes: int) ->
     if groups == []:
         return
     md = pf.metadata
-    avg_row = max(1, md.serialized_size // max(1, md.num_rows)) if md.num_rows else 1
-    rows_per_batch = max(1024, block_bytes // max(avg_row, 256))
+    nbytes = sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
+    avg_row = max(64, nbytes // max(1, md.num_rows))  # uncompressed bytes per row
+    rows_per_batch = max(256, block_bytes // avg_row)
     row = shard.first_line
     for rb in pf.iter_batches(batch_size=rows_per_batch, row_groups=groups):
         table = pa.Table.from_batches([rb])

@@ -1,0 +1,65 @@
+"""Shared helpers for benchmarks: run a command, sample the whole process tree's memory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    try:
+        procs = [proc] + proc.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def run_measured(cmd: list[str], env: dict | None = None, interval: float = 0.05) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes, summed over the process tree) of a command."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL)
+    ps = psutil.Process(p.pid)
+    peak = 0
+    stop = threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, tree_rss(ps))
+            time.sleep(interval)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    rc = p.wait()
+    wall = time.perf_counter() - t0
+    stop.set()
+    th.join()
+    if rc != 0:
+        raise SystemExit(f"command failed ({rc}): {' '.join(cmd)}")
+    return wall, peak
+
+
+def make_corpus(n: int, out: Path) -> Path:
+    """A corpus of n documents built from real paragraphs by ../shared/tools/make_corpus.py (cached)."""
+    if out.exists():
+        return out
+    tool = SHARED / "tools" / "make_corpus.py"
+    if not tool.exists():
+        raise SystemExit(f"{tool} not found: benchmarks need ../shared beside the checkout (or pass --corpus)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, str(tool), "--n", str(n), "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
+    return out
