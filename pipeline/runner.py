@@ -147,7 +147,7 @@ def add_stats(table: pa.Table, key: str, stats: dict[str, pa.Array]) -> pa.Table
         names = [old.type.field(i).name for i in range(old.type.num_fields)] + [key]
         merged = pa.StructArray.from_arrays(fields, names=names)
         return table.set_column(table.column_names.index(STATS_COL), STATS_COL, merged)
-    return table.append_column(STATS_COL, new)
+    return table.append_column(STATS_COL, pa.StructArray.from_arrays([new], names=[key]))
 
 
 def _as_array(v) -> pa.Array:

@@ -105,7 +105,12 @@ class JsonlBlockParser:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             return self._parse_slow(block, first_line)
         lines = _line_numbers(block, first_line, table.num_rows, nlines)
-        return self._learn(table, block), lines, []
+        return self._finish(table, lines, [], block)
+
+    def _finish(self, table: pa.Table, lines: np.ndarray, bad: list[dict], block: bytes):
+        """Quarantine rows without text, then learn the types of what is left."""
+        table, lines, more = split_missing_text(table, lines, self.rel, self.text_key)
+        return self._learn(table, block), lines, bad + more
 
     def _parse_slow(self, block: bytes, first_line: int) -> tuple[pa.Table | None, np.ndarray, list[dict]]:
         bad: list[dict] = []
@@ -153,7 +158,7 @@ class JsonlBlockParser:
             # numbers that widen (int column, float value): let pyarrow infer this block alone
             table = pajson.read_json(pa.BufferReader(payload),
                                      read_options=pajson.ReadOptions(use_threads=False, block_size=len(payload) + 1))
-        return self._learn(table, payload), np.asarray(keep_lines, dtype=np.int64), bad
+        return self._finish(table, np.asarray(keep_lines, dtype=np.int64), bad, payload)
 
     def _expected_kinds(self, rows: list[dict]) -> dict[str, str]:
         """Field kinds: from the file's schema where known, else the majority in this block."""
@@ -237,9 +242,7 @@ def read_shard(shard: Shard, text_key: str, id_key: str, block_bytes: int) -> It
         if table is None:
             yield ReadBatch(pa.table({}), bad)
             continue
-        table, more_bad = _check_rows(table, lines, shard.rel, text_key, id_key,
-                                      lambda i, t=table: json.dumps(t.slice(i, 1).to_pylist()[0], default=str))
-        yield ReadBatch(table, bad + more_bad)
+        yield ReadBatch(_ensure_ids(table, lines, shard.rel, id_key), bad)
 
 
 def _read_parquet(shard: Shard, text_key: str, id_key: str, block_bytes: int) -> Iterator[ReadBatch]:
@@ -260,28 +263,38 @@ def _read_parquet(shard: Shard, text_key: str, id_key: str, block_bytes: int) ->
             yield ReadBatch(pa.table({}), [quarantine_record(shard.rel, int(x), f"field '{text_key}': expected string, got {table.schema.field(text_key).type}", "read", "")
                                            for x in lines])
             continue
-        table, bad = _check_rows(table, lines, shard.rel, text_key, id_key,
-                                 lambda i, t=table: json.dumps(t.slice(i, 1).to_pylist()[0], default=str))
-        yield ReadBatch(table, bad)
+        table, lines, bad = split_missing_text(table, lines, shard.rel, text_key)
+        yield ReadBatch(_ensure_ids(table, lines, shard.rel, id_key), bad)
 
 
 def _is_string(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
-def _check_rows(table: pa.Table, lines: np.ndarray, rel: str, text_key: str, id_key: str, raw_of) -> tuple[pa.Table, list[dict]]:
-    bad: list[dict] = []
+def split_missing_text(table: pa.Table, lines: np.ndarray, rel: str, text_key: str
+                       ) -> tuple[pa.Table, np.ndarray, list[dict]]:
+    """Rows with a missing or null text field go to quarantine. Columns that only those rows
+    had are dropped, so bad records do not add all-null columns to the good ones."""
+    def raw(t: pa.Table, i: int) -> str:
+        return json.dumps(t.slice(i, 1).to_pylist()[0], ensure_ascii=False, default=str)[:RAW_SNIPPET]
+
     if text_key not in table.column_names:
-        return table.slice(0, 0), [quarantine_record(rel, int(x), f"missing text field '{text_key}'", "read", raw_of(i))
-                                   for i, x in enumerate(lines)]
+        return (table.slice(0, 0), lines[:0],
+                [quarantine_record(rel, int(x), f"missing text field '{text_key}'", "read", raw(table, i))
+                 for i, x in enumerate(lines)])
     text = table.column(text_key)
-    if text.null_count:
-        null = pc.is_null(text).to_numpy(zero_copy_only=False)
-        for i in np.flatnonzero(null):
-            bad.append(quarantine_record(rel, int(lines[i]), f"missing or null text field '{text_key}'", "read", raw_of(int(i))[:RAW_SNIPPET]))
-        table = table.filter(pa.array(~null))
-        lines = lines[~null]
-    return _ensure_ids(table, lines, rel, id_key), bad
+    if not text.null_count:
+        return table, lines, []
+    null = pc.is_null(text).to_numpy(zero_copy_only=False)
+    removed = table.filter(pa.array(null))
+    bad = [quarantine_record(rel, int(lines[i]), f"missing or null text field '{text_key}'", "read", raw(removed, j))
+           for j, i in enumerate(np.flatnonzero(null))]
+    kept = table.filter(pa.array(~null))
+    only_bad = [c for c in kept.column_names
+                if c != text_key and kept.column(c).null_count == kept.num_rows and removed.column(c).null_count < removed.num_rows]
+    if only_bad:
+        kept = kept.drop_columns(only_bad)
+    return kept, lines[~null], bad
 
 
 def _ensure_ids(table: pa.Table, lines: np.ndarray, rel: str, id_key: str) -> pa.Table:
@@ -301,7 +314,7 @@ def _ensure_ids(table: pa.Table, lines: np.ndarray, rel: str, id_key: str) -> pa
 def _derived_ids(lines: np.ndarray, rel: str, typ: pa.DataType) -> pa.Array:
     if pa.types.is_integer(typ):
         # integer id column: a 63-bit hash of "source:line", so ids stay integers
-        vals = [xxhash.xxh3_64_intdigest(f"{rel}:{int(x)}") & 0x7FFFFFFFFFFFFFFF for x in lines]
+        vals = [xxhash.xxh3_64_intdigest(f"{rel}:{int(x)}".encode()) & 0x7FFFFFFFFFFFFFFF for x in lines]
         return pa.array(vals, type=typ)
     ids = pc.binary_join_element_wise(pa.scalar(f"{rel}:"), pc.cast(pa.array(lines), pa.string()), "")
     return ids.cast(typ) if not pa.types.is_null(typ) else ids
