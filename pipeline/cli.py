@@ -72,7 +72,7 @@ def cmd_validate(args) -> int:
 
     recipe = _load(args)
     console.print(f"[green]ok[/green] {recipe.source}: {len(recipe.ops)} ops, executor {recipe.executor.type}")
-    console.print(describe(make_plan(recipe.build_ops())))
+    print(describe(make_plan(recipe.build_ops())))
     return 0
 
 
@@ -96,9 +96,9 @@ def cmd_ops(args) -> int:
 
 
 def cmd_recipes(args) -> int:
-    from pipeline.recipe import shipped_recipes
-
     import yaml
+
+    from pipeline.recipe import shipped_recipes
 
     for name, path in sorted(shipped_recipes().items()):
         desc = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("description", "")

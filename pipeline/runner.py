@@ -87,7 +87,7 @@ class BatchRunner:
         entry.rows_in += table.num_rows
         if isinstance(op, Mapper):
             results, inputs = self.guarded(op, op.process, table, ledger)
-            for r, t in zip(results, inputs):
+            for r, t in zip(results, inputs, strict=True):
                 if not op.one_to_many and r.num_rows != t.num_rows:
                     raise RuntimeError(f"op '{op.ctx.key}' is 1:1 but returned {r.num_rows} rows for {t.num_rows}")
                 if r.num_rows > t.num_rows:
@@ -98,7 +98,7 @@ class BatchRunner:
         elif isinstance(op, Filter):
             results, inputs = self.guarded(op, op.compute_stats, table, ledger)
             parts = []
-            for stats, t in zip(results, inputs):
+            for stats, t in zip(results, inputs, strict=True):
                 parts.append(self._apply_filter(op, t, stats, entry))
             out = _concat(parts, table.schema if not parts else None)
         elif isinstance(op, GlobalOp):

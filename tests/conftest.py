@@ -76,7 +76,7 @@ def sample_docs(n: int, seed: int = 0) -> list[dict]:
     import random
 
     rng = random.Random(seed)
-    words = "river town library bridge museum harbour garden festival winter summer letters canal mill".split()
+    words = ["river", "town", "library", "bridge", "museum", "harbour", "garden", "festival", "winter", "summer", "letters", "canal", "mill"]
     docs = []
     for i in range(n):
         k = rng.randint(1, 80)

@@ -60,7 +60,7 @@ class WhitespaceNormalize(Mapper):
             t = pc.replace_substring_regex(t, _HSPACE, " ")
         if p.strip:
             t = pc.replace_substring_regex(t, r"(?m)^ +| +$", "")
-        t = pc.replace_substring_regex(t, r"\n{%d,}" % (p.max_blank_lines + 2), "\n" * (p.max_blank_lines + 1))
+        t = pc.replace_substring_regex(t, rf"\n{{{p.max_blank_lines + 2},}}", "\n" * (p.max_blank_lines + 1))
         if p.strip:
             t = pc.utf8_trim_whitespace(t)
         return _set_text(batch, self.text_key, t)

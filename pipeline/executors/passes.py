@@ -146,7 +146,7 @@ def run_pass_shard(recipe: Recipe, out_dir: str, k: int, shard: Shard) -> dict:
             barrier.ensure_setup()
             entry.rows_in += table.num_rows
             results, kept = runner.guarded(barrier, barrier.fingerprint, table, ledger)
-            for fp, t in zip(results, kept):
+            for fp, t in zip(results, kept, strict=True):
                 n = t.num_rows
                 fp = fp.append_column(SHARD, pa.array(np.full(n, shard.index, dtype=np.int32)))
                 fp = fp.append_column(ROW, pa.array(np.arange(ordinal, ordinal + n, dtype=np.int64)))

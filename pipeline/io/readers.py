@@ -139,7 +139,7 @@ class JsonlBlockParser:
             good_lines.append(line)
         expected = self._expected_kinds(rows)
         keep_raw, keep_lines = [], []
-        for obj, raw, line in zip(rows, good_raw, good_lines):
+        for obj, raw, line in zip(rows, good_raw, good_lines, strict=True):
             conflict = next(((k, expected[k], _value_kind(v)) for k, v in obj.items()
                              if v is not None and k in expected and _value_kind(v) != expected[k]), None)
             if conflict:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.docs import markdown, op_text, recipe_schema
+from pipeline.errors import RecipeError
 from pipeline.ops import Filter, GlobalOp, Mapper, OpParams
 from pipeline.registry import all_ops, get_op, register
-from pipeline.errors import RecipeError
 
 ROOT = Path(__file__).resolve().parents[2]
 
