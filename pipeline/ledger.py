@@ -120,21 +120,26 @@ class Ledger:
         return led
 
     def table(self, output_rows: int):
-        """A rich Table for the terminal."""
+        """Rich renderables for the terminal: the funnel, then the reasons and counters."""
+        from rich.console import Group
         from rich.table import Table
 
-        t = Table(title="ledger", show_lines=False)
-        for col in ("#", "op", "in", "out", "dropped", "quarantined", "reasons", "s"):
-            t.add_column(col, justify="right" if col in ("in", "out", "dropped", "quarantined", "s", "#") else "left")
+        funnel = Table(title="ledger", title_justify="left")
+        funnel.add_column("op", no_wrap=True)
+        for col in ("in", "out", "dropped", "quarantined", "s"):
+            funnel.add_column(col, justify="right", no_wrap=True)
+        why = Table(title="why", title_justify="left")
+        why.add_column("op", no_wrap=True)
+        why.add_column("", no_wrap=True)
+        why.add_column("reason / counter")
+        why.add_column("rows", justify="right", no_wrap=True)
         for e in self.entries.values():
-            reasons = ", ".join(f"{r}: {n}" for r, n in e.dropped.most_common(4))
-            if e.quarantined:
-                reasons = "; ".join(x for x in (reasons, ", ".join(f"{r}: {n}" for r, n in e.quarantined.most_common(2))) if x)
-            extra = ", ".join(f"{k}={v}" for k, v in sorted(e.counters.items()))
-            t.add_row("" if e.index < 0 else str(e.index), e.key, f"{e.rows_in:,}", f"{e.rows_out:,}",
-                      f"{e.n_dropped:,}", f"{e.n_quarantined:,}", "; ".join(x for x in (reasons, extra) if x),
-                      f"{e.seconds:.2f}")
+            funnel.add_row(e.key, f"{e.rows_in:,}", f"{e.rows_out:,}", f"{e.n_dropped:,}",
+                           f"{e.n_quarantined:,}", f"{e.seconds:.2f}")
+            for kind, counter in (("dropped", e.dropped), ("quarantined", e.quarantined), ("counter", e.counters)):
+                for reason, n in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])):
+                    why.add_row(e.key, kind, reason, f"{n:,}")
         tot = self.totals()
-        t.caption = (f"input {tot['input']:,} = output {output_rows:,} + dropped {tot['dropped']:,} + "
-                     f"quarantined {tot['quarantined']:,}" + (f" - created {tot['created']:,}" if tot["created"] else ""))
-        return t
+        funnel.caption = (f"input {tot['input']:,} = output {output_rows:,} + dropped {tot['dropped']:,} + "
+                          f"quarantined {tot['quarantined']:,}" + (f" - created {tot['created']:,}" if tot["created"] else ""))
+        return Group(funnel, why) if why.row_count else funnel

@@ -161,18 +161,14 @@ class JsonlBlockParser:
         return self._finish(table, np.asarray(keep_lines, dtype=np.int64), bad, payload)
 
     def _expected_kinds(self, rows: list[dict]) -> dict[str, str]:
-        """Field kinds: from the file's schema where known, else the majority in this block."""
+        """Field kinds: from the file's schema where known, else the kind of the field's first
+        non-null value (the first record that has a field sets its type, as a schema would)."""
         expected = {f.name: _kind(f.type) for f in (self.schema or []) if not pa.types.is_null(f.type)}
         expected[self.text_key] = "string"
-        counts: dict[str, dict[str, int]] = {}
         for obj in rows:
             for k, v in obj.items():
                 if k not in expected and v is not None:
-                    c = counts.setdefault(k, {})
-                    kind = _value_kind(v)
-                    c[kind] = c.get(kind, 0) + 1
-        for k, c in counts.items():
-            expected[k] = max(sorted(c), key=lambda kind: c[kind])
+                    expected[k] = _value_kind(v)
         return expected
 
     def _q(self, line: int, reason: str, raw: bytes) -> dict:
