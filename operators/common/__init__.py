@@ -1,0 +1,1 @@
+"""Column kernels shared by operator families: word tokens, line/paragraph duplicates, n-grams."""

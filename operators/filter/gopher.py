@@ -1,0 +1,169 @@
+"""Gopher quality and repetition rules (Rae et al. 2021, "Scaling Language Models: Methods,
+Analysis & Insights from Training Gopher", Appendix A.1.1 and Table A1).
+
+Every threshold is a parameter whose default is the paper's; set one to null to switch that rule off.
+Words are counted as datatrove counts them (tokens that are not a lone ASCII punctuation mark,
+see ``operators.common.words``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field
+
+from operators.common.ngrams import dup_ngram_chars, top_ngram_chars
+from operators.common.segments import line_list, segment_duplicates, split_segments
+from operators.common.words import Tokens, ratio
+from pipeline.ops import Filter, OpParams
+from pipeline.registry import register
+
+GOPHER_STOP_WORDS = ["the", "be", "to", "of", "and", "that", "have", "with"]
+
+
+def _gt(v, thr):
+    return np.asarray(v) > thr if thr is not None else np.zeros(len(v), dtype=bool)
+
+
+def _lt(v, thr):
+    return np.asarray(v) < thr if thr is not None else np.zeros(len(v), dtype=bool)
+
+
+@register
+class GopherQualityFilter(Filter):
+    """Gopher quality rules: word count, mean word length, symbol ratios, bullet and ellipsis lines,
+    alphabetic words, stop words (Rae et al. 2021, App. A.1.1)."""
+
+    name = "gopher_quality_filter"
+    stats = {
+        "num_words": "words (tokens that are not a lone punctuation mark)",
+        "mean_word_length": "mean characters per word",
+        "hash_ratio": "'#' per word", "ellipsis_ratio": "'...' or '…' per word",
+        "bullet_lines_ratio": "share of lines starting with a bullet ('•' or '-')",
+        "ellipsis_lines_ratio": "share of lines ending with an ellipsis",
+        "alpha_words_ratio": "tokens with a letter per word",
+        "stop_words": "occurrences of the stop words",
+    }
+
+    class Params(OpParams):
+        min_doc_words: int | None = Field(50, description="drop below this many words (paper: 50)")
+        max_doc_words: int | None = Field(100_000, description="drop above this many words (paper: 100,000)")
+        min_avg_word_length: float | None = Field(3, description="drop if mean word length is below (paper: 3)")
+        max_avg_word_length: float | None = Field(10, description="drop if mean word length is above (paper: 10)")
+        max_symbol_word_ratio: float | None = Field(0.1, description="drop if '#' or ellipses per word exceed (paper: 0.1)")
+        max_bullet_lines_ratio: float | None = Field(0.9, description="drop if more lines start with a bullet (paper: 0.9)")
+        max_ellipsis_lines_ratio: float | None = Field(0.3, description="drop if more lines end with an ellipsis (paper: 0.3)")
+        min_alpha_words_ratio: float | None = Field(0.8, description="drop if fewer words contain a letter (paper: 0.8)")
+        min_stop_words: int | None = Field(2, description="drop if fewer stop words occur (paper: 2)")
+        stop_words: list[str] = Field(default_factory=lambda: list(GOPHER_STOP_WORDS),
+                                      description="the stop words (paper: the, be, to, of, and, that, have, with)")
+
+    example = {"min_doc_words": 50, "min_stop_words": 2}
+
+    def compute_stats(self, batch: pa.Table) -> dict[str, pa.Array]:
+        text = batch[self.text_key]
+        tok = Tokens(text)
+        punct = tok.is_punct()
+        n_words = tok.counts - tok.per_doc(punct)
+        word_chars = tok.per_doc(np.where(punct, 0, tok.lens))
+        lines = pl.from_arrow(line_list(text))
+        n_lines = lines.list.len().to_numpy()
+        bullets = lines.list.eval(pl.element().str.strip_chars_start().str.contains(r"^[•\-]")).list.sum().to_numpy()
+        ell_lines = lines.list.eval(pl.element().str.strip_chars_end().str.contains(r"(\.\.\.|…)$")).list.sum().to_numpy()
+        hashes = pc.count_substring(text, "#").to_numpy()
+        ellipses = (pc.count_substring(text, "...").to_numpy() + pc.count_substring(text, "…").to_numpy())
+        return {
+            "num_words": pa.array(n_words),
+            "mean_word_length": pa.array(ratio(word_chars, n_words)),
+            "hash_ratio": pa.array(ratio(hashes, n_words)),
+            "ellipsis_ratio": pa.array(ratio(ellipses, n_words)),
+            "bullet_lines_ratio": pa.array(ratio(bullets, n_lines)),
+            "ellipsis_lines_ratio": pa.array(ratio(ell_lines, n_lines)),
+            "alpha_words_ratio": pa.array(ratio(tok.per_doc(tok.has_letter()), n_words)),
+            "stop_words": pa.array(tok.per_doc(tok.is_in(self.params.stop_words))),
+        }
+
+    def drop_reasons(self, stats):
+        p = self.params
+        s = {k: v.to_numpy(zero_copy_only=False) for k, v in stats.items()}
+        return {
+            "gopher_short_doc": _lt(s["num_words"], p.min_doc_words),
+            "gopher_long_doc": _gt(s["num_words"], p.max_doc_words),
+            "gopher_below_avg_word_length": _lt(s["mean_word_length"], p.min_avg_word_length),
+            "gopher_above_avg_word_length": _gt(s["mean_word_length"], p.max_avg_word_length),
+            "gopher_too_many_hashes": _gt(s["hash_ratio"], p.max_symbol_word_ratio),
+            "gopher_too_many_ellipsis": _gt(s["ellipsis_ratio"], p.max_symbol_word_ratio),
+            "gopher_too_many_bullet_lines": _gt(s["bullet_lines_ratio"], p.max_bullet_lines_ratio),
+            "gopher_too_many_end_ellipsis": _gt(s["ellipsis_lines_ratio"], p.max_ellipsis_lines_ratio),
+            "gopher_below_alpha_words_ratio": _lt(s["alpha_words_ratio"], p.min_alpha_words_ratio),
+            "gopher_too_few_stop_words": _lt(s["stop_words"], p.min_stop_words),
+        }
+
+
+TOP_NGRAMS = {2: 0.20, 3: 0.18, 4: 0.16}
+DUP_NGRAMS = {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
+
+
+@register
+class GopherRepetitionFilter(Filter):
+    """Gopher repetition rules: duplicate lines and paragraphs, top 2-4-gram and duplicate 5-10-gram
+    character fractions (Rae et al. 2021, Table A1)."""
+
+    name = "gopher_repetition_filter"
+    stats = {
+        "dup_para_frac": "paragraphs that repeat an earlier one / paragraphs",
+        "dup_para_char_frac": "characters in repeated paragraphs / characters",
+        "dup_line_frac": "lines that repeat an earlier one / lines",
+        "dup_line_char_frac": "characters in repeated lines / characters",
+        **{f"top_{n}_gram_char_frac": f"characters covered by the most frequent {n}-gram / characters" for n in TOP_NGRAMS},
+        **{f"dup_{n}_gram_char_frac": f"characters in duplicated {n}-grams / characters" for n in DUP_NGRAMS},
+    }
+
+    class Params(OpParams):
+        dup_line_frac: float | None = Field(0.30, description="max duplicate line fraction (Table A1: 0.30)")
+        dup_para_frac: float | None = Field(0.30, description="max duplicate paragraph fraction (Table A1: 0.30)")
+        dup_line_char_frac: float | None = Field(0.20, description="max duplicate line character fraction (Table A1: 0.20)")
+        dup_para_char_frac: float | None = Field(0.20, description="max duplicate paragraph character fraction (Table A1: 0.20)")
+        top_n_grams: dict[int, float] = Field(default_factory=lambda: dict(TOP_NGRAMS),
+                                              description="n -> max top n-gram character fraction (Table A1: 2: 0.20, 3: 0.18, 4: 0.16)")
+        dup_n_grams: dict[int, float] = Field(default_factory=lambda: dict(DUP_NGRAMS),
+                                              description="n -> max duplicate n-gram character fraction (Table A1: 5: 0.15 ... 10: 0.10)")
+
+    example = {"dup_line_frac": 0.3, "top_n_grams": {2: 0.2, 3: 0.18, 4: 0.16}}
+
+    def compute_stats(self, batch: pa.Table) -> dict[str, pa.Array]:
+        p = self.params
+        text = batch[self.text_key]
+        n_chars = pc.utf8_length(text).to_numpy(zero_copy_only=False)
+        paras = split_segments(text, r"\n{2,}", strip=True)
+        n_para, dup_para, dup_para_chars = segment_duplicates(paras)
+        n_line, dup_line, dup_line_chars = segment_duplicates(line_list(text))
+        out = {
+            "dup_para_frac": ratio(dup_para, n_para), "dup_para_char_frac": ratio(dup_para_chars, n_chars),
+            "dup_line_frac": ratio(dup_line, n_line), "dup_line_char_frac": ratio(dup_line_chars, n_chars),
+        }
+        if p.top_n_grams or p.dup_n_grams:
+            tok = Tokens(text)
+            h, lens, off = tok.hashes, tok.lens, tok.offsets
+            for n in sorted(p.top_n_grams):
+                out[f"top_{n}_gram_char_frac"] = ratio(top_ngram_chars(h, lens, off, n), n_chars)
+            for n in sorted(p.dup_n_grams):
+                out[f"dup_{n}_gram_char_frac"] = ratio(dup_ngram_chars(h, lens, off, n), n_chars)
+        return {k: pa.array(v) for k, v in out.items()}
+
+    def drop_reasons(self, stats):
+        p = self.params
+        s = {k: v.to_numpy(zero_copy_only=False) for k, v in stats.items()}
+        reasons = {
+            "dup_para_frac": _gt(s["dup_para_frac"], p.dup_para_frac),
+            "dup_para_char_frac": _gt(s["dup_para_char_frac"], p.dup_para_char_frac),
+            "dup_line_frac": _gt(s["dup_line_frac"], p.dup_line_frac),
+            "dup_line_char_frac": _gt(s["dup_line_char_frac"], p.dup_line_char_frac),
+        }
+        for n, thr in sorted(p.top_n_grams.items()):
+            reasons[f"top_{n}_gram"] = _gt(s[f"top_{n}_gram_char_frac"], thr)
+        for n, thr in sorted(p.dup_n_grams.items()):
+            reasons[f"duplicated_{n}_n_grams"] = _gt(s[f"dup_{n}_gram_char_frac"], thr)
+        return reasons
