@@ -258,10 +258,7 @@ def string_buffers(text: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.nda
     """(UTF-8 bytes, offsets) of a string column, zero-copy where possible; nulls read as ''."""
     if isinstance(text, pa.ChunkedArray):
         text = text.combine_chunks() if text.num_chunks != 1 else text.chunk(0)
-    if pa.types.is_large_string(text.type):
-        off_type = np.int64
-    else:
-        off_type = np.int32
+    off_type = np.int64 if pa.types.is_large_string(text.type) else np.int32
     if text.null_count:
         text = text.fill_null("")
     bufs = text.buffers()
