@@ -41,6 +41,9 @@ class Layout:
     def decisions(self, k: int) -> Path:
         return self.pass_dir(k) / "decisions.parquet"
 
+    def state(self, k: int) -> Path:
+        return self.pass_dir(k) / "state.parquet"
+
     def resolved(self, k: int) -> Path:
         return self.pass_dir(k) / "resolved.json"
 

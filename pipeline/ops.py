@@ -57,6 +57,10 @@ class Op:
         self._ready = False
 
     # -- lifecycle -------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Run once in the driver before any worker starts: fetch assets (models, lists) into the
+        cache so workers only read them. Errors here stop the run before data is read."""
+
     def setup(self) -> None:
         """Load models or other heavy state. Called once per worker before the first batch."""
 
@@ -109,6 +113,9 @@ class Filter(Op):
     reason's mask is true, and the first true reason (in the order returned) is recorded.
     """
 
+    # stats that are also written to the row as columns (e.g. ``lang``, ``quality_score``)
+    columns: ClassVar[tuple[str, ...]] = ()
+
     @classmethod
     def kind(cls) -> str:
         return "filter"
@@ -156,3 +163,15 @@ class GlobalOp(Op):
 
     def resolve(self, fingerprints):  # polars.LazyFrame -> polars.DataFrame
         raise NotImplementedError
+
+    # Optional: state that ``resolve`` leaves for the apply phase (a polars DataFrame, e.g. the
+    # set of boilerplate line hashes). The executor saves it beside the decisions and hands it
+    # back with ``set_state`` in every worker before ``apply`` runs on the kept rows.
+    state = None
+
+    def set_state(self, state) -> None:
+        self.state = state
+
+    def apply(self, batch: pa.Table) -> pa.Table:
+        """Transform the rows resolve kept (1:1). Default: unchanged."""
+        return batch

@@ -73,6 +73,8 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, progre
     layout = Layout(recipe.output.path)
     out = str(layout.out)
     ops, stages = ops_for(recipe)
+    for op in ops:
+        op.prepare()  # fetch models and lists now: a missing asset stops the run before any data is read
     if prepare_output(layout, recipe, shards, resume, overwrite):
         return _result_from_disk(layout, time.perf_counter() - t0)
     with make_executor(recipe) as executor:

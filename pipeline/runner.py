@@ -127,6 +127,12 @@ class BatchRunner:
                 if c:
                     entry.dropped[names[j]] += int(c)
             self._trace_drops(op, table, dropped_idx, [names[j] for j in reason_idx[dropped_idx[: self.trace_n]]], stats)
+        for col in op.columns:
+            if col in stats:
+                if col in table.column_names:
+                    table = table.set_column(table.column_names.index(col), col, stats[col])
+                else:
+                    table = table.append_column(col, stats[col])
         if self.keep_stats and stats:
             table = add_stats(table, op.ctx.key, stats)
         return table if keep.all() else table.filter(pa.array(keep))

@@ -48,3 +48,43 @@ def line_list(text: pa.Array | pa.ChunkedArray) -> pa.ListArray:
     """``str.splitlines()`` for \\n, \\r\\n and \\r endings: no empty last line after a final break."""
     t = pc.replace_substring_regex(text, r"(\r\n|\r|\n)$", "")
     return pc.split_pattern_regex(t, r"\r\n|\r|\n")
+
+
+def split_flat(text: pa.Array | pa.ChunkedArray, sep: str = "\n") -> tuple[pa.Array, np.ndarray, int]:
+    """All lines of all documents as one flat string array, with each line's document index."""
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    lists = pc.split_pattern(text, sep)
+    parent = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+    return pc.list_flatten(lists), parent, len(text)
+
+
+def join_kept(flat: pa.Array, parent: np.ndarray, keep: np.ndarray, n_docs: int, sep: str = "\n") -> pa.Array:
+    """Rejoin the kept lines of each document (documents with none become '')."""
+    kept = flat.filter(pa.array(keep))
+    counts = np.bincount(parent[keep], minlength=n_docs)
+    offsets = np.zeros(n_docs + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    lists = pa.ListArray.from_arrays(pa.array(offsets), kept)
+    return pc.binary_join(lists, sep)
+
+
+def per_doc_sum(values: np.ndarray, parent: np.ndarray, n_docs: int) -> np.ndarray:
+    return np.bincount(parent, weights=np.asarray(values, dtype=np.float64), minlength=n_docs)
+
+
+def replace_where(strings: pa.Array, hint: str, pattern: str, replacement: str) -> pa.Array:
+    """``replace_substring_regex`` on only the strings that contain ``hint`` (a literal every
+    match must contain): the regex engine never sees the rest."""
+    if isinstance(strings, pa.ChunkedArray):
+        strings = strings.combine_chunks()
+    has = pc.match_substring(strings, hint).to_numpy(zero_copy_only=False)
+    if not has.any():
+        return strings
+    idx = np.flatnonzero(has)
+    fixed = pc.replace_substring_regex(strings.take(pa.array(idx)), pattern, replacement)
+    # scatter the fixed strings back: one take over [strings, fixed]
+    combined = pa.concat_arrays([strings.cast(pa.large_string()), fixed.cast(pa.large_string())])
+    pick = np.arange(len(strings), dtype=np.int64)
+    pick[idx] = len(strings) + np.arange(len(idx), dtype=np.int64)
+    return combined.take(pa.array(pick)).cast(strings.type)

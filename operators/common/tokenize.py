@@ -305,3 +305,46 @@ def token_strings(text: str) -> list[str]:
         out.append(text[pos: pos + int(n)])
         pos += int(n)
     return out
+
+
+@njit(cache=True)
+def _word_count_kernel(data, offsets, ascii_table):
+    n = len(offsets) - 1
+    out = np.zeros(n, dtype=np.int64)
+    longest = np.zeros(n, dtype=np.int64)
+    for d in range(n):
+        i, end = offsets[d], offsets[d + 1]
+        inside = False
+        cnt = 0
+        run = 0
+        while i < end:
+            b = data[i]
+            if b < 128:
+                space = ascii_table[b] == SPACE
+                i += 1
+            else:
+                cp, w = _decode_multi(data, i)
+                space = _cls_multi(cp) == SPACE
+                i += w
+            if not space and not inside:
+                cnt += 1
+                run = 0
+            if not space:
+                run += 1
+                if run > longest[d]:
+                    longest[d] = run
+            inside = not space
+        out[d] = cnt
+    return out, longest
+
+
+def whitespace_word_counts(text: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Whitespace-separated words per string (``len(s.split())``), compiled."""
+    data, offsets = string_buffers(text)
+    return _word_count_kernel(data, offsets, _ASCII)[0]
+
+
+def word_counts_and_longest(text: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Whitespace-separated words per string, and code points in the longest of them."""
+    data, offsets = string_buffers(text)
+    return _word_count_kernel(data, offsets, _ASCII)

@@ -7,6 +7,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
+from operators.common.tokenize import whitespace_word_counts
 from pipeline.ops import Filter, OpParams
 from pipeline.registry import register
 
@@ -49,7 +50,7 @@ class TextLengthFilter(Filter):
         text = batch[self.text_key]
         return {
             "num_chars": pc.utf8_length(text).combine_chunks(),
-            "num_words": pc.count_substring_regex(text, r"\S+").combine_chunks(),
+            "num_words": pa.array(whitespace_word_counts(text)),
         }
 
     def drop_reasons(self, stats: dict[str, pa.Array]) -> dict[str, np.ndarray]:

@@ -206,6 +206,9 @@ def _source(recipe: Recipe, layout: Layout, k: int, shard: Shard, stages: list[S
     decided = pl.read_parquet(layout.decisions(k - 1)).filter(pl.col(SHARD) == shard.index).sort(ROW)
     drop_rows = decided[ROW].to_numpy()
     drop_reasons = decided[REASON].to_list()
+    if layout.state(k - 1).exists():
+        barrier.set_state(pl.read_parquet(layout.state(k - 1)))
+    transforms = type(barrier).apply is not GlobalOp.apply
     offset = 0
     for table in read_intermediate(layout, k - 1, shard.index):
         t0 = time.perf_counter()
@@ -217,6 +220,9 @@ def _source(recipe: Recipe, layout: Layout, k: int, shard: Shard, stages: list[S
             keep[local] = False
             runner.record_global_drops(barrier, table, local, drop_reasons[lo:hi], ledger)
             table = table.filter(pa.array(keep))
+        if transforms and table.num_rows:
+            results, kept = runner.guarded(barrier, barrier.apply, table, ledger)
+            table = pa.concat_tables(results, promote_options="permissive") if results else table.slice(0, 0)
         entry.rows_out += table.num_rows
         entry.seconds += time.perf_counter() - t0
         offset += n
@@ -249,6 +255,10 @@ def resolve_pass(recipe: Recipe, out_dir: str, k: int, n_shards: int) -> dict:
     tmp = layout.decisions(k).with_name("decisions.parquet.tmp")
     decided.write_parquet(tmp)
     os.replace(tmp, layout.decisions(k))
+    if barrier.state is not None:
+        tmp = layout.state(k).with_name("state.parquet.tmp")
+        barrier.state.write_parquet(tmp)
+        os.replace(tmp, layout.state(k))
     info = {"pass": k, "op": barrier.ctx.key, "seconds": round(time.perf_counter() - t0, 4),
             "decided": decided.height, "counters": barrier.take_counters()}
     write_json_atomic(layout.resolved(k), info)
