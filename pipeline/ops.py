@@ -94,7 +94,11 @@ class Op:
 
 
 class Mapper(Op):
-    """batch -> batch. One output row per input row unless ``one_to_many`` is set."""
+    """batch -> batch. One output row per input row unless ``one_to_many`` is set.
+
+    A 1:1 mapper may also return ``(batch, {reason: mask})`` to drop rows it could not produce
+    (e.g. an HTML page with no main text); the masks align with the returned batch and each
+    dropped row is recorded with its reason, as a filter's are."""
 
     one_to_many: ClassVar[bool] = False
 

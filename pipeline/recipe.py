@@ -19,7 +19,7 @@ from pipeline.errors import RecipeError, did_you_mean
 from pipeline.ops import Op, OpContext, OpParams
 from pipeline.registry import all_ops, get_op
 
-INPUT_FORMATS = ("auto", "jsonl", "jsonl.gz", "jsonl.zst", "parquet")
+INPUT_FORMATS = ("auto", "jsonl", "jsonl.gz", "jsonl.zst", "parquet", "warc")
 OUTPUT_FORMATS = ("jsonl", "jsonl.gz", "jsonl.zst", "parquet")
 
 
@@ -29,8 +29,8 @@ class _Strict(BaseModel):
 
 class InputSpec(_Strict):
     paths: list[str] = Field(description="files, directories or globs; 'demo:quickstart' is the built-in demo corpus")
-    format: Literal["auto", "jsonl", "jsonl.gz", "jsonl.zst", "parquet"] = Field(
-        "auto", description="auto: from each file's extension")
+    format: Literal["auto", "jsonl", "jsonl.gz", "jsonl.zst", "parquet", "warc"] = Field(
+        "auto", description="auto: from each file's extension; warc yields {id, url, date, html} rows")
     text_key: str = Field("text", description="column holding the main text")
     id_key: str = Field("id", description="column holding the row id; rows without one get a stable id")
     shard_size_mb: float = Field(64.0, gt=0, description="plain JSONL and Parquet files bigger than this are split")

@@ -87,14 +87,15 @@ class BatchRunner:
         entry.rows_in += table.num_rows
         if isinstance(op, Mapper):
             results, inputs = self.guarded(op, op.process, table, ledger)
+            outs = []
             for r, t in zip(results, inputs, strict=True):
+                r, reasons = r if isinstance(r, tuple) else (r, None)
                 if not op.one_to_many and r.num_rows != t.num_rows:
                     raise RuntimeError(f"op '{op.ctx.key}' is 1:1 but returned {r.num_rows} rows for {t.num_rows}")
                 if r.num_rows > t.num_rows:
                     entry.created += r.num_rows - t.num_rows
-                elif r.num_rows < t.num_rows:
-                    entry.dropped["removed by mapper"] += t.num_rows - r.num_rows
-            out = _concat(results, table.schema if not results else None)
+                outs.append(self._drop(op, r, reasons, {}, entry) if reasons else r)
+            out = _concat(outs, table.schema if not outs else None)
         elif isinstance(op, Filter):
             results, inputs = self.guarded(op, op.compute_stats, table, ledger)
             parts = []
@@ -112,7 +113,18 @@ class BatchRunner:
 
     def _apply_filter(self, op: Filter, table: pa.Table, stats: dict, entry) -> pa.Table:
         stats = {k: _as_array(v) for k, v in stats.items()}
-        reasons = op.drop_reasons(stats)
+        for col in op.columns:
+            if col in stats:
+                if col in table.column_names:
+                    table = table.set_column(table.column_names.index(col), col, stats[col])
+                else:
+                    table = table.append_column(col, stats[col])
+        if self.keep_stats and stats:
+            table = add_stats(table, op.ctx.key, stats)
+        return self._drop(op, table, op.drop_reasons(stats), stats, entry)
+
+    def _drop(self, op: Op, table: pa.Table, reasons: dict, stats: dict, entry) -> pa.Table:
+        """Drop the rows any reason marks; record the first reason of each, and trace samples."""
         n = table.num_rows
         reason_idx = np.full(n, -1, dtype=np.int32)
         names = list(reasons)
@@ -127,14 +139,6 @@ class BatchRunner:
                 if c:
                     entry.dropped[names[j]] += int(c)
             self._trace_drops(op, table, dropped_idx, [names[j] for j in reason_idx[dropped_idx[: self.trace_n]]], stats)
-        for col in op.columns:
-            if col in stats:
-                if col in table.column_names:
-                    table = table.set_column(table.column_names.index(col), col, stats[col])
-                else:
-                    table = table.append_column(col, stats[col])
-        if self.keep_stats and stats:
-            table = add_stats(table, op.ctx.key, stats)
         return table if keep.all() else table.filter(pa.array(keep))
 
     def record_global_drops(self, op: GlobalOp, table: pa.Table, drop_idx: np.ndarray, reasons: list[str], ledger: Ledger) -> None:

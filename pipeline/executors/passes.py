@@ -196,6 +196,7 @@ def _source(recipe: Recipe, layout: Layout, k: int, shard: Shard, stages: list[S
             read.rows_out += rb.table.num_rows
             for q in rb.quarantined:
                 read.quarantined[_reason_class(q["reason"])] += 1
+            read.counters.update(rb.counters)
             quarantine.extend(rb.quarantined)
             read.seconds += time.perf_counter() - t0
             yield rb.table

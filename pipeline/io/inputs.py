@@ -23,6 +23,7 @@ _EXT = {
     ".jsonl.gz": "jsonl.gz", ".json.gz": "jsonl.gz", ".ndjson.gz": "jsonl.gz",
     ".jsonl.zst": "jsonl.zst", ".json.zst": "jsonl.zst", ".ndjson.zst": "jsonl.zst",
     ".parquet": "parquet", ".pq": "parquet",
+    ".warc": "warc", ".warc.gz": "warc",
 }
 _SCAN_BLOCK = 16 << 20
 
@@ -78,7 +79,7 @@ def resolve_inputs(paths: list[str], declared: str = "auto") -> list[tuple[str, 
             files = sorted(str(f) for f in Path(base).rglob("*")
                            if f.is_file() and detect_format(str(f), declared) and not f.name.startswith((".", "_")))
             if not files:
-                raise InputError(f"input directory '{p}' holds no jsonl/jsonl.gz/jsonl.zst/parquet files")
+                raise InputError(f"input directory '{p}' holds no jsonl/jsonl.gz/jsonl.zst/parquet/warc files")
             found += [(os.path.abspath(f), os.path.relpath(f, base)) for f in files]
         elif os.path.exists(p):
             found.append((os.path.abspath(p), os.path.basename(p)))
@@ -117,6 +118,11 @@ def _check_readable(path: str, fmt: str) -> None:
     try:
         if fmt == "parquet":
             pq.ParquetFile(path).metadata  # noqa: B018 - reads and checks the footer
+        elif fmt == "warc":
+            from warcio.archiveiterator import ArchiveIterator
+
+            with open(path, "rb") as f:
+                next(iter(ArchiveIterator(f)), None)
         elif fmt == "jsonl.gz":
             with gzip.open(path, "rb") as f:
                 f.read(1)

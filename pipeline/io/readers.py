@@ -28,6 +28,7 @@ _COMPRESSION = {"jsonl": None, "jsonl.gz": "gzip", "jsonl.zst": "zstd"}
 class ReadBatch:
     table: pa.Table
     quarantined: list[dict] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
 
 
 def _kind(t: pa.DataType) -> str:
@@ -231,6 +232,12 @@ def read_shard(shard: Shard, text_key: str, id_key: str, block_bytes: int) -> It
     """Stream a shard as batches with a text column checked and an id on every row."""
     if shard.format == "parquet":
         yield from _read_parquet(shard, text_key, id_key, block_bytes)
+        return
+    if shard.format == "warc":
+        from pipeline.io.warc import read_warc
+
+        for table, bad, counters in read_warc(shard, id_key):
+            yield ReadBatch(table, bad, counters)
         return
     parser = JsonlBlockParser(shard.rel, text_key)
     for block, first_line, nlines in iter_blocks(shard, block_bytes):

@@ -1,0 +1,173 @@
+"""PII redaction: e-mail addresses, phone numbers, IP addresses, payment cards, IBANs -> typed
+placeholders. Card numbers must pass the Luhn check (ISO/IEC 7812-1) and IBANs the ISO 13616
+mod-97 check, so look-alike numbers stay. Counts per type go to the ledger.
+
+E-mail and IPv4 are replaced by regular expressions over the whole column. The checked types
+need a check per match, so only the rows that contain a candidate (a long digit run, or a colon
+group for IPv6) go through Python.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field
+
+from operators.clean.patterns import EMAIL_PATTERN
+from pipeline.ops import Mapper, OpParams
+from pipeline.registry import register
+
+IPV4 = r"\b(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}\b"
+IPV6_CANDIDATE = re.compile(r"(?i)(?<![0-9a-f:])(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}(?![0-9a-f:])")
+IBAN_CANDIDATE = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]){11,30}\b")
+CARD_CANDIDATE = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
+PHONE_CANDIDATE = re.compile(
+    r"(?<![\w+])(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,4}\)[ .\-]?)?\d{2,4}(?:[ .\-]\d{2,4}){1,4}(?![\w])")
+# rows worth a closer look: a run of 7+ digits possibly broken by separators, or two colons
+PREFILTER = r"\d[\d .\-()]{5,}\d|:[0-9A-Fa-f]{0,4}:"
+
+# ISO 13616 IBAN lengths by country (SWIFT IBAN registry)
+IBAN_LENGTHS = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29,
+    "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29,
+    "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28,
+    "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20,
+    "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19,
+    "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29,
+    "RO": 24, "RS": 22, "SA": 24, "SC": 31, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "ST": 25, "SV": 28,
+    "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+}
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def iban_ok(candidate: str) -> bool:
+    s = candidate.replace(" ", "")
+    if IBAN_LENGTHS.get(s[:2]) != len(s):
+        return False
+    moved = s[4:] + s[:4]
+    number = "".join(str(int(c, 36)) for c in moved)
+    return int(number) % 97 == 1
+
+
+def card_ok(candidate: str) -> bool:
+    digits = re.sub(r"[ -]", "", candidate)
+    return 13 <= len(digits) <= 19 and digits[0] in "23456" and luhn_ok(digits)
+
+
+def ipv6_ok(candidate: str) -> bool:
+    if candidate.count(":") < 2 or not re.search(r"[0-9a-fA-F]", candidate):
+        return False
+    try:
+        ipaddress.IPv6Address(candidate)
+    except ValueError:
+        return False
+    return True
+
+
+PHONE_FORMS = re.compile(
+    r"\+\d{1,3}[ .\-]?(?:\(\d{1,4}\)[ .\-]?)?\d{1,4}(?:[ .\-]?\d{1,4}){1,4}"  # +CC ... (E.164 style)
+    r"|\(\d{3}\)[ .\-]?\d{3}[ .\-]\d{4}|\d{3}[.\-]\d{3}[.\-]\d{4}|\d{3} \d{3} \d{4}"  # NANP
+    r"|\d{3}-\d{4}"  # NANP local
+    r"|\(0\d{1,4}\)[ .\-]?\d{3,4}[ .\-]?\d{3,4}|0\d{2,4}[ ./\-]\d{3,4}[ ./\-]?\d{3,4}"  # national, trunk prefix 0
+)
+
+
+def phone_ok(candidate: str) -> bool:
+    """7-15 digits in a recognised phone layout: a leading +country code, North-American
+    (NXX) NXX-XXXX, or a national number with trunk prefix 0. Year ranges, amounts and ids
+    (1999-2003, 1,000,000, 12345678) do not fit these layouts."""
+    digits = re.sub(r"\D", "", candidate)
+    return 7 <= len(digits) <= 15 and PHONE_FORMS.fullmatch(candidate.strip()) is not None
+
+
+@register
+class PiiRedact(Mapper):
+    """Replace e-mails, phone numbers, IPv4/IPv6 addresses, Luhn-valid card numbers and mod-97-valid
+    IBANs with typed placeholders (<EMAIL>, <PHONE>, <IP_ADDRESS>, <CREDIT_CARD>, <IBAN>)."""
+
+    name = "pii_redact"
+    metrics = {"EMAIL": "e-mail addresses redacted", "PHONE": "phone numbers redacted",
+               "IP_ADDRESS": "IP addresses redacted", "CREDIT_CARD": "card numbers redacted", "IBAN": "IBANs redacted"}
+
+    class Params(OpParams):
+        emails: bool = Field(True, description="redact e-mail addresses")
+        phones: bool = Field(True, description="redact phone numbers (7-15 digits with separators or a leading +)")
+        ip_addresses: bool = Field(True, description="redact IPv4 and IPv6 addresses")
+        credit_cards: bool = Field(True, description="redact card numbers that pass the Luhn check")
+        ibans: bool = Field(True, description="redact IBANs that pass the mod-97 check")
+        placeholder: str = Field("<{type}>", description="replacement; {type} is EMAIL, PHONE, IP_ADDRESS, CREDIT_CARD or IBAN")
+
+    example = {"phones": True, "placeholder": "<{type}>"}
+
+    def _ph(self, kind: str) -> str:
+        return self.params.placeholder.format(type=kind)
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        p = self.params
+        t = batch[self.text_key]
+        if isinstance(t, pa.ChunkedArray):
+            t = t.combine_chunks()
+        if p.emails:
+            self.record("EMAIL", int(pc.sum(pc.count_substring_regex(t, EMAIL_PATTERN)).as_py() or 0))
+            t = pc.replace_substring_regex(t, EMAIL_PATTERN, self._ph("EMAIL"))
+        if p.ibans or p.credit_cards or p.phones or p.ip_addresses:
+            t = self._checked(t)
+        if p.ip_addresses:
+            self.record("IP_ADDRESS", int(pc.sum(pc.count_substring_regex(t, IPV4)).as_py() or 0))
+            t = pc.replace_substring_regex(t, IPV4, self._ph("IP_ADDRESS"))
+        return batch.set_column(batch.column_names.index(self.text_key), self.text_key, t)
+
+    def _checked(self, t: pa.Array) -> pa.Array:
+        """IBAN, card, IPv6 and phone: regex candidates, kept only if their check passes."""
+        p = self.params
+        rows = np.flatnonzero(pc.fill_null(pc.match_substring_regex(t, PREFILTER), False).to_numpy(zero_copy_only=False))
+        if len(rows) == 0:
+            return t
+        counts = {"IBAN": 0, "CREDIT_CARD": 0, "IP_ADDRESS": 0, "PHONE": 0}
+        steps = []
+        if p.ibans:
+            steps.append(("IBAN", IBAN_CANDIDATE, iban_ok))
+        if p.credit_cards:
+            steps.append(("CREDIT_CARD", CARD_CANDIDATE, card_ok))
+        if p.ip_addresses:
+            steps.append(("IP_ADDRESS", IPV6_CANDIDATE, ipv6_ok))
+        if p.phones:
+            steps.append(("PHONE", PHONE_CANDIDATE, phone_ok))
+
+        def redact(text: str) -> str:
+            for kind, pattern, ok in steps:
+                def repl(m, kind=kind, ok=ok):
+                    if ok(m.group(0)):
+                        counts[kind] += 1
+                        return self._ph(kind)
+                    return m.group(0)
+                text = pattern.sub(repl, text)
+            return text
+
+        values = t.take(pa.array(rows)).to_pylist()
+        fixed = [redact(v) if v is not None else None for v in values]
+        for kind, n in counts.items():
+            self.record(kind, n)
+        changed = [i for i, (a, b) in enumerate(zip(values, fixed, strict=True)) if a != b]
+        if not changed:
+            return t
+        idx = rows[changed]
+        repl_arr = pa.array([fixed[i] for i in changed], pa.large_string())
+        pick = np.arange(len(t), dtype=np.int64)
+        pick[idx] = len(t) + np.arange(len(idx), dtype=np.int64)
+        return pa.concat_arrays([t.cast(pa.large_string()), repl_arr]).take(pa.array(pick)).cast(t.type)
