@@ -123,6 +123,46 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_train_quality(args) -> int:
+    from pathlib import Path
+
+    import yaml
+
+    from operators.filter.quality import TrainConfig, train_quality
+    from pipeline.recipe import interpolate
+
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            from importlib import resources
+
+            shipped = Path(str(resources.files("recipes"))) / "training" / f"{args.config}.yaml"
+            if not shipped.is_file():
+                raise ThresherError(f"training config '{args.config}' is neither a file nor a shipped config "
+                                    f"(recipes/training/*.yaml)")
+            path = shipped
+        raw = interpolate(yaml.safe_load(path.read_text(encoding="utf-8")) or {}, str(path))
+    else:
+        if not args.positive or not args.negative:
+            raise ThresherError("give --positive and --negative files, or --config")
+        raw = {"positive": [{"path": p, "text_key": args.text_key} for p in args.positive],
+               "negative": [{"path": p, "text_key": args.text_key} for p in args.negative]}
+    for key in ("output", "seed", "epoch"):
+        if getattr(args, key) is not None:
+            raw[key] = getattr(args, key)
+    from pydantic import ValidationError
+
+    try:
+        cfg = TrainConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ThresherError(f"training config: {e}") from None
+    report = train_quality(cfg)
+    console.print(f"model: {report.model}\ntrain: {report.train_examples}  held-out: {report.test_examples}\n"
+                  f"held-out precision {report.precision:.3f}  recall {report.recall:.3f}  ROC AUC {report.auc:.4f}",
+                  highlight=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="thresher", description="Curate LLM training data and size the jobs that use it.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -148,6 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schema", help="print the recipe JSON Schema")
     p.set_defaults(fn=cmd_schema)
+
+    p = sub.add_parser("train-quality", help="train a fastText quality classifier (for quality_classifier)")
+    p.add_argument("--positive", nargs="+", metavar="FILE", help="files of high-quality examples (jsonl/json/txt/parquet)")
+    p.add_argument("--negative", nargs="+", metavar="FILE", help="files of low-quality examples")
+    p.add_argument("--text-key", default="text")
+    p.add_argument("--config", help="a training config (YAML) or a shipped one's name, e.g. shared-data")
+    p.add_argument("--output", help="where to write the model (.bin; metrics go beside it as .json)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--epoch", type=int)
+    p.set_defaults(fn=cmd_train_quality)
 
     p = sub.add_parser("demo", help="write the demo corpus used by the quickstart")
     p.add_argument("out")

@@ -176,6 +176,7 @@ class GlobalOp(Op):
     def set_state(self, state) -> None:
         self.state = state
 
-    def apply(self, batch: pa.Table) -> pa.Table:
-        """Transform the rows resolve kept (1:1). Default: unchanged."""
+    def apply(self, batch: pa.Table):
+        """Transform the rows resolve kept (1:1). May return ``(batch, {reason: mask})`` to drop
+        rows it emptied, like a mapper. Default: unchanged."""
         return batch

@@ -348,3 +348,48 @@ def word_counts_and_longest(text: pa.Array | pa.ChunkedArray) -> tuple[np.ndarra
     """Whitespace-separated words per string, and code points in the longest of them."""
     data, offsets = string_buffers(text)
     return _word_count_kernel(data, offsets, _ASCII)
+
+
+@njit(cache=True)
+def _char_class_kernel(data, offsets, ascii_table):
+    n = len(offsets) - 1
+    out = np.zeros((n, 5), dtype=np.int64)  # columns: SPACE, LETTER, DIGIT, MARK, PUNCT
+    for d in range(n):
+        i, end = offsets[d], offsets[d + 1]
+        while i < end:
+            b = data[i]
+            if b < 128:
+                c = ascii_table[b]
+                i += 1
+            else:
+                cp, w = _decode_multi(data, i)
+                c = _cls_multi(cp)
+                i += w
+            out[d, c] += 1
+    return out
+
+
+def char_class_counts(text: pa.Array | pa.ChunkedArray) -> dict[str, np.ndarray]:
+    """Code points per class in each string: space, letter, digit, mark (incl. '_'), punct (symbols)."""
+    data, offsets = string_buffers(text)
+    m = _char_class_kernel(data, offsets, _ASCII)
+    return {"space": m[:, SPACE], "letter": m[:, LETTER], "digit": m[:, DIGIT], "mark": m[:, MARK],
+            "punct": m[:, PUNCT], "total": m.sum(axis=1)}
+
+
+@njit(cache=True)
+def _string_hash_kernel(data, offsets):
+    n = len(offsets) - 1
+    out = np.empty(n, dtype=np.uint64)
+    for d in range(n):
+        h = FNV_OFFSET
+        for k in range(offsets[d], offsets[d + 1]):
+            h = (h ^ np.uint64(data[k])) * FNV_PRIME
+        out[d] = h
+    return out
+
+
+def string_hashes(strings: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """FNV-1a 64 of each string's UTF-8 bytes: stable across processes, machines and versions."""
+    data, offsets = string_buffers(strings)
+    return _string_hash_kernel(data, offsets)

@@ -222,8 +222,13 @@ def _source(recipe: Recipe, layout: Layout, k: int, shard: Shard, stages: list[S
             runner.record_global_drops(barrier, table, local, drop_reasons[lo:hi], ledger)
             table = table.filter(pa.array(keep))
         if transforms and table.num_rows:
-            results, kept = runner.guarded(barrier, barrier.apply, table, ledger)
-            table = pa.concat_tables(results, promote_options="permissive") if results else table.slice(0, 0)
+            results, _kept = runner.guarded(barrier, barrier.apply, table, ledger)
+            parts = []
+            for r in results:  # apply may return (rows, {reason: mask}) to drop rows it emptied
+                r, reasons = r if isinstance(r, tuple) else (r, None)
+                parts.append(runner._drop(barrier, r, reasons, {}, entry) if reasons else r)
+            table = pa.concat_tables(parts, promote_options="permissive") if parts else table.slice(0, 0)
+            entry.counters.update(barrier.take_counters())
         entry.rows_out += table.num_rows
         entry.seconds += time.perf_counter() - t0
         offset += n
