@@ -13,7 +13,7 @@ import os
 import random
 from pathlib import Path
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 
 _SUBJECTS = ["The river", "Our small town", "The new library", "A local farmer", "The city council",
              "The old bridge", "A group of students", "The museum", "Every winter the valley",
@@ -47,8 +47,27 @@ _OTHER = {
 }
 
 
+_ADJ = ["small", "famous", "quiet", "busy", "ancient", "modern", "remote", "crowded", "green", "northern",
+        "southern", "local", "restored", "forgotten", "popular", "narrow", "wooden", "historic"]
+_PLACES = ["near the harbour", "behind the old mill", "along the river", "in the town square", "on the hill",
+           "beside the railway", "at the edge of the forest", "in the valley", "by the lake", "outside the school"]
+_WHEN = ["Last spring", "Early this morning", "In 1912", "Every Saturday", "During the long winter",
+         "After the flood", "Before the war", "For many years", "In recent months", "Long ago"]
+_CLAUSES = ["which surprised many residents", "although the budget was small", "because the roads were closed",
+            "while children watched from the windows", "as the first snow began to fall",
+            "and the mayor thanked every volunteer", "so the museum extended its opening hours",
+            "even though it rained all week"]
+
+
 def _sentence(rng: random.Random) -> str:
-    return f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} {rng.choice(_TAILS)}"
+    form = rng.random()
+    if form < 0.35:
+        return f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} {rng.choice(_TAILS)}"
+    if form < 0.7:
+        return (f"{rng.choice(_WHEN)}, a {rng.choice(_ADJ)} group {rng.choice(_PLACES)} {rng.choice(_VERBS)} "
+                f"{rng.choice(_OBJECTS)}, {rng.choice(_CLAUSES)}.")
+    return (f"{rng.choice(_SUBJECTS)} {rng.choice(_PLACES)} is {rng.choice(_ADJ)}, and visitors say the "
+            f"{rng.choice(_ADJ)} streets {rng.choice(_PLACES)} are worth the trip {rng.choice(_TAILS)}")
 
 
 def _article(rng: random.Random) -> str:

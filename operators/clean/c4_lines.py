@@ -2,9 +2,8 @@
 Text-to-Text Transformer", §2.2), as datatrove's C4QualityFilter applies them to each line.
 
 A line (stripped) is removed when it has a word over 1000 characters, does not end in terminal
-punctuation (. ! ? " ') or ends with an ellipsis, has fewer than 3 words (datatrove's default;
-the paper's code keeps lines of >= 5 words for C4 itself), mentions "javascript", or holds a
-cookie/terms-of-use notice. Wikipedia-style citation marks are removed from kept lines. The
+punctuation (. ! ? " ') or ends with an ellipsis, has fewer than 3 words, mentions "javascript",
+or holds a cookie/terms-of-use notice (the last two as in the C4 code, not the paper's list). Wikipedia-style citation marks are removed from kept lines. The
 document-level C4 rules are ``c4_quality_filter``.
 """
 

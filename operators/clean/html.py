@@ -14,11 +14,12 @@ from pipeline.registry import register
 @register
 class HtmlExtract(Mapper):
     """Extract the main text of HTML pages (an ``html`` column) into the text column with trafilatura;
-    pages with no main text are dropped with reason ``no_main_text``."""
+    pages with no main text are dropped (``no_main_text``); rows without HTML keep their text."""
 
     name = "html_extract"
     resources = Resources(cpus=1.0, memory_mb=512)
-    metrics = {"html_bytes": "bytes of HTML read", "text_chars": "characters of text extracted"}
+    metrics = {"html_bytes": "bytes of HTML read", "text_chars": "characters of text extracted",
+               "rows_without_html": "rows that had no HTML and kept their text"}
 
     class Params(OpParams):
         html_key: str = Field("html", description="column holding the HTML")
@@ -36,15 +37,21 @@ class HtmlExtract(Mapper):
 
     def process(self, batch: pa.Table):
         p = self.params
-        pages = batch.column(p.html_key).to_pylist() if p.html_key in batch.column_names else [None] * batch.num_rows
+        if p.html_key not in batch.column_names:
+            self.record("rows_without_html", batch.num_rows)
+            return batch  # already text (e.g. a JSONL corpus through a recipe that also takes WARC)
+        pages = batch.column(p.html_key).to_pylist()
+        old = batch.column(self.text_key).to_pylist() if self.text_key in batch.column_names else [None] * batch.num_rows
         texts = []
-        for html in pages:
-            text = None
-            if html:
-                self.record("html_bytes", len(html))
-                text = self._extract(html, include_tables=p.include_tables, include_comments=p.include_comments,
-                                     favor_precision=p.favor == "precision", favor_recall=p.favor == "recall",
-                                     output_format="txt", deduplicate=False)
+        for html, prev in zip(pages, old, strict=True):
+            if not html:
+                self.record("rows_without_html", 1)
+                texts.append(prev or "")
+                continue
+            self.record("html_bytes", len(html))
+            text = self._extract(html, include_tables=p.include_tables, include_comments=p.include_comments,
+                                 favor_precision=p.favor == "precision", favor_recall=p.favor == "recall",
+                                 output_format="txt", deduplicate=False)
             texts.append(text or "")
         self.record("text_chars", sum(len(t) for t in texts))
         empty = np.array([not t.strip() for t in texts], dtype=bool)

@@ -1,0 +1,1 @@
+"""Curation and selection: global ops that choose which rows to keep."""

@@ -1,0 +1,58 @@
+"""Top-k / top-fraction selection by a score column, optionally stratified by a category column."""
+
+from __future__ import annotations
+
+import polars as pl
+import pyarrow as pa
+from pydantic import Field, model_validator
+
+from pipeline.ops import GlobalOp, OpParams, Resources
+from pipeline.registry import register
+
+
+@register
+class SelectTop(GlobalOp):
+    """Keep the k (or the fraction) of rows with the highest score, over the whole corpus or per
+    category; ties are broken by input order, so the choice is deterministic."""
+
+    name = "select_top"
+    resources = Resources(cpus=1.0, memory_mb=512)
+
+    class Params(OpParams):
+        column: str = Field(description="numeric score column (e.g. quality_score)")
+        k: int | None = Field(None, ge=0, description="keep this many rows (per category when stratified)")
+        fraction: float | None = Field(None, gt=0, le=1, description="keep this share of rows (per category when stratified)")
+        descending: bool = Field(True, description="highest scores first")
+        stratify_by: str | None = Field(None, description="category column: select within each category")
+
+        @model_validator(mode="after")
+        def _one(self):
+            if (self.k is None) == (self.fraction is None):
+                raise ValueError("give exactly one of k and fraction")
+            return self
+
+    example = {"column": "quality_score", "fraction": 0.3}
+
+    def fingerprint(self, batch: pa.Table) -> pa.Table:
+        p = self.params
+        cols = {"score": batch.column(p.column).cast(pa.float64())}
+        if p.stratify_by:
+            cols["group"] = batch.column(p.stratify_by).cast(pa.string())
+        return pa.table(cols)
+
+    def resolve(self, fingerprints: pl.LazyFrame) -> pl.DataFrame:
+        p = self.params
+        df = fingerprints.sort(["__shard", "__row"]).with_row_index("__order").collect()
+        if "group" not in df.columns:
+            df = df.with_columns(pl.lit("").alias("group"))
+        score = pl.col("score").fill_null(float("-inf") if p.descending else float("inf")).fill_nan(
+            float("-inf") if p.descending else float("inf"))
+        df = df.with_columns(score.alias("s"))
+        ranked = df.sort(["group", "s", "__order"], descending=[False, p.descending, False]).with_columns(
+            pl.int_range(pl.len()).over("group").alias("rank"), pl.len().over("group").alias("size"))
+        limit = pl.lit(p.k) if p.k is not None else (pl.col("size") * p.fraction).round(0).cast(pl.Int64)
+        dropped = ranked.filter(pl.col("rank") >= limit)
+        reason = f"not in top {p.k}" if p.k is not None else f"not in top {p.fraction:g}"
+        if p.stratify_by:
+            reason += f" of its {p.stratify_by}"
+        return dropped.select("__shard", "__row", pl.lit(reason).alias("__reason"))
