@@ -2,9 +2,9 @@
 placeholders. Card numbers must pass the Luhn check (ISO/IEC 7812-1) and IBANs the ISO 13616
 mod-97 check, so look-alike numbers stay. Counts per type go to the ledger.
 
-E-mail and IPv4 are replaced by regular expressions over the whole column. The checked types
-need a check per match, so only the rows that contain a candidate (a long digit run, or a colon
-group for IPv6) go through Python.
+E-mail addresses are replaced by a regular expression over the whole column. The other types
+need a check per match, so only the rows that contain a candidate (a long digit run, a dotted
+quad, or a colon group) go through Python.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from operators.clean.patterns import EMAIL_PATTERN
 from pipeline.ops import Mapper, OpParams
 from pipeline.registry import register
 
-IPV4 = r"\b(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}\b"
+IPV4_CANDIDATE = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![.]?\d)")
 IPV6_CANDIDATE = re.compile(r"(?i)(?<![0-9a-f:])(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}(?![0-9a-f:])")
 IBAN_CANDIDATE = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]){11,30}\b")
 CARD_CANDIDATE = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
 PHONE_CANDIDATE = re.compile(
     r"(?<![\w+])(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,4}\)[ .\-]?)?\d{2,4}(?:[ .\-]\d{2,4}){1,4}(?![\w])")
 # rows worth a closer look: a run of 7+ digits possibly broken by separators, or two colons
-PREFILTER = r"\d[\d .\-()]{5,}\d|:[0-9A-Fa-f]{0,4}:"
+PREFILTER = r"\d[\d .\-()]{5,}\d|:[0-9A-Fa-f]{0,4}:|\d\.\d+\.\d+\.\d"
 
 # ISO 13616 IBAN lengths by country (SWIFT IBAN registry)
 IBAN_LENGTHS = {
@@ -67,6 +67,14 @@ def iban_ok(candidate: str) -> bool:
 def card_ok(candidate: str) -> bool:
     digits = re.sub(r"[ -]", "", candidate)
     return 13 <= len(digits) <= 19 and digits[0] in "23456" and luhn_ok(digits)
+
+
+def ipv4_ok(candidate: str) -> bool:
+    try:
+        ipaddress.IPv4Address(candidate)
+    except ValueError:
+        return False
+    return True
 
 
 def ipv6_ok(candidate: str) -> bool:
@@ -127,9 +135,6 @@ class PiiRedact(Mapper):
             t = pc.replace_substring_regex(t, EMAIL_PATTERN, self._ph("EMAIL"))
         if p.ibans or p.credit_cards or p.phones or p.ip_addresses:
             t = self._checked(t)
-        if p.ip_addresses:
-            self.record("IP_ADDRESS", int(pc.sum(pc.count_substring_regex(t, IPV4)).as_py() or 0))
-            t = pc.replace_substring_regex(t, IPV4, self._ph("IP_ADDRESS"))
         return batch.set_column(batch.column_names.index(self.text_key), self.text_key, t)
 
     def _checked(self, t: pa.Array) -> pa.Array:
@@ -145,6 +150,7 @@ class PiiRedact(Mapper):
         if p.credit_cards:
             steps.append(("CREDIT_CARD", CARD_CANDIDATE, card_ok))
         if p.ip_addresses:
+            steps.append(("IP_ADDRESS", IPV4_CANDIDATE, ipv4_ok))
             steps.append(("IP_ADDRESS", IPV6_CANDIDATE, ipv6_ok))
         if p.phones:
             steps.append(("PHONE", PHONE_CANDIDATE, phone_ok))

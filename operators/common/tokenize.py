@@ -31,7 +31,7 @@ FLAG_PUNCT, FLAG_LETTER = 1, 2
 _ASCII = np.full(128, PUNCT, dtype=np.int8)
 for _c in range(128):
     ch = chr(_c)
-    if ch.isspace() or _c < 32:
+    if ch.isspace():  # as Python's str.split: \t \n \v \f \r, \x1c-\x1f and space
         _ASCII[_c] = SPACE
     elif ch.isalpha():
         _ASCII[_c] = LETTER

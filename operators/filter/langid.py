@@ -34,7 +34,7 @@ def predict_top(model, texts: list[str]) -> tuple[list[str], np.ndarray]:
     labels, probs = model.f.multilinePredict(texts, 1, 0.0, "strict")
     lab = [x[0] if len(x) else "" for x in labels]
     score = np.array([p[0] if len(p) else 0.0 for p in probs], dtype=np.float64)
-    return lab, score
+    return lab, np.clip(score, 0.0, 1.0)  # fastText's softmax can come out a hair above 1
 
 
 def one_line(text) -> list[str]:

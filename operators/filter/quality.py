@@ -32,7 +32,7 @@ def positive_probability(model, texts: list[str]) -> np.ndarray:
     binding under NumPy 2 returns the top probability for every label. With two labels,
     P(hq) = p(top) if the top label is hq, else 1 - p(top)."""
     labels, probs = model.f.multilinePredict(texts, 1, 0.0, "strict")
-    top = np.array([p[0] if len(p) else 0.5 for p in probs], dtype=np.float64)
+    top = np.clip(np.array([p[0] if len(p) else 0.5 for p in probs], dtype=np.float64), 0.0, 1.0)
     is_pos = np.array([len(lab) > 0 and lab[0] == POSITIVE for lab in labels], dtype=bool)
     return np.where(is_pos, top, 1.0 - top)
 
