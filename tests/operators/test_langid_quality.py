@@ -87,8 +87,8 @@ def _docs(rng, words, n, length):
 
 def test_train_and_score_quality_classifier(tmp_path):
     rng = random.Random(0)
-    good = "the committee published a careful report about rivers history science education economy".split()
-    bad = "buy cheap click free winner casino pills offer discount subscribe now limited".split()
+    good = ["the", "committee", "published", "a", "careful", "report", "about", "rivers", "history", "science", "education", "economy"]
+    bad = ["buy", "cheap", "click", "free", "winner", "casino", "pills", "offer", "discount", "subscribe", "now", "limited"]
     pos, neg = tmp_path / "pos.jsonl", tmp_path / "neg.jsonl"
     pos.write_text("".join(json.dumps({"text": t}) + "\n" for t in _docs(rng, good, 200, 30)))
     neg.write_text("".join(json.dumps({"text": t}) + "\n" for t in _docs(rng, bad, 200, 30)))
