@@ -9,12 +9,12 @@ import pytest
 import yaml
 from hypothesis import settings
 
+from pipeline.recipe import parse_recipe
+from pipeline.run import run
+
 # no per-example deadline: these machines are noisy and numba compiles on first use
 settings.register_profile("thresher", deadline=None)
 settings.load_profile("thresher")
-
-from pipeline.recipe import parse_recipe
-from pipeline.run import run
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,11 @@ FINEWEB_RULES = [{"gopher_repetition_filter": {}}, {"gopher_quality_filter": {}}
                  {"fineweb_quality_filter": {}}]
 
 
+def read_gz(path) -> list[dict]:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [json.loads(x) for x in f]
+
+
 def drop_rates(shared, tmp_path, name, paths, process):
     res = run_recipe(paths, tmp_path / name, process, workers=2)
     led = json.loads((tmp_path / name / "ledger.json").read_text())
@@ -50,7 +55,7 @@ def test_language_id_accuracy_udhr(shared_data):
     op = LanguageId(LanguageId.Params(tag_only=True))
     op.prepare()
     op.setup()
-    rows = [json.loads(x) for x in gzip.open(shared_data / "udhr_multilingual" / "udhr_texts.jsonl.gz", "rt")]
+    rows = read_gz(shared_data / "udhr_multilingual" / "udhr_texts.jsonl.gz")
     major = {"en", "de", "fr", "es", "it", "pt", "nl", "sv", "pl", "ru", "uk", "tr", "ar", "fa", "hi", "bn", "ja",
              "ko", "el", "he", "vi", "id", "th", "cs", "fi", "hu", "ro", "da"}
     sel = [r for r in rows if r["bcp47"] in major and r["text"]]
@@ -65,7 +70,7 @@ def test_language_id_accuracy_fortunes(shared_data):
     op = LanguageId(LanguageId.Params(tag_only=True))
     op.prepare()
     op.setup()
-    rows = [json.loads(x) for x in gzip.open(shared_data / "fortunes_multilingual" / "fortunes.jsonl.gz", "rt")]
+    rows = read_gz(shared_data / "fortunes_multilingual" / "fortunes.jsonl.gz")
     rng = random.Random(0)
     by = collections.defaultdict(list)
     for r in rows:
@@ -83,7 +88,7 @@ def test_language_id_accuracy_fortunes(shared_data):
 
 
 def test_pii_counts_on_spamassassin(shared_data):
-    rows = [json.loads(x) for x in gzip.open(shared_data / "spamassassin_public_corpus" / "spamassassin.jsonl.gz", "rt")]
+    rows = read_gz(shared_data / "spamassassin_public_corpus" / "spamassassin.jsonl.gz")
     texts = [r["text"] for r in rows[:1500]]
     op = PiiRedact()
     out = op.process(pa.table({"text": texts}))["text"].to_pylist()
