@@ -27,10 +27,11 @@ def tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def run_measured(cmd: list[str], env: dict | None = None, interval: float = 0.05) -> tuple[float, int]:
+def run_measured(cmd: list[str], env: dict | None = None, interval: float = 0.05, cwd: str | None = None
+                 ) -> tuple[float, int]:
     """Wall seconds and peak RSS (bytes, summed over the process tree) of a command."""
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL)
+    p = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, cwd=cwd)
     ps = psutil.Process(p.pid)
     peak = 0
     stop = threading.Event()

@@ -91,7 +91,7 @@ def _dup_kernel(hashes, lens, offsets, n, keys, stamps, mask, g):
         while i < m:
             s, present = _slot(keys, stamps, stamp, mask, g[i])
             if present:
-                c = n - 1
+                c = 0
                 for j in range(n):
                     c += lens[start + i + j]
                 total += c
@@ -114,7 +114,8 @@ def top_ngram_chars(hashes: np.ndarray, lens: np.ndarray, offsets: np.ndarray, n
 
 def dup_ngram_chars(hashes: np.ndarray, lens: np.ndarray, offsets: np.ndarray, n: int) -> np.ndarray:
     """Characters in duplicated n-grams per document: walk the n-grams; one seen before adds its
-    length and skips n tokens ahead, a new one is remembered (datatrove's ``find_all_duplicate``)."""
+    length (its tokens' characters, no joining spaces) and skips n tokens ahead, a new one is
+    remembered (datatrove's ``find_all_duplicate``)."""
     max_m = int(np.diff(offsets).max(initial=0))
     keys, stamps, _counts, mask = _table(max_m)
     g = np.empty(max(max_m, 1), np.uint64)

@@ -1,7 +1,7 @@
 """A word tokenizer compiled with numba, over the UTF-8 bytes of a whole Arrow string column.
 
 Per token it yields a 64-bit hash (FNV-1a of its bytes), its length in code points and two flags
-(a lone ASCII punctuation mark; contains a letter) — everything the Gopher, FineWeb and C4 word
+(made of punctuation/symbols only; contains a letter) — everything the Gopher, FineWeb and C4 word
 statistics need, without making one Python (or Rust) string per token.
 
 The rules follow spaCy's blank-English tokenizer, which datatrove's filters use, closely enough
@@ -26,7 +26,7 @@ import pyarrow as pa
 from numba import njit
 
 SPACE, LETTER, DIGIT, MARK, PUNCT = 0, 1, 2, 3, 4
-FLAG_PUNCT, FLAG_LETTER = 1, 2
+FLAG_SYMBOL, FLAG_LETTER = 1, 2  # token has no letter, digit or mark / token has a letter
 
 _ASCII = np.full(128, PUNCT, dtype=np.int8)
 for _c in range(128):
@@ -38,9 +38,6 @@ for _c in range(128):
     elif ch.isdigit():
         _ASCII[_c] = DIGIT
 _ASCII[ord("_")] = MARK  # a word character that is not a letter
-_ASCII_PUNCT = np.zeros(128, dtype=np.bool_)
-for _ch in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~":
-    _ASCII_PUNCT[ord(_ch)] = True
 
 FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 FNV_PRIME = np.uint64(0x100000001B3)
@@ -131,7 +128,7 @@ def _starts(data, i, end, lit):
 
 
 @njit(cache=True)
-def tokenize_kernel(data, offsets, d0, hashes, lens, flags, counts, ascii_table, ascii_punct, http, https, www):
+def tokenize_kernel(data, offsets, d0, hashes, lens, flags, counts, ascii_table, http, https, www):
     """Tokenize documents d0, d0+1, ... into the output arrays until the next document might not
     fit (a document of B bytes has at most B tokens). Returns (tokens written, next document)."""
     n_docs = len(offsets) - 1
@@ -157,6 +154,7 @@ def tokenize_kernel(data, offsets, d0, hashes, lens, flags, counts, ascii_table,
             start = i
             nchars = 0
             letter = False
+            symbol = not (c == LETTER or c == DIGIT or c == MARK)  # the first character decides the token's kind
             if c == LETTER or c == DIGIT or c == MARK:
                 b = data[i] | 32
                 if (b == 104 or b == 119) and (_starts(data, i, end, http) or _starts(data, i, end, https)
@@ -213,6 +211,7 @@ def tokenize_kernel(data, offsets, d0, hashes, lens, flags, counts, ascii_table,
             elif (cp == 39 or cp == 0x2019) and i + w < end:
                 nxt, _w3 = _decode(data, i + w)
                 if _cls(nxt, ascii_table) == LETTER:
+                    symbol = False
                     i += w
                     nchars += 1
                     while i < end:
@@ -239,8 +238,8 @@ def tokenize_kernel(data, offsets, d0, hashes, lens, flags, counts, ascii_table,
             hashes[t] = h
             lens[t] = nchars
             f = 0
-            if i - start == 1 and data[start] < 128 and ascii_punct[data[start]]:
-                f |= FLAG_PUNCT
+            if symbol:
+                f |= FLAG_SYMBOL
             if letter:
                 f |= FLAG_LETTER
             flags[t] = f
@@ -281,7 +280,7 @@ def tokenize(text: pa.Array | pa.ChunkedArray):
         lens = np.empty(cap, dtype=np.int64)
         flags = np.empty(cap, dtype=np.uint8)
         t, d = tokenize_kernel(data, offsets, d, hashes, lens, flags, counts,
-                               _ASCII, _ASCII_PUNCT, _HTTP, _HTTPS, _WWW)
+                               _ASCII, _HTTP, _HTTPS, _WWW)
         parts.append((hashes[:t], lens[:t], flags[:t]))
     if len(parts) == 1:
         return (*parts[0], counts)

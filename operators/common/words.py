@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from operators.common.tokenize import FLAG_LETTER, FLAG_PUNCT, fnv1a, tokenize
+from operators.common.tokenize import FLAG_LETTER, FLAG_SYMBOL, fnv1a, tokenize
 
 
 class Tokens:
@@ -36,9 +36,20 @@ class Tokens:
         """Tokens equal to one of ``words`` (exact, case-sensitive)."""
         return np.isin(self.hashes, np.array([fnv1a(w) for w in words], dtype=np.uint64))
 
-    def is_punct(self) -> np.ndarray:
-        """Tokens that are one ASCII punctuation mark (datatrove: ``w in string.punctuation``)."""
-        return (self.flags & FLAG_PUNCT) != 0
+    def is_symbol(self) -> np.ndarray:
+        """Tokens made of punctuation and symbols only (``...``, ``,``, ``—``): not words."""
+        return (self.flags & FLAG_SYMBOL) != 0
+
+    def distinct_per_doc(self, words) -> np.ndarray:
+        """How many different ones of ``words`` occur in each document."""
+        table = np.array(sorted({fnv1a(w) for w in words}), dtype=np.uint64)
+        if len(table) == 0 or len(self.hashes) == 0:
+            return np.zeros(self.n_docs, dtype=np.int64)
+        pos = np.clip(np.searchsorted(table, self.hashes), 0, len(table) - 1)
+        hit = table[pos] == self.hashes
+        doc = np.repeat(np.arange(self.n_docs, dtype=np.int64), self.counts)[hit]
+        pairs = np.unique(doc * len(table) + pos[hit])
+        return np.bincount(pairs // len(table), minlength=self.n_docs)
 
     def has_letter(self) -> np.ndarray:
         return (self.flags & FLAG_LETTER) != 0

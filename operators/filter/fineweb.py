@@ -1,8 +1,9 @@
 """FineWeb's extra quality rules (Penedo et al. 2024, "The FineWeb Datasets: Decanting the Web for
-the Finest Text Data at Scale", §3.4), with datatrove's FineWebQualityFilter defaults:
-drop a page when at most 12% of its lines end in punctuation, when at least 67% of its lines are
-30 characters or shorter, when duplicated lines hold at least 1% of its characters, or (the list
-rule in datatrove's code) when it has more than 0.3 newlines per word."""
+the Finest Text Data at Scale", §3.4), with datatrove's FineWebQualityFilter defaults and (0.10)
+comparisons: over the non-blank lines, drop a page when fewer than 12% end in punctuation, when
+more than 67% are 30 characters or shorter, when duplicated lines hold more than 1% of its
+characters, or (the list rule in datatrove's code) when it has more than 0.3 newlines per word.
+Empty pages are dropped."""
 
 from __future__ import annotations
 
@@ -25,17 +26,17 @@ class FineWebQualityFilter(Filter):
     newlines per word (Penedo et al. 2024, §3.4)."""
 
     name = "fineweb_quality_filter"
-    stats = {"line_punct_ratio": "lines ending in . ' \" ! ? / lines",
-             "short_line_ratio": "lines of <= short_line_length characters / lines",
-             "char_dup_ratio": "characters in repeated non-empty lines / characters (newlines excluded)",
-             "list_ratio": "newlines / words"}
+    stats = {"line_punct_ratio": "non-blank lines ending in . ' \" ! ? / non-blank lines",
+             "short_line_ratio": "non-blank lines of <= short_line_length characters / non-blank lines",
+             "char_dup_ratio": "characters in repeated non-blank lines / characters (newlines excluded)",
+             "list_ratio": "newlines / words", "non_blank_lines": "lines with something besides whitespace"}
 
     class Params(OpParams):
-        line_punct_thr: float | None = Field(0.12, description="drop if the punctuated-line ratio is <= this (FineWeb: 0.12)")
+        line_punct_thr: float | None = Field(0.12, description="drop if the punctuated-line ratio is below this (FineWeb: 0.12)")
         line_punct_exclude_zero: bool = Field(False, description="keep pages with no punctuated line at all")
-        short_line_thr: float | None = Field(0.67, description="drop if the short-line ratio is >= this (FineWeb: 0.67)")
+        short_line_thr: float | None = Field(0.67, description="drop if the short-line ratio is above this (FineWeb: 0.67)")
         short_line_length: int = Field(30, description="a line this long or shorter is short (FineWeb: 30)")
-        char_duplicates_ratio: float | None = Field(0.01, description="drop if the duplicated-line character ratio is >= this (datatrove: 0.01)")
+        char_duplicates_ratio: float | None = Field(0.01, description="drop if the duplicated-line character ratio is above this (datatrove: 0.01)")
         new_line_ratio: float | None = Field(0.3, description="drop if newlines per word exceed this (datatrove: 0.3)")
 
     example = {"line_punct_thr": 0.12, "short_line_thr": 0.67}
@@ -44,13 +45,15 @@ class FineWebQualityFilter(Filter):
         p = self.params
         text = batch[self.text_key]
         flat, parent, n_docs = split_flat(text)
+        nonblank = pc.utf8_length(pc.utf8_trim_whitespace(flat)).to_numpy(zero_copy_only=False) > 0
+        flat, parent = flat.filter(pa.array(nonblank)), parent[nonblank]
         n_lines = np.bincount(parent, minlength=n_docs)
         ends = np.zeros(len(flat), dtype=bool)
         for c in STOP_CHARS:
             ends |= pc.ends_with(flat, c).to_numpy(zero_copy_only=False)
         short = pc.utf8_length(flat).to_numpy(zero_copy_only=False) <= p.short_line_length
         lists = pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(n_lines)]).astype(np.int32)), flat)
-        _, _, dup_chars = segment_duplicates(lists, drop_empty=True)
+        _, _, dup_chars = segment_duplicates(lists)
         newlines = pc.count_substring(text, "\n").to_numpy(zero_copy_only=False)
         chars_no_nl = pc.utf8_length(text).to_numpy(zero_copy_only=False) - newlines
         words = Tokens(text).counts
@@ -59,6 +62,7 @@ class FineWebQualityFilter(Filter):
             "short_line_ratio": pa.array(ratio(per_doc_sum(short, parent, n_docs), n_lines)),
             "char_dup_ratio": pa.array(ratio(dup_chars, chars_no_nl)),
             "list_ratio": pa.array(ratio(newlines, words)),
+            "non_blank_lines": pa.array(n_lines),
         }
 
     def drop_reasons(self, stats):
@@ -66,12 +70,13 @@ class FineWebQualityFilter(Filter):
         s = {k: v.to_numpy(zero_copy_only=False) for k, v in stats.items()}
         n = len(s["list_ratio"])
         none = np.zeros(n, dtype=bool)
-        punct = s["line_punct_ratio"] <= p.line_punct_thr if p.line_punct_thr is not None else none
+        punct = s["line_punct_ratio"] < p.line_punct_thr if p.line_punct_thr is not None else none
         if p.line_punct_exclude_zero:
             punct = punct & (s["line_punct_ratio"] != 0)
         return {
+            "empty": s["non_blank_lines"] == 0,
             "line_punct_ratio": punct,
-            "short_line_ratio": s["short_line_ratio"] >= p.short_line_thr if p.short_line_thr is not None else none,
-            "char_dup_ratio": s["char_dup_ratio"] >= p.char_duplicates_ratio if p.char_duplicates_ratio is not None else none,
+            "short_line_ratio": s["short_line_ratio"] > p.short_line_thr if p.short_line_thr is not None else none,
+            "char_dup_ratio": s["char_dup_ratio"] > p.char_duplicates_ratio if p.char_duplicates_ratio is not None else none,
             "list_ratio": s["list_ratio"] > p.new_line_ratio if p.new_line_ratio is not None else none,
         }

@@ -2,8 +2,12 @@
 Analysis & Insights from Training Gopher", Appendix A.1.1 and Table A1).
 
 Every threshold is a parameter whose default is the paper's; set one to null to switch that rule off.
-Words are counted as datatrove counts them (tokens that are not a lone ASCII punctuation mark,
-see ``operators.common.words``).
+Where the paper leaves a detail open, thresher reads it as datatrove (0.10) does, so the two agree
+document by document (bench/filters.py): tokens come from ``operators.common.tokenize``; a *word* is
+a token that is not made of punctuation only; the word-count and mean-length rules use words,
+while the symbol and alphabetic ratios divide by all tokens (punctuation included); the stop-word
+rule counts *different* stop words ("at least two of the following words"); n-grams for the
+duplicate rules are measured without the joining spaces.
 """
 
 from __future__ import annotations
@@ -38,13 +42,13 @@ class GopherQualityFilter(Filter):
 
     name = "gopher_quality_filter"
     stats = {
-        "num_words": "words (tokens that are not a lone punctuation mark)",
+        "num_words": "words (tokens not made of punctuation only)",
         "mean_word_length": "mean characters per word",
-        "hash_ratio": "'#' per word", "ellipsis_ratio": "'...' or '…' per word",
+        "hash_ratio": "'#' per token", "ellipsis_ratio": "'...' or '…' per token",
         "bullet_lines_ratio": "share of lines starting with a bullet ('•' or '-')",
         "ellipsis_lines_ratio": "share of lines ending with an ellipsis",
-        "alpha_words_ratio": "tokens with a letter per word",
-        "stop_words": "occurrences of the stop words",
+        "alpha_words_ratio": "tokens with a letter / tokens",
+        "stop_words": "different stop words present",
     }
 
     class Params(OpParams):
@@ -56,7 +60,7 @@ class GopherQualityFilter(Filter):
         max_bullet_lines_ratio: float | None = Field(0.9, description="drop if more lines start with a bullet (paper: 0.9)")
         max_ellipsis_lines_ratio: float | None = Field(0.3, description="drop if more lines end with an ellipsis (paper: 0.3)")
         min_alpha_words_ratio: float | None = Field(0.8, description="drop if fewer words contain a letter (paper: 0.8)")
-        min_stop_words: int | None = Field(2, description="drop if fewer stop words occur (paper: 2)")
+        min_stop_words: int | None = Field(2, description="drop if fewer different stop words occur (paper: 2)")
         stop_words: list[str] = Field(default_factory=lambda: list(GOPHER_STOP_WORDS),
                                       description="the stop words (paper: the, be, to, of, and, that, have, with)")
 
@@ -65,9 +69,10 @@ class GopherQualityFilter(Filter):
     def compute_stats(self, batch: pa.Table) -> dict[str, pa.Array]:
         text = batch[self.text_key]
         tok = Tokens(text)
-        punct = tok.is_punct()
-        n_words = tok.counts - tok.per_doc(punct)
-        word_chars = tok.per_doc(np.where(punct, 0, tok.lens))
+        symbol = tok.is_symbol()
+        n_tokens = tok.counts
+        n_words = n_tokens - tok.per_doc(symbol)
+        word_chars = tok.per_doc(np.where(symbol, 0, tok.lens))
         lines = pl.from_arrow(line_list(text))
         n_lines = lines.list.len().to_numpy()
         bullets = lines.list.eval(pl.element().str.strip_chars_start().str.contains(r"^[•\-]")).list.sum().to_numpy()
@@ -77,12 +82,12 @@ class GopherQualityFilter(Filter):
         return {
             "num_words": pa.array(n_words),
             "mean_word_length": pa.array(ratio(word_chars, n_words)),
-            "hash_ratio": pa.array(ratio(hashes, n_words)),
-            "ellipsis_ratio": pa.array(ratio(ellipses, n_words)),
+            "hash_ratio": pa.array(ratio(hashes, n_tokens)),
+            "ellipsis_ratio": pa.array(ratio(ellipses, n_tokens)),
             "bullet_lines_ratio": pa.array(ratio(bullets, n_lines)),
             "ellipsis_lines_ratio": pa.array(ratio(ell_lines, n_lines)),
-            "alpha_words_ratio": pa.array(ratio(tok.per_doc(tok.has_letter()), n_words)),
-            "stop_words": pa.array(tok.per_doc(tok.is_in(self.params.stop_words))),
+            "alpha_words_ratio": pa.array(ratio(tok.per_doc(tok.has_letter()), n_tokens)),
+            "stop_words": pa.array(tok.distinct_per_doc(self.params.stop_words)),
         }
 
     def drop_reasons(self, stats):
@@ -115,10 +120,11 @@ class GopherRepetitionFilter(Filter):
     stats = {
         "dup_para_frac": "paragraphs that repeat an earlier one / paragraphs",
         "dup_para_char_frac": "characters in repeated paragraphs / characters",
-        "dup_line_frac": "lines that repeat an earlier one / lines",
+        "dup_line_frac": "lines that repeat an earlier one / lines (blank lines skipped)",
         "dup_line_char_frac": "characters in repeated lines / characters",
         **{f"top_{n}_gram_char_frac": f"characters covered by the most frequent {n}-gram / characters" for n in TOP_NGRAMS},
         **{f"dup_{n}_gram_char_frac": f"characters in duplicated {n}-grams / characters" for n in DUP_NGRAMS},
+        "empty": "the text is empty",
     }
 
     class Params(OpParams):
@@ -139,10 +145,11 @@ class GopherRepetitionFilter(Filter):
         n_chars = pc.utf8_length(text).to_numpy(zero_copy_only=False)
         paras = split_segments(text, r"\n{2,}", strip=True)
         n_para, dup_para, dup_para_chars = segment_duplicates(paras)
-        n_line, dup_line, dup_line_chars = segment_duplicates(line_list(text))
+        n_line, dup_line, dup_line_chars = segment_duplicates(pc.split_pattern_regex(text, r"\n+"))
         out = {
             "dup_para_frac": ratio(dup_para, n_para), "dup_para_char_frac": ratio(dup_para_chars, n_chars),
             "dup_line_frac": ratio(dup_line, n_line), "dup_line_char_frac": ratio(dup_line_chars, n_chars),
+            "empty": n_chars == 0,
         }
         if p.top_n_grams or p.dup_n_grams:
             tok = Tokens(text)
@@ -157,6 +164,7 @@ class GopherRepetitionFilter(Filter):
         p = self.params
         s = {k: v.to_numpy(zero_copy_only=False) for k, v in stats.items()}
         reasons = {
+            "empty": s["empty"].astype(bool),
             "dup_para_frac": _gt(s["dup_para_frac"], p.dup_para_frac),
             "dup_para_char_frac": _gt(s["dup_para_char_frac"], p.dup_para_char_frac),
             "dup_line_frac": _gt(s["dup_line_frac"], p.dup_line_frac),

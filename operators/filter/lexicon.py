@@ -25,7 +25,7 @@ def _word_hits(batch: pa.Table, text_key: str, lang: str, lang_key: str, lists: 
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(words, words found in the row's language list, rows that have a list) per row."""
     tok = Tokens(pc.utf8_lower(batch[text_key]))
-    words_mask = ~tok.is_punct()
+    words_mask = ~tok.is_symbol()
     n_words = tok.per_doc(words_mask)
     n = batch.num_rows
     if lang == "auto":

@@ -89,11 +89,18 @@ def test_fineweb_short_line_ratio():
 
 def test_fineweb_char_dup_ratio():
     dup = "Same line."  # 10 characters, repeated once: 10 duplicated characters
-    inside = "b" * 981 + "\n" + dup + "\n" + dup  # 10 / 1001 < 0.01: kept
-    outside = "b" * 980 + "\n" + dup + "\n" + dup  # 10 / 1000 = 0.01: dropped (>=)
+    inside = "b" * 980 + "\n\n" + dup + "\n" + dup  # 10 / 1000 = 0.01: kept (datatrove 0.10 drops above)
+    outside = "b" * 979 + "\n" + dup + "\n" + dup  # 10 / 999 > 0.01: dropped
     got, stats = fw([inside, outside], new_line_ratio=None, line_punct_thr=None, short_line_thr=None)
     assert got == [None, "char_dup_ratio"]
-    assert stats["char_dup_ratio"][1].as_py() == pytest.approx(0.01)
+    assert stats["char_dup_ratio"].to_pylist() == pytest.approx([0.01, 10 / 999])
+
+
+def test_fineweb_blank_lines_do_not_count_and_empty_pages_drop():
+    text = "A sentence that ends well.\n\n\n   \nAnother one that also ends."
+    got, stats = fw([text, "   \n  "], new_line_ratio=None, short_line_thr=None)
+    assert got == [None, "empty"]
+    assert stats["line_punct_ratio"][0].as_py() == 1.0 and stats["non_blank_lines"][0].as_py() == 2
 
 
 def test_fineweb_list_ratio():
