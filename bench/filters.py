@@ -210,7 +210,7 @@ def main() -> None:
                                   "--dataset_path", str(subset), "--export_path", str(dj_out), "--np", str(W)],
                                  env={"PYTHONPATH": "", "HF_DATASETS_CACHE": str(work / "dj-cache")},
                                  cwd=str(ROOT))  # dj_heuristic.yaml names ../shared/tools/peers/dj_assets
-        dj_kept = sum(len(f.read_text().splitlines()) for f in dj_out.parent.glob("*.jsonl"))
+        dj_kept = len(dj_out.read_text().splitlines())  # (its stats go to a separate *_stats.jsonl)
         add("Data-Juicer", "nearest filters (dj_heuristic.yaml)", args.peer_n, wall, rss, dj_kept)
 
         ours_kept = kept_ids_thresher(out_sub)

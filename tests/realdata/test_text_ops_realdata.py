@@ -100,3 +100,20 @@ def test_pii_counts_on_spamassassin(shared_data):
     left = sum(len(simple_email.findall(t)) for t in out)
     before = sum(len(simple_email.findall(t)) for t in texts)
     assert left <= 0.01 * before  # what a plain address regex finds is (almost) all gone
+
+
+def test_shipped_quality_training_config_on_shared_data(shared_data, tmp_path, monkeypatch):
+    """recipes/training/shared-data.yaml: Wikipedia + SOTU + LIMA vs spam + raw CC text."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    monkeypatch.setenv("THRESHER_REAL_DATA", str(shared_data))
+    out = tmp_path / "quality.bin"
+    res = subprocess.run([sys.executable, "-m", "pipeline.cli", "train-quality", "--config", "shared-data",
+                          "--output", str(out)], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert res.returncode == 0, res.stderr
+    report = json.loads(out.with_suffix(".json").read_text())
+    print("\nquality classifier on shared data:", report)
+    assert report["auc"] >= 0.97 and report["test_examples"]["positive"] >= 100
