@@ -176,7 +176,8 @@ class GlobalOp(Op):
     def set_state(self, state) -> None:
         self.state = state
 
-    def apply(self, batch: pa.Table):
-        """Transform the rows resolve kept (1:1). May return ``(batch, {reason: mask})`` to drop
-        rows it emptied, like a mapper. Default: unchanged."""
+    def apply(self, batch: pa.Table, shard: int, rows: np.ndarray):
+        """Transform the rows resolve kept (1:1); ``rows`` are their ordinals in the shard (the
+        ``__row`` of their fingerprints). May return ``(batch, {reason: mask})`` to drop rows it
+        emptied, like a mapper. Default: unchanged."""
         return batch

@@ -62,7 +62,7 @@ class BoilerplateLineRemove(GlobalOp):
         return pl.DataFrame({"__shard": [], "__row": [], "__reason": []},
                             schema={"__shard": pl.Int32, "__row": pl.Int64, "__reason": pl.Utf8})
 
-    def apply(self, batch: pa.Table):
+    def apply(self, batch: pa.Table, shard: int, rows: np.ndarray):
         p = self.params
         bad = self.state["h"].to_numpy() if self.state is not None else np.zeros(0, np.uint64)
         flat, norm, parent, n_docs = _normalised_lines(batch[self.text_key], p.lowercase)

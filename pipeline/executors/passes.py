@@ -216,13 +216,20 @@ def _source(recipe: Recipe, layout: Layout, k: int, shard: Shard, stages: list[S
         n = table.num_rows
         lo, hi = np.searchsorted(drop_rows, [offset, offset + n])
         local = drop_rows[lo:hi] - offset
+        keep = np.ones(n, dtype=bool)
         if len(local):
-            keep = np.ones(n, dtype=bool)
             keep[local] = False
             runner.record_global_drops(barrier, table, local, drop_reasons[lo:hi], ledger)
             table = table.filter(pa.array(keep))
         if transforms and table.num_rows:
-            results, _kept = runner.guarded(barrier, barrier.apply, table, ledger)
+            ordinals = np.flatnonzero(keep) + offset
+            rows_col = "__thresher_row__"
+            tagged = table.append_column(rows_col, pa.array(ordinals, pa.int64()))
+
+            def _apply(t: pa.Table):
+                return barrier.apply(t.drop_columns([rows_col]), shard.index, t[rows_col].to_numpy())
+
+            results, _kept = runner.guarded(barrier, _apply, tagged, ledger)
             parts = []
             for r in results:  # apply may return (rows, {reason: mask}) to drop rows it emptied
                 r, reasons = r if isinstance(r, tuple) else (r, None)

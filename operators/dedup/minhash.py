@@ -1,0 +1,287 @@
+"""Near-duplicate removal with MinHash-LSH (Broder 1997; Leskovec, Rajaraman & Ullman, "Mining of
+Massive Datasets", ch. 3), memory-bounded and incremental.
+
+fingerprint: shingle every document (word or character n-grams), compute a ``num_perm`` MinHash
+signature and ``bands`` LSH band keys for the whole batch in compiled code.
+resolve: band keys are spilled to Parquet partitioned by hash, so memory is bounded by a partition
+rather than the corpus; documents that share a band key in a partition become candidate edges;
+candidates are optionally verified (estimated Jaccard from signatures, or exact shingle Jaccard);
+connected components (union-find) are clusters; a keep policy picks one row per cluster.
+An index (band keys and signatures of the kept rows) can be saved and used to deduplicate new data
+against an old corpus without reading it again.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import Field, model_validator
+
+from operators.common.minhash import (
+    band_keys,
+    jaccard_sorted,
+    optimal_params,
+    permutations,
+    shingle_sets,
+    signatures,
+)
+from operators.dedup.clusters import choose_keepers, components, size_histogram
+from pipeline.ops import GlobalOp, OpParams, Resources
+from pipeline.registry import register
+
+ROWS_PER_PARTITION = 4_000_000  # band-key rows per spill partition
+ALL_PAIRS_MAX = 16  # buckets up to this size contribute all pairs for verification; larger ones a star
+
+
+@register
+class MinHashDedup(GlobalOp):
+    """Remove (or mark) near-duplicates with MinHash-LSH: seeded signatures, LSH bands, optional
+    verification, union-find clusters, a keep policy; memory-bounded and incremental."""
+
+    name = "minhash_dedup"
+    resources = Resources(cpus=1.0, memory_mb=2048)
+    metrics = {"clusters": "clusters of near-duplicates", "candidate_pairs": "candidate pairs from band collisions",
+               "verified_pairs": "pairs that passed verification"}
+
+    class Params(OpParams):
+        threshold: float = Field(0.8, gt=0, lt=1, description="Jaccard similarity that makes a duplicate")
+        num_perm: int = Field(128, ge=8, le=1024, description="hash functions per signature")
+        bands: int | None = Field(None, ge=1, description="LSH bands (default: chosen from threshold, as datasketch does)")
+        rows: int | None = Field(None, ge=1, description="rows per band (with bands)")
+        shingle: Literal["word", "char"] = Field("word", description="word or character n-grams")
+        ngram: int = Field(5, ge=1, description="n-gram size (words or characters)")
+        verify: Literal["none", "signature", "exact"] = Field(
+            "signature", description="check candidate pairs: estimated Jaccard from signatures, or exact shingle Jaccard")
+        keep: Literal["first", "longest", "column"] = Field("first", description="which row of a cluster stays")
+        keep_column: str | None = Field(None, description="with keep: column, the row with the highest value stays")
+        mode: Literal["remove", "mark"] = Field("remove", description="remove duplicates, or keep all and add dup_cluster / is_duplicate")
+        index_path: str | None = Field(None, description="deduplicate against this saved index, and save the updated index there")
+
+        @model_validator(mode="after")
+        def _check(self):
+            if (self.bands is None) != (self.rows is None):
+                raise ValueError("give both bands and rows, or neither")
+            if self.bands is not None and self.bands * self.rows > self.num_perm:
+                raise ValueError(f"bands x rows ({self.bands * self.rows}) exceeds num_perm ({self.num_perm})")
+            if self.keep == "column" and not self.keep_column:
+                raise ValueError("keep: column needs keep_column")
+            return self
+
+    example = {"threshold": 0.8, "num_perm": 128, "ngram": 5, "verify": "signature"}
+
+    def __init__(self, params=None, ctx=None):
+        super().__init__(params, ctx)
+        p = self.params
+        self.band_count, self.band_rows = (p.bands, p.rows) if p.bands else optimal_params(p.threshold, p.num_perm)
+        self._a, self._b = permutations(p.num_perm, self.ctx.seed)
+
+    # ---------------------------------------------------------------------------- fingerprint
+    def fingerprint(self, batch: pa.Table) -> pa.Table:
+        p = self.params
+        text = batch[self.text_key]
+        sig = signatures(text, p.ngram, self._a, self._b, p.shingle)
+        keys = band_keys(sig, self.band_count, self.band_rows)
+        empty = (sig == np.uint32(0xFFFFFFFF)).all(axis=1)
+        cols = {"bands": pa.FixedSizeListArray.from_arrays(pa.array(keys.ravel()), self.band_count),
+                "empty": pa.array(empty)}
+        if p.verify == "signature":
+            cols["sig"] = pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel()), p.num_perm)
+        elif p.verify == "exact":
+            cols["shingles"] = pa.array(shingle_sets(text, p.ngram, p.shingle), pa.list_(pa.uint64()))
+        if p.keep == "longest":
+            cols["value"] = pa.compute.utf8_length(text).cast(pa.float64())
+        elif p.keep == "column":
+            cols["value"] = batch[p.keep_column].cast(pa.float64())
+        return pa.table(cols)
+
+    # ---------------------------------------------------------------------------- resolve
+    def resolve(self, fingerprints: pl.LazyFrame) -> pl.DataFrame:
+        p = self.params
+        with tempfile.TemporaryDirectory(prefix="thresher-lsh-") as tmp:
+            edges = self._candidate_edges(fingerprints, Path(tmp))
+        self.record("candidate_pairs", len(edges[0]))
+        if p.verify != "none" and len(edges[0]):
+            edges = self._verify(fingerprints, *edges)
+        self.record("verified_pairs", len(edges[0]))
+        comp = components(*edges)
+        score = None
+        if p.keep != "first":
+            score = (fingerprints.select(pl.col("__shard"), pl.col("__row"), pl.col("value"))
+                     .with_columns(((pl.col("__shard").cast(pl.Int64) * (1 << 32)) + pl.col("__row")).alias("gid"))
+                     .select("gid", "value").collect())
+            score = score.join(comp.select("gid"), on="gid", how="semi")
+        clusters = choose_keepers(comp, p.keep, score)
+        self.record("clusters", clusters["root"].n_unique() if clusters.height else 0)
+        for k, v in size_histogram(clusters).items():
+            self.record(k, v)
+        if p.index_path:
+            self._save_index(fingerprints, clusters)
+        local = clusters.filter(pl.col("gid") >= 0).with_columns(
+            (pl.col("gid") // (1 << 32)).cast(pl.Int32).alias("__shard"), (pl.col("gid") % (1 << 32)).alias("__row"))
+        if p.mode == "mark":
+            self.state = local.select("__shard", "__row", pl.col("keeper").alias("dup_cluster"),
+                                      (pl.col("gid") != pl.col("keeper")).alias("is_duplicate"))
+            return local.head(0).select("__shard", "__row", pl.lit("").alias("__reason"))
+        return (local.filter(pl.col("gid") != pl.col("keeper"))
+                .with_columns(pl.when(pl.col("keeper") < 0).then(pl.lit("near duplicate of an indexed document"))
+                              .otherwise(pl.lit("near duplicate")).alias("__reason"))
+                .select("__shard", "__row", "__reason"))
+
+    def _band_rows(self, fingerprints: pl.LazyFrame) -> list[pl.LazyFrame]:
+        """(gid, band, key) frames: this run's rows, then the saved index's (negative gids)."""
+        ours = (fingerprints.filter(~pl.col("empty"))
+                .select(((pl.col("__shard").cast(pl.Int64) * (1 << 32)) + pl.col("__row")).alias("gid"),
+                        pl.col("bands").arr.to_list().alias("key"))
+                .with_columns(pl.int_range(0, self.band_count, dtype=pl.Int32).implode().alias("band"))
+                .explode(["key", "band"]))
+        frames = [ours]
+        idx = self._index_file("bands.parquet")
+        if idx is not None:
+            frames.append(pl.scan_parquet(idx).select("gid", "band", "key"))
+        return frames
+
+    def _candidate_edges(self, fingerprints: pl.LazyFrame, tmp: Path) -> tuple[np.ndarray, np.ndarray]:
+        """Spill band keys to partitions by key hash, then collect edges partition by partition."""
+        frames = self._band_rows(fingerprints)
+        n_rows = sum(f.select(pl.len()).collect().item() for f in frames)
+        parts = max(1, math.ceil(n_rows / ROWS_PER_PARTITION))
+        writers: dict[int, pq.ParquetWriter] = {}
+        for frame in frames:
+            for batch in frame.collect(engine="streaming").iter_slices(1_000_000):
+                if parts > 1:
+                    batch = batch.with_columns((pl.col("key") % parts).cast(pl.Int32).alias("part"))
+                    groups = batch.partition_by("part", as_dict=True)
+                else:
+                    groups = {(0,): batch}
+                for (part,), df in groups.items():
+                    table = df.select("gid", "band", "key").to_arrow()
+                    if part not in writers:
+                        writers[part] = pq.ParquetWriter(str(tmp / f"part-{part:04d}.parquet"), table.schema)
+                    writers[part].write_table(table)
+        for w in writers.values():
+            w.close()
+        src, dst = [], []
+        for part in sorted(writers):
+            df = pl.read_parquet(tmp / f"part-{part:04d}.parquet")
+            buckets = (df.group_by(["band", "key"]).agg(pl.col("gid").sort()).filter(pl.col("gid").list.len() > 1))
+            if buckets.height == 0:
+                continue
+            s, d = _bucket_edges(buckets["gid"], self.params.verify != "none")
+            src.append(s)
+            dst.append(d)
+        if not src:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        pairs = pl.DataFrame({"s": np.concatenate(src), "d": np.concatenate(dst)}).unique().sort(["s", "d"])
+        return pairs["s"].to_numpy(), pairs["d"].to_numpy()
+
+    def _verify(self, fingerprints: pl.LazyFrame, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p = self.params
+        col = "sig" if p.verify == "signature" else "shingles"
+        need = pl.DataFrame({"gid": np.unique(np.concatenate([src, dst]))})
+        data = (fingerprints.with_columns(((pl.col("__shard").cast(pl.Int64) * (1 << 32)) + pl.col("__row")).alias("gid"))
+                .join(need.lazy(), on="gid", how="semi").select("gid", col).collect())
+        if col == "sig":
+            data = data.with_columns(pl.col("sig").arr.to_list())
+        idx = self._index_file("sigs.parquet")
+        if idx is not None and col == "sig":
+            old = pl.read_parquet(idx).join(need, on="gid", how="semi").with_columns(pl.col("sig").arr.to_list())
+            data = pl.concat([data, old])
+        lookup = dict(zip(data["gid"].to_list(), data[col].to_list(), strict=True))
+        keep = np.zeros(len(src), dtype=bool)
+        for i, (s, d) in enumerate(zip(src.tolist(), dst.tolist(), strict=True)):
+            a, b = lookup.get(s), lookup.get(d)
+            if a is None or b is None:
+                keep[i] = True  # an indexed row saved without what verification needs: trust the bands
+                continue
+            if col == "sig":
+                sim = float(np.mean(np.asarray(a, dtype=np.uint32) == np.asarray(b, dtype=np.uint32)))
+            else:
+                sim = jaccard_sorted(np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64))
+            keep[i] = sim >= p.threshold
+        return src[keep], dst[keep]
+
+    # ---------------------------------------------------------------------------- index
+    def _index_file(self, name: str) -> str | None:
+        if not self.params.index_path:
+            return None
+        f = Path(self.params.index_path) / name
+        return str(f) if f.exists() else None
+
+    def _save_index(self, fingerprints: pl.LazyFrame, clusters: pl.DataFrame) -> None:
+        """Band keys (and signatures) of every row this run keeps, appended to the index; new rows get
+        gids below every existing one, so an indexed row always comes first."""
+        root = Path(self.params.index_path)
+        root.mkdir(parents=True, exist_ok=True)
+        old_bands = self._index_file("bands.parquet")
+        old_sigs = self._index_file("sigs.parquet")
+        base = pl.read_parquet(old_bands, columns=["gid"])["gid"].min() if old_bands else 0
+        dropped = clusters.filter((pl.col("gid") != pl.col("keeper")) & (pl.col("gid") >= 0)).select("gid")
+        ours = (fingerprints.filter(~pl.col("empty"))
+                .with_columns(((pl.col("__shard").cast(pl.Int64) * (1 << 32)) + pl.col("__row")).alias("gid"))
+                .join(dropped.lazy(), on="gid", how="anti"))
+        # new gids: -(count) .. below the old minimum, in input order
+        ours = ours.sort("gid").with_columns((pl.lit(base - 1) - pl.int_range(pl.len())).cast(pl.Int64).alias("new_gid"))
+        bands = (ours.select(pl.col("new_gid").alias("gid"), pl.col("bands").arr.to_list().alias("key"))
+                 .with_columns(pl.int_range(0, self.band_count, dtype=pl.Int32).implode().alias("band"))
+                 .explode(["key", "band"]).collect())
+        if old_bands:
+            bands = pl.concat([pl.read_parquet(old_bands), bands])
+        _atomic_parquet(bands, root / "bands.parquet")
+        if self.params.verify == "signature":
+            sigs = ours.select(pl.col("new_gid").alias("gid"), "sig").collect()
+            if old_sigs:
+                sigs = pl.concat([pl.read_parquet(old_sigs), sigs])
+            _atomic_parquet(sigs, root / "sigs.parquet")
+
+    # ---------------------------------------------------------------------------- apply (mark)
+    def apply(self, batch: pa.Table, shard: int, rows: np.ndarray):
+        if self.params.mode != "mark":
+            return batch
+        st = self.state.filter(pl.col("__shard") == shard) if self.state is not None else None
+        cluster = np.full(batch.num_rows, -1, dtype=np.int64)
+        dup = np.zeros(batch.num_rows, dtype=bool)
+        if st is not None and st.height:
+            pos = np.searchsorted(rows, st["__row"].to_numpy())
+            ok = (pos < len(rows)) & (rows[np.minimum(pos, len(rows) - 1)] == st["__row"].to_numpy())
+            cluster[pos[ok]] = st["dup_cluster"].to_numpy()[ok]
+            dup[pos[ok]] = st["is_duplicate"].to_numpy()[ok]
+        out = batch
+        for name, arr in (("dup_cluster", pa.array(cluster, mask=cluster < 0)), ("is_duplicate", pa.array(dup))):
+            out = out.set_column(out.column_names.index(name), name, arr) if name in out.column_names else out.append_column(name, arr)
+        return out
+
+
+def _bucket_edges(groups: pl.Series, all_pairs: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Edges inside each bucket: a star from its first (earliest) row; with verification, all pairs
+    in small buckets so a failed check does not disconnect rows that are similar to each other."""
+    lengths = groups.list.len().to_numpy()
+    flat = groups.explode().to_numpy()
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    first = np.repeat(flat[starts], lengths)
+    star_mask = np.ones(len(flat), dtype=bool)
+    star_mask[starts] = False
+    src, dst = [first[star_mask]], [flat[star_mask]]
+    if all_pairs:
+        for s, n in zip(starts.tolist(), lengths.tolist(), strict=True):
+            if 2 < n <= ALL_PAIRS_MAX:
+                members = flat[s:s + n]
+                i, j = np.triu_indices(n, k=1)
+                keep = i > 0  # pairs with the first row are already in the star
+                src.append(members[i[keep]])
+                dst.append(members[j[keep]])
+    return np.concatenate(src), np.concatenate(dst)
+
+
+def _atomic_parquet(df: pl.DataFrame, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    df.write_parquet(tmp)
+    os.replace(tmp, path)
+
