@@ -14,7 +14,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit
 
-from operators.common.tokenize import FNV_OFFSET, FNV_PRIME, _ASCII, SPACE, _cls_multi, _decode_multi, string_buffers
+from operators.common.tokenize import (
+    _ASCII,
+    FNV_OFFSET,
+    FNV_PRIME,
+    SPACE,
+    _cls_multi,
+    _decode_multi,
+    string_buffers,
+)
 
 _K = np.uint64(0x9E3779B97F4A7C15)
 EMPTY = np.uint32(0xFFFFFFFF)

@@ -9,6 +9,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -223,13 +224,8 @@ def _source(recipe: Recipe, layout: Layout, k: int, shard: Shard, stages: list[S
             table = table.filter(pa.array(keep))
         if transforms and table.num_rows:
             ordinals = np.flatnonzero(keep) + offset
-            rows_col = "__thresher_row__"
-            tagged = table.append_column(rows_col, pa.array(ordinals, pa.int64()))
-
-            def _apply(t: pa.Table):
-                return barrier.apply(t.drop_columns([rows_col]), shard.index, t[rows_col].to_numpy())
-
-            results, _kept = runner.guarded(barrier, _apply, tagged, ledger)
+            tagged = table.append_column(ROWS_TAG, pa.array(ordinals, pa.int64()))
+            results, _kept = runner.guarded(barrier, partial(_apply_tagged, barrier, shard.index), tagged, ledger)
             parts = []
             for r in results:  # apply may return (rows, {reason: mask}) to drop rows it emptied
                 r, reasons = r if isinstance(r, tuple) else (r, None)
@@ -240,6 +236,14 @@ def _source(recipe: Recipe, layout: Layout, k: int, shard: Shard, stages: list[S
         entry.seconds += time.perf_counter() - t0
         offset += n
         yield table
+
+
+ROWS_TAG = "__thresher_row__"
+
+
+def _apply_tagged(barrier: GlobalOp, shard: int, t: pa.Table):
+    """A global op's apply on rows carrying their shard ordinals in a temporary column."""
+    return barrier.apply(t.drop_columns([ROWS_TAG]), shard, t[ROWS_TAG].to_numpy())
 
 
 def _reason_class(reason: str) -> str:
