@@ -1,13 +1,18 @@
-"""Exact deduplication on a hash of normalised text: keep the first occurrence in input order."""
+"""Exact deduplication: of rows whose key hashes alike (normalised text, or normalised URL), keep
+one — the first in input order, the longest, or the one with the highest value of a column."""
 
 from __future__ import annotations
+
+import re
+from typing import Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pipeline.ops import GlobalOp, OpParams, Resources
 from pipeline.registry import register
@@ -30,23 +35,68 @@ def normalise(text: pa.ChunkedArray | pa.Array, lowercase: bool, whitespace: boo
     return t
 
 
-def hash128(texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """xxh3-128 of each string as two uint64 arrays (high, low)."""
-    values = texts.to_pylist() if not isinstance(texts, list) else texts
-    digests = [xxhash.xxh3_128_intdigest(s.encode("utf-8")) for s in values]
+def hash128(texts: pa.Array | pa.ChunkedArray | list) -> tuple[np.ndarray, np.ndarray]:
+    """xxh3-128 of each string as two uint64 arrays (high, low); nulls hash as ''."""
+    values = texts if isinstance(texts, list) else texts.to_pylist()
+    digests = [xxhash.xxh3_128_intdigest((s or "").encode("utf-8")) for s in values]
     hi = np.fromiter((d >> 64 for d in digests), dtype=np.uint64, count=len(digests))
     lo = np.fromiter((d & 0xFFFFFFFFFFFFFFFF for d in digests), dtype=np.uint64, count=len(digests))
     return hi, lo
 
 
+class KeepParams(OpParams):
+    keep: Literal["first", "longest", "column"] = Field("first", description="which row of a group stays")
+    keep_column: str | None = Field(None, description="with keep: column, the row with the highest value stays")
+
+    @model_validator(mode="after")
+    def _column(self):
+        if self.keep == "column" and not self.keep_column:
+            raise ValueError("keep: column needs keep_column")
+        return self
+
+
+class HashDedup(GlobalOp):
+    """Shared machinery: fingerprint = 128-bit key hash (+ keep value); resolve = one row per key."""
+
+    reason = "exact duplicate"
+    resources = Resources(cpus=1.0, memory_mb=512)
+    metrics = {"duplicate_groups": "keys seen more than once"}
+
+    def keys(self, batch: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(hash high, hash low, rows to leave out of deduplication or None)."""
+        raise NotImplementedError
+
+    def fingerprint(self, batch: pa.Table) -> pa.Table:
+        hi, lo, skip = self.keys(batch)
+        cols = {"h_hi": hi, "h_lo": lo, "skip": skip if skip is not None else np.zeros(len(hi), dtype=bool)}
+        p = self.params
+        if p.keep == "longest":
+            cols["value"] = pc.utf8_length(batch[self.text_key]).cast(pa.float64())
+        elif p.keep == "column":
+            cols["value"] = batch[p.keep_column].cast(pa.float64())
+        return pa.table(cols)
+
+    def resolve(self, fingerprints: pl.LazyFrame) -> pl.DataFrame:
+        lf = fingerprints.filter(~pl.col("skip")).sort(["__shard", "__row"]).with_row_index("__order")
+        if self.params.keep == "first":
+            dup = lf.filter(~pl.struct("h_hi", "h_lo").is_first_distinct())
+        else:  # the highest value; ties to input order
+            lf = lf.with_columns(pl.col("value").fill_null(float("-inf")).fill_nan(float("-inf")))
+            dup = (lf.sort(["h_hi", "h_lo", "value", "__order"], descending=[False, False, True, False])
+                   .filter(~pl.struct("h_hi", "h_lo").is_first_distinct()))
+        dup = dup.select("__shard", "__row", "h_hi", "h_lo").collect()
+        self.record("duplicate_groups", dup.select(pl.struct("h_hi", "h_lo").n_unique()).item() if dup.height else 0)
+        return dup.select("__shard", "__row", pl.lit(self.reason).alias("__reason"))
+
+
 @register
-class ExactDedup(GlobalOp):
-    """Remove exact duplicates of the normalised text, keeping the first occurrence in input order."""
+class ExactDedup(HashDedup):
+    """Remove exact duplicates of the normalised text (xxh3-128), keeping the first occurrence in input
+    order (or the longest, or the highest value of a column)."""
 
     name = "exact_dedup"
-    resources = Resources(cpus=1.0, memory_mb=512)
 
-    class Params(OpParams):
+    class Params(KeepParams):
         lowercase: bool = Field(True, description="ignore case")
         whitespace: bool = Field(True, description="ignore differences in whitespace")
         punctuation: bool = Field(False, description="ignore punctuation and symbols")
@@ -54,16 +104,53 @@ class ExactDedup(GlobalOp):
 
     example = {"lowercase": True, "punctuation": False}
 
-    def fingerprint(self, batch: pa.Table) -> pa.Table:
+    def keys(self, batch: pa.Table):
         p = self.params
-        norm = normalise(batch[self.text_key], p.lowercase, p.whitespace, p.punctuation, p.unicode)
-        hi, lo = hash128(norm)
-        return pa.table({"h_hi": hi, "h_lo": lo})
+        return (*hash128(normalise(batch[self.text_key], p.lowercase, p.whitespace, p.punctuation, p.unicode)), None)
 
-    def resolve(self, fingerprints: pl.LazyFrame) -> pl.DataFrame:
-        dup = (fingerprints.sort(["__shard", "__row"])
-               .filter(~pl.struct("h_hi", "h_lo").is_first_distinct())
-               .select("__shard", "__row", "h_hi", "h_lo")
-               .collect())
-        self.record("duplicate_groups", dup.select(pl.struct("h_hi", "h_lo").n_unique()).item() if dup.height else 0)
-        return dup.select("__shard", "__row", pl.lit("exact duplicate").alias("__reason"))
+
+TRACKING = re.compile(r"^(utm_\w+|fbclid|gclid|dclid|msclkid|mc_cid|mc_eid|yclid|_ga|ref_src)$", re.I)
+DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def normalise_url(url: str | None, drop_query: bool = False) -> str:
+    """Scheme and host lower-cased, 'www.' and default ports dropped, fragment and tracking
+    parameters removed, remaining query parameters sorted, trailing slash removed."""
+    if not url:
+        return ""
+    url = url.strip()
+    if "://" not in url:
+        url = "http://" + url.lstrip("/")
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.lower()
+    scheme = (parts.scheme or "http").lower()
+    host = (parts.hostname or "").lower().removeprefix("www.")
+    if parts.port and str(parts.port) != DEFAULT_PORTS.get(scheme):
+        host = f"{host}:{parts.port}"
+    path = re.sub(r"/{2,}", "/", parts.path or "/").rstrip("/") or "/"
+    query = "" if drop_query else urlencode(sorted((k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                                                  if not TRACKING.match(k)))
+    return urlunsplit(("https" if scheme in ("http", "https") else scheme, host, path, query, ""))
+
+
+@register
+class UrlDedup(HashDedup):
+    """Remove rows whose normalised URL was seen before (scheme, case, www., default ports, fragment,
+    tracking parameters and parameter order do not count)."""
+
+    name = "url_dedup"
+    reason = "duplicate URL"
+
+    class Params(KeepParams):
+        url_key: str = Field("url", description="column holding the URL")
+        drop_query: bool = Field(False, description="ignore the query string entirely")
+
+    example = {"url_key": "url"}
+
+    def keys(self, batch: pa.Table):
+        p = self.params
+        urls = batch.column(p.url_key).to_pylist() if p.url_key in batch.column_names else [None] * batch.num_rows
+        hi, lo = hash128([normalise_url(u, p.drop_query) for u in urls])
+        return hi, lo, np.array([not u for u in urls], dtype=bool)  # rows without a URL are left alone

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import polars as pl
 import pyarrow as pa
 import xxhash
@@ -47,3 +49,55 @@ def test_keeps_exactly_one_first_occurrence_per_group(texts):
     for i, k in enumerate(keys):
         first.setdefault(k, i)
     assert kept == sorted(first.values())
+
+
+def test_keep_longest_and_column(tmp_path):
+    from tests.conftest import read_output, run_recipe, write_jsonl
+
+    docs = [{"id": "a", "text": "Same text", "n": 1}, {"id": "b", "text": "same  text ", "n": 3},
+            {"id": "c", "text": "SAME TEXT", "n": 2}]
+    src = write_jsonl(tmp_path / "d.jsonl", docs)
+    run_recipe([src], tmp_path / "o1", [{"exact_dedup": {"keep": "longest"}}])
+    assert [r["id"] for r in read_output(tmp_path / "o1")] == ["b"]
+    run_recipe([src], tmp_path / "o2", [{"exact_dedup": {"keep": "column", "keep_column": "n"}}])
+    assert [r["id"] for r in read_output(tmp_path / "o2")] == ["b"]
+    run_recipe([src], tmp_path / "o3", [{"exact_dedup": {}}])
+    assert [r["id"] for r in read_output(tmp_path / "o3")] == ["a"]
+
+
+def test_url_normalisation_and_dedup(tmp_path):
+    from operators.dedup.exact import normalise_url
+    from tests.conftest import read_output, run_recipe, write_jsonl
+
+    same = ["HTTP://WWW.Example.com:80/a/b/?utm_source=x&b=2&a=1#top", "https://example.com/a/b?a=1&b=2",
+            "example.com/a/b?b=2&a=1&fbclid=123"]
+    assert len({normalise_url(u) for u in same}) == 1
+    assert normalise_url("https://example.com/a?b=1") != normalise_url("https://example.com/a?b=2")
+    assert normalise_url("http://example.com:8080/") != normalise_url("http://example.com/")
+    docs = [{"id": str(i), "text": f"page {i}", "url": u} for i, u in enumerate(same + ["https://other.org", None, None])]
+    src = write_jsonl(tmp_path / "d.jsonl", docs)
+    run_recipe([src], tmp_path / "o", [{"url_dedup": {}}])
+    assert [r["id"] for r in read_output(tmp_path / "o")] == ["0", "3", "4", "5"]  # rows without URL are left alone
+
+
+def test_line_and_span_dedup_across_corpus(tmp_path):
+    from tests.conftest import read_output, run_recipe, write_jsonl
+
+    shared = "This very same sentence appears in both documents here."
+    docs = [{"id": "1", "text": f"First document opening line is unique.\n{shared}"},
+            {"id": "2", "text": f"{shared}\nSecond document has its own ending line."},
+            {"id": "3", "text": shared}]
+    src = write_jsonl(tmp_path / "d.jsonl", docs)
+    run_recipe([src], tmp_path / "o", [{"span_dedup": {"unit": "line"}}], workers=2, input={"shard_size_mb": 0.0001})
+    rows = {r["id"]: r["text"] for r in read_output(tmp_path / "o")}
+    assert rows == {"1": f"First document opening line is unique.\n{shared}", "2": "Second document has its own ending line."}
+    led = json.loads((tmp_path / "o" / "ledger.json").read_text())
+    assert led["ops"]["span_dedup"]["dropped"] == {"only_duplicate_spans": 1}
+    assert led["ops"]["span_dedup"]["counters"]["spans_removed"] == 2
+
+    s = "One sentence here. Two sentence here. Three sentence here."
+    docs = [{"id": "a", "text": f"{s} Unique tail sentence one."}, {"id": "b", "text": f"{s} Another tail sentence two."}]
+    src = write_jsonl(tmp_path / "s.jsonl", docs)
+    run_recipe([src], tmp_path / "o2", [{"span_dedup": {"unit": "sentences", "span": 3}}])
+    rows = {r["id"]: r["text"] for r in read_output(tmp_path / "o2")}
+    assert rows == {"a": f"{s} Unique tail sentence one.", "b": "Another tail sentence two."}

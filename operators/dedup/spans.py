@@ -1,0 +1,102 @@
+"""Corpus-wide line / sentence-span deduplication (C4: "we discarded all but one of any
+three-sentence span occurring more than once in the data set", Raffel et al. 2020, §2.2).
+
+Every unit (a line, or a span of N consecutive sentences) is hashed after normalisation; across
+the corpus the first occurrence in input order is kept and every later one is removed from its
+document. Documents left with nothing are dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field
+
+from operators.common.segments import join_kept, split_flat
+from operators.common.tokenize import string_hashes
+from pipeline.ops import GlobalOp, OpParams, Resources
+from pipeline.registry import register
+
+SENTENCE_SPLIT = r"(?<=[.!?])\s+"
+
+
+def units(text, unit: str, span: int) -> tuple[pa.Array, np.ndarray, int, str]:
+    """All units of all documents, flat, with their document index; and the joiner."""
+    if unit == "line":
+        flat, parent, n = split_flat(text)
+        return flat, parent, n, "\n"
+    # sentence spans: sentences of each document, grouped N at a time
+    docs = (text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text).to_pylist()
+    import re
+
+    out, parent = [], []
+    for i, d in enumerate(docs):
+        sents = [s for s in re.split(SENTENCE_SPLIT, (d or "").strip()) if s]
+        for k in range(0, len(sents), span):
+            out.append(" ".join(sents[k:k + span]))
+            parent.append(i)
+    return pa.array(out, pa.string()), np.asarray(parent, dtype=np.int64), len(docs), " "
+
+
+@register
+class SpanDedup(GlobalOp):
+    """Remove lines (or N-sentence spans) that already occurred earlier in the corpus, keeping the first
+    occurrence (C4's span deduplication); documents left empty are dropped."""
+
+    name = "span_dedup"
+    resources = Resources(cpus=1.0, memory_mb=1024)
+    metrics = {"spans_removed": "line / span occurrences removed"}
+
+    class Params(OpParams):
+        unit: Literal["line", "sentences"] = Field("line", description="deduplicate whole lines, or spans of sentences")
+        span: int = Field(3, ge=1, description="sentences per span (C4: 3)")
+        min_chars: int = Field(20, ge=0, description="shorter units are never removed")
+        lowercase: bool = Field(True, description="compare case-insensitively (whitespace is always collapsed)")
+
+    example = {"unit": "sentences", "span": 3}
+
+    def _hashes(self, text):
+        p = self.params
+        flat, parent, n_docs, joiner = units(text, p.unit, p.span)
+        norm = pc.utf8_trim_whitespace(pc.replace_substring_regex(flat, r"\s+", " "))
+        if p.lowercase:
+            norm = pc.utf8_lower(norm)
+        h = string_hashes(norm)
+        h[pc.utf8_length(norm).to_numpy(zero_copy_only=False) < max(p.min_chars, 1)] = 0  # 0: never a duplicate
+        return flat, parent, n_docs, joiner, h
+
+    def fingerprint(self, batch: pa.Table) -> pa.Table:
+        _flat, parent, n_docs, _j, h = self._hashes(batch[self.text_key])
+        offsets = np.zeros(n_docs + 1, dtype=np.int32)
+        np.cumsum(np.bincount(parent, minlength=n_docs), out=offsets[1:])
+        return pa.table({"units": pa.ListArray.from_arrays(pa.array(offsets), pa.array(h, pa.uint64()))})
+
+    def resolve(self, fingerprints: pl.LazyFrame) -> pl.DataFrame:
+        exploded = (fingerprints.sort(["__shard", "__row"])
+                    .select("__shard", "__row", pl.col("units"))
+                    .with_columns(pl.int_ranges(0, pl.col("units").list.len()).alias("pos"))
+                    .explode(["units", "pos"]).drop_nulls("units").filter(pl.col("units") != 0))
+        self.state = (exploded.filter(~pl.col("units").is_first_distinct())
+                      .select("__shard", "__row", pl.col("pos").cast(pl.Int64)).collect())
+        return pl.DataFrame({"__shard": [], "__row": [], "__reason": []},
+                            schema={"__shard": pl.Int32, "__row": pl.Int64, "__reason": pl.Utf8})
+
+    def apply(self, batch: pa.Table, shard: int, rows: np.ndarray):
+        flat, parent, n_docs, joiner, _h = self._hashes(batch[self.text_key])
+        remove = np.zeros(len(flat), dtype=bool)
+        if self.state is not None and self.state.height:
+            st = self.state.filter(pl.col("__shard") == shard)
+            local = np.searchsorted(rows, st["__row"].to_numpy())
+            ok = (local < len(rows)) & (rows[np.minimum(local, len(rows) - 1)] == st["__row"].to_numpy())
+            starts = np.zeros(n_docs + 1, dtype=np.int64)
+            np.cumsum(np.bincount(parent, minlength=n_docs), out=starts[1:])
+            idx = starts[local[ok]] + st["pos"].to_numpy()[ok]
+            remove[idx[idx < len(flat)]] = True
+        self.record("spans_removed", int(remove.sum()))
+        text = pc.utf8_trim_whitespace(join_kept(flat, parent, ~remove, n_docs, joiner))
+        out = batch.set_column(batch.column_names.index(self.text_key), self.text_key, text)
+        return out, {"only_duplicate_spans": pc.equal(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)}
