@@ -55,6 +55,9 @@ class MinHashDedup(GlobalOp):
         threshold: float = Field(0.8, gt=0, lt=1, description="Jaccard similarity that makes a duplicate")
         num_perm: int = Field(128, ge=8, le=1024, description="hash functions per signature")
         bands: int | None = Field(None, ge=1, description="LSH bands (default: chosen from threshold, as datasketch does)")
+        false_negative_weight: float | None = Field(
+            None, gt=0, lt=1, description="weight of missed pairs when choosing bands x rows (false positives get 1 - it); "
+            "default 0.9 when candidates are verified (verification removes the extra false positives), else 0.5")
         rows: int | None = Field(None, ge=1, description="rows per band (with bands)")
         shingle: Literal["word", "char"] = Field("word", description="word or character n-grams")
         ngram: int = Field(5, ge=1, description="n-gram size (words or characters)")
@@ -80,7 +83,8 @@ class MinHashDedup(GlobalOp):
     def __init__(self, params=None, ctx=None):
         super().__init__(params, ctx)
         p = self.params
-        self.band_count, self.band_rows = (p.bands, p.rows) if p.bands else optimal_params(p.threshold, p.num_perm)
+        fn = p.false_negative_weight if p.false_negative_weight is not None else (0.9 if p.verify != "none" else 0.5)
+        self.band_count, self.band_rows = (p.bands, p.rows) if p.bands else optimal_params(p.threshold, p.num_perm, 1 - fn, fn)
         self._a, self._b = permutations(p.num_perm, self.ctx.seed)
 
     # ---------------------------------------------------------------------------- fingerprint
