@@ -38,19 +38,18 @@ texts = [json.loads(l)["text"] for l in open(sys.argv[1])]
 def shingles(t):
     w = t.lower().split()
     return [" ".join(w[i:i + 5]) for i in range(max(len(w) - 4, 1))]
-sh = [shingles(t) for t in texts]
 which = sys.argv[2]
-t0 = time.perf_counter()
+t0 = time.perf_counter()  # text -> signature, shingling included (as thresher's figure includes it)
 if which == "datasketch":
     from datasketch import MinHash
-    for s in sh:
+    for t in texts:
         m = MinHash(num_perm=128, seed=1)
-        m.update_batch([x.encode() for x in s])
+        m.update_batch([x.encode() for x in shingles(t)])
 elif which == "rensa":
     from rensa import RMinHash
-    for s in sh:
+    for t in texts:
         m = RMinHash(num_perm=128, seed=1)
-        m.update(s)
+        m.update(shingles(t))
         m.digest()
 print(json.dumps({"seconds": time.perf_counter() - t0, "docs": len(texts)}))
 '''

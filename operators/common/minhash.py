@@ -1,9 +1,9 @@
 """MinHash signatures and LSH band keys, computed for a whole batch at once (numba).
 
 Shingles are word n-grams (or character n-grams) of the lower-cased text; a shingle's 64-bit hash
-combines its words' FNV-1a hashes. Each of the ``num_perm`` hash functions is multiply-shift
-hashing, ``h_k(x) = (a_k * x + b_k) >> 32`` over 64-bit words (Dietzfelbinger et al. 1997), with
-``a_k`` (odd) and ``b_k`` drawn from a seeded generator, so signatures are reproducible. The minimum
+combines its words' FNV-1a hashes and is folded to 32 bits. Each of the ``num_perm`` hash functions
+is multiply-add-shift hashing, ``h_k(x) = ((a_k x + b_k) mod 2^64) >> 32`` (Dietzfelbinger 1996),
+with ``a_k`` (odd) and ``b_k`` drawn from a seeded generator, so signatures are reproducible. The minimum
 over a document's shingles is its signature value. Band keys hash ``rows`` consecutive values.
 """
 
@@ -29,9 +29,11 @@ EMPTY = np.uint32(0xFFFFFFFF)
 
 
 def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded multiply-add-shift parameters for 32-bit keys: 64-bit odd multipliers and 64-bit
+    offsets (Dietzfelbinger 1996: with 2w-bit a and b, ((a x + b) mod 2^2w) >> w is strongly universal)."""
     rng = np.random.default_rng(seed)
-    a = rng.integers(1, 2**63, size=num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-    b = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64)
+    a = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    b = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, size=num_perm, dtype=np.uint64)
     return a, b
 
 
@@ -106,26 +108,27 @@ def _char_hashes(data, offsets, n):
 
 @njit(cache=True)
 def _signatures(token_hashes, counts, n, a, b, out):
-    """Per document: shingles = n consecutive tokens (all tokens if fewer); signature = min over
-    shingles of (a_k * shingle + b_k) >> 32."""
+    """Per document: shingles = n consecutive tokens (all tokens if fewer), folded to 32 bits;
+    signature_k = min over shingles of (a_k * x + b_k) >> 32 (Dietzfelbinger's multiply-add-shift)."""
     nd = len(counts)
     num_perm = len(a)
+    mins = np.empty(num_perm, dtype=np.uint32)
     pos = 0
     for d in range(nd):
         c = counts[d]
         for k in range(num_perm):
-            out[d, k] = 0xFFFFFFFF
-        if c == 0:
-            continue
-        k_len = n if c >= n else c
-        for s in range(c - k_len + 1):
-            sh = np.uint64(0)
-            for j in range(k_len):
-                sh = sh * _K + token_hashes[pos + s + j]
-            for k in range(num_perm):
-                v = np.uint32((a[k] * sh + b[k]) >> np.uint64(32))
-                if v < out[d, k]:
-                    out[d, k] = v
+            mins[k] = np.uint32(0xFFFFFFFF)
+        if c > 0:
+            k_len = n if c >= n else c
+            for s in range(c - k_len + 1):
+                sh = np.uint64(0)
+                for j in range(k_len):
+                    sh = sh * _K + token_hashes[pos + s + j]
+                x = (sh ^ (sh >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
+                for k in range(num_perm):  # branch-free: vectorises
+                    mins[k] = min(mins[k], np.uint32((a[k] * x + b[k]) >> np.uint64(32)))
+        for k in range(num_perm):
+            out[d, k] = mins[k]
         pos += c
 
 
@@ -211,6 +214,29 @@ def optimal_params(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_w
             if err < best_err - 1e-12:
                 best, best_err = (b, r), err
     return best
+
+
+@njit(cache=True)
+def jaccard_pairs(flat, offsets, a_idx, b_idx):
+    """Exact Jaccard of pairs of sorted, de-duplicated hash sets stored flat with offsets."""
+    out = np.empty(len(a_idx), dtype=np.float64)
+    for p in range(len(a_idx)):
+        i, i_end = offsets[a_idx[p]], offsets[a_idx[p] + 1]
+        j, j_end = offsets[b_idx[p]], offsets[b_idx[p] + 1]
+        na, nb = i_end - i, j_end - j
+        inter = 0
+        while i < i_end and j < j_end:
+            if flat[i] == flat[j]:
+                inter += 1
+                i += 1
+                j += 1
+            elif flat[i] < flat[j]:
+                i += 1
+            else:
+                j += 1
+        union = na + nb - inter
+        out[p] = inter / union if union > 0 else 1.0
+    return out
 
 
 def jaccard_sorted(x: np.ndarray, y: np.ndarray) -> float:

@@ -27,7 +27,7 @@ from pydantic import Field, model_validator
 
 from operators.common.minhash import (
     band_keys,
-    jaccard_sorted,
+    jaccard_pairs,
     optimal_params,
     permutations,
     shingle_sets,
@@ -140,13 +140,12 @@ class MinHashDedup(GlobalOp):
                 .select("__shard", "__row", "__reason"))
 
     def _band_rows(self, fingerprints: pl.LazyFrame) -> list[pl.LazyFrame]:
-        """(gid, band, key) frames: this run's rows, then the saved index's (negative gids)."""
-        ours = (fingerprints.filter(~pl.col("empty"))
-                .select(((pl.col("__shard").cast(pl.Int64) * (1 << 32)) + pl.col("__row")).alias("gid"),
-                        pl.col("bands").arr.to_list().alias("key"))
-                .with_columns(pl.int_range(0, self.band_count, dtype=pl.Int32).implode().alias("band"))
-                .explode(["key", "band"]))
-        frames = [ours]
+        """(gid, band, key) frames, one band at a time (so only one band's keys are ever in memory):
+        this run's rows, then the saved index's (negative gids)."""
+        base = fingerprints.filter(~pl.col("empty")).select(
+            ((pl.col("__shard").cast(pl.Int64) * (1 << 32)) + pl.col("__row")).alias("gid"), "bands")
+        frames = [base.select("gid", pl.lit(i, dtype=pl.Int32).alias("band"), pl.col("bands").arr.get(i).alias("key"))
+                  for i in range(self.band_count)]
         idx = self._index_file("bands.parquet")
         if idx is not None:
             frames.append(pl.scan_parquet(idx).select("gid", "band", "key"))
@@ -155,7 +154,9 @@ class MinHashDedup(GlobalOp):
     def _candidate_edges(self, fingerprints: pl.LazyFrame, tmp: Path) -> tuple[np.ndarray, np.ndarray]:
         """Spill band keys to partitions by key hash, then collect edges partition by partition."""
         frames = self._band_rows(fingerprints)
-        n_rows = sum(f.select(pl.len()).collect().item() for f in frames)
+        n_rows = frames[0].select(pl.len()).collect().item() * self.band_count
+        if len(frames) > self.band_count:
+            n_rows += frames[-1].select(pl.len()).collect().item()
         parts = max(1, math.ceil(n_rows / ROWS_PER_PARTITION))
         writers: dict[int, pq.ParquetWriter] = {}
         for frame in frames:
@@ -198,18 +199,26 @@ class MinHashDedup(GlobalOp):
         if idx is not None and col == "sig":
             old = pl.read_parquet(idx).join(need, on="gid", how="semi").with_columns(pl.col("sig").arr.to_list())
             data = pl.concat([data, old])
-        lookup = dict(zip(data["gid"].to_list(), data[col].to_list(), strict=True))
-        keep = np.zeros(len(src), dtype=bool)
-        for i, (s, d) in enumerate(zip(src.tolist(), dst.tolist(), strict=True)):
-            a, b = lookup.get(s), lookup.get(d)
-            if a is None or b is None:
-                keep[i] = True  # an indexed row saved without what verification needs: trust the bands
-                continue
-            if col == "sig":
-                sim = float(np.mean(np.asarray(a, dtype=np.uint32) == np.asarray(b, dtype=np.uint32)))
-            else:
-                sim = jaccard_sorted(np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64))
-            keep[i] = sim >= p.threshold
+        data = data.sort("gid")
+        gids = data["gid"].to_numpy()
+        si, di = np.searchsorted(gids, src), np.searchsorted(gids, dst)
+        si_ok = (si < len(gids)) & (gids[np.minimum(si, len(gids) - 1)] == src)
+        di_ok = (di < len(gids)) & (gids[np.minimum(di, len(gids) - 1)] == dst)
+        known = si_ok & di_ok  # an indexed row saved without what verification needs: trust the bands
+        keep = ~known
+        sel = np.flatnonzero(known)
+        if col == "sig":
+            sig = np.asarray(data["sig"].list.to_array(p.num_perm).to_numpy(), dtype=np.uint32)
+            for lo in range(0, len(sel), 200_000):  # bounded memory: edges x num_perm booleans per chunk
+                part = sel[lo:lo + 200_000]
+                sim = (sig[si[part]] == sig[di[part]]).mean(axis=1)
+                keep[part] = sim >= p.threshold
+        else:
+            lists = data["shingles"]
+            offsets = np.concatenate([[0], np.cumsum(lists.list.len().to_numpy())]).astype(np.int64)
+            flat = lists.explode().to_numpy().astype(np.uint64)
+            sim = jaccard_pairs(flat, offsets, si[sel], di[sel])
+            keep[sel] = sim >= p.threshold
         return src[keep], dst[keep]
 
     # ---------------------------------------------------------------------------- index
