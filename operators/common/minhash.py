@@ -106,6 +106,14 @@ def _char_hashes(data, offsets, n):
     return out[:t], counts
 
 
+@njit(cache=True, inline="always")
+def _shingle_hash(token_hashes, start, k_len):
+    sh = np.uint64(0)
+    for j in range(k_len):
+        sh = sh * _K + token_hashes[start + j]
+    return sh
+
+
 @njit(cache=True)
 def _signatures(token_hashes, counts, n, a, b, out):
     """Per document: shingles = n consecutive tokens (all tokens if fewer), folded to 32 bits;
@@ -121,9 +129,7 @@ def _signatures(token_hashes, counts, n, a, b, out):
         if c > 0:
             k_len = n if c >= n else c
             for s in range(c - k_len + 1):
-                sh = np.uint64(0)
-                for j in range(k_len):
-                    sh = sh * _K + token_hashes[pos + s + j]
+                sh = _shingle_hash(token_hashes, pos + s, k_len)
                 x = (sh ^ (sh >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
                 for k in range(num_perm):  # branch-free: vectorises
                     mins[k] = min(mins[k], np.uint32((a[k] * x + b[k]) >> np.uint64(32)))
@@ -147,10 +153,7 @@ def _shingle_sets(token_hashes, counts, n):
         if c > 0:
             k_len = n if c >= n else c
             for s in range(c - k_len + 1):
-                sh = np.uint64(0)
-                for j in range(k_len):
-                    sh = sh * _K + token_hashes[pos + s + j]
-                out[t] = sh
+                out[t] = _shingle_hash(token_hashes, pos + s, k_len)
                 t += 1
             per[d] = c - k_len + 1
         pos += c

@@ -45,6 +45,15 @@ def _table(max_m):
     return np.zeros(size, np.uint64), np.zeros(size, np.int64), np.zeros(size, np.int64), np.uint64(size - 1)
 
 
+@njit(cache=True, inline="always")
+def _chars(lens, start, n, joiners):
+    """Characters of the n tokens from ``start``, plus ``joiners`` separators."""
+    c = joiners
+    for j in range(n):
+        c += lens[start + j]
+    return c
+
+
 @njit(cache=True)
 def _top_kernel(hashes, lens, offsets, n, keys, stamps, counts, mask, g, slots):
     ndocs = len(offsets) - 1
@@ -66,10 +75,7 @@ def _top_kernel(hashes, lens, offsets, n, keys, stamps, counts, mask, g, slots):
                 best = counts[s]
         for p in range(m):  # first position whose n-gram has the top count (Counter.most_common)
             if counts[slots[p]] == best:
-                c = n - 1
-                for j in range(n):
-                    c += lens[start + p + j]
-                out[d] = best * c
+                out[d] = best * _chars(lens, start + p, n, n - 1)  # joined with spaces
                 break
     return out
 
@@ -91,10 +97,7 @@ def _dup_kernel(hashes, lens, offsets, n, keys, stamps, mask, g):
         while i < m:
             s, present = _slot(keys, stamps, stamp, mask, g[i])
             if present:
-                c = 0
-                for j in range(n):
-                    c += lens[start + i + j]
-                total += c
+                total += _chars(lens, start + i, n, 0)  # joined without spaces, as datatrove measures
                 i += n
             else:
                 i += 1
