@@ -163,6 +163,45 @@ def cmd_train_quality(args) -> int:
     return 0
 
 
+def cmd_submit(args) -> int:
+    from cluster import jobs
+
+    env = dict(kv.split("=", 1) for kv in args.env)
+    job_id = jobs.submit(args.recipe, args.address, args.sets, inputs=args.input, output=args.output,
+                         install=args.install, job_id=args.job_id, env_vars=env)
+    print(job_id)
+    if args.follow or args.wait:
+        st = jobs.wait(job_id, args.address, follow=args.follow)
+        err_console.print(f"job {job_id}: {st}")
+        if st != "SUCCEEDED" and not args.follow:
+            sys.stderr.write(jobs.logs(job_id, args.address)[-3000:])
+        return 0 if st == "SUCCEEDED" else 1
+    return 0
+
+
+def cmd_jobs(args) -> int:
+    from cluster import jobs
+
+    if args.action == "status":
+        print(jobs.status(args.job_id, args.address))
+    elif args.action == "logs":
+        if args.follow:
+            st = jobs.wait(args.job_id, args.address, follow=True)
+            return 0 if st == "SUCCEEDED" else 1
+        print(jobs.logs(args.job_id, args.address), end="")
+    else:
+        print("stopped" if jobs.stop(args.job_id, args.address) else "not running")
+    return 0
+
+
+def cmd_cluster(args) -> int:
+    from cluster.templates import write_templates
+
+    for path in write_templates(args.provider, args.recipe, args.out, sets=args.sets):
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="thresher", description="Curate LLM training data and size the jobs that use it.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -198,6 +237,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--epoch", type=int)
     p.set_defaults(fn=cmd_train_quality)
+
+    import os
+
+    default_address = os.environ.get("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:8265")
+    p = sub.add_parser("submit", help="run a recipe on a Ray cluster as a Ray job (Jobs API)")
+    p.add_argument("recipe")
+    p.add_argument("--address", default=default_address, help="the cluster's dashboard URL (default $RAY_API_SERVER_ADDRESS)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--input", nargs="+", metavar="PATH", help="input paths as the cluster sees them")
+    p.add_argument("--output", metavar="DIR", help="output directory as the cluster sees it")
+    p.add_argument("--install", choices=["pip", "none"], default="pip",
+                   help="pip: install thresher's dependencies on the workers; none: the image has them")
+    p.add_argument("--job-id", help="a submission id of your choice")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment variable for the job (not for secrets: those come from the cluster)")
+    p.add_argument("--follow", action="store_true", help="stream the job's logs until it ends")
+    p.add_argument("--wait", action="store_true", help="wait for the job to end (exit 1 if it failed)")
+    p.set_defaults(fn=cmd_submit)
+
+    p = sub.add_parser("jobs", help="status, logs or stop of a submitted job")
+    p.add_argument("action", choices=["status", "logs", "stop"])
+    p.add_argument("job_id")
+    p.add_argument("--address", default=default_address)
+    p.add_argument("--follow", action="store_true", help="(logs) stream until the job ends")
+    p.set_defaults(fn=cmd_jobs)
+
+    p = sub.add_parser("cluster", help="cluster templates")
+    csub = p.add_subparsers(dest="cluster_command", required=True)
+    c = csub.add_parser("init", help="write a Ray cluster-launcher YAML (aws, gcp) or KubeRay manifests for a recipe")
+    c.add_argument("provider", choices=["aws", "gcp", "kuberay"])
+    c.add_argument("recipe")
+    c.add_argument("--out", default="cluster", help="directory to write to")
+    c.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    c.set_defaults(fn=cmd_cluster)
 
     p = sub.add_parser("demo", help="write the demo corpus used by the quickstart")
     p.add_argument("out")
