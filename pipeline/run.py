@@ -81,8 +81,12 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, progre
         for k, stage in enumerate(stages):
             todo = [s for s in shards if not layout.done(k, s.index).exists()]
             task = progress.start_pass(k, len(shards), len(shards) - len(todo)) if progress else None
+            names = " + ".join(op.ctx.key for op in stage.local_ops) or "read/write"
+            if stage.barrier is not None:
+                names += f" -> {stage.barrier.ctx.key} (fingerprint)"
             executor.map(run_pass_shard, [(recipe, out, k, s) for s in todo],
-                         lambda _r, task=task: progress.advance(task) if progress else None)
+                         lambda _r, task=task: progress.advance(task) if progress else None,
+                         context=f"pass {k} (ops: {names})")
             if stage.barrier is not None and not layout.resolved(k).exists():
                 resolve_pass(recipe, out, k, len(shards))
     result = finish(layout, recipe, shards, len(stages))

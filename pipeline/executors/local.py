@@ -10,7 +10,10 @@ import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
+
+from pipeline.errors import ThresherError
 
 
 def default_workers() -> int:
@@ -60,7 +63,8 @@ class LocalExecutor:
                         os.environ[k] = v
         return self._pool
 
-    def map(self, fn: Callable[..., Any], calls: Iterable[tuple], on_done: Callable[[Any], None]) -> None:
+    def map(self, fn: Callable[..., Any], calls: Iterable[tuple], on_done: Callable[[Any], None],
+            context: str = "") -> None:
         """Run ``fn(*args)`` for every args tuple; ``on_done(result)`` as each finishes.
         The first exception cancels what has not started and is re-raised."""
         calls = list(calls)
@@ -79,5 +83,10 @@ class LocalExecutor:
                 if exc is not None:
                     for other in futures:
                         other.cancel()
+                    if isinstance(exc, BrokenProcessPool):  # a worker was killed, most often by the OOM killer
+                        raise ThresherError(
+                            f"a worker process died in {context or 'a pass'} (killed, often for memory). Lower "
+                            "executor.batch_size_mb or executor.workers; the finished shards are kept, so "
+                            "`--resume` continues from there.") from None
                     raise exc
                 on_done(f.result())

@@ -48,12 +48,33 @@ class RayExecutor:
             ray.shutdown()
             self._started = False
 
-    def map(self, fn: Callable[..., Any], calls: Iterable[tuple], on_done: Callable[[Any], None]) -> None:
+    def map(self, fn: Callable[..., Any], calls: Iterable[tuple], on_done: Callable[[Any], None],
+            context: str = "") -> None:
+        """Each call is a Ray task; a task whose worker dies is retried by Ray (passes are idempotent)."""
         import ray
+        from ray.exceptions import OutOfMemoryError, RayTaskError, WorkerCrashedError
 
         remote = ray.remote(num_cpus=1, max_retries=3, retry_exceptions=False)(fn)
         pending = [remote.remote(*args) for args in calls]
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            for ref in done:
-                on_done(ray.get(ref))
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                for ref in done:
+                    on_done(ray.get(ref))
+        except (OutOfMemoryError, WorkerCrashedError) as e:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise ThresherError(oom_message(context, type(e).__name__)) from None
+        except RayTaskError as e:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            cause = e.cause if getattr(e, "cause", None) is not None else e
+            if isinstance(cause, MemoryError):
+                raise ThresherError(oom_message(context, "MemoryError")) from None
+            raise cause from None
+
+
+def oom_message(context: str, what: str) -> str:
+    return (f"a Ray worker ran out of memory ({what}) in {context or 'a pass'}. Lower executor.batch_size_mb "
+            "(bytes of input per batch), run fewer tasks per node (executor.workers), or give the workers more "
+            "memory; ops that load a model need their model's memory in every worker.")

@@ -31,10 +31,10 @@ def make_inputs(tmp_path, files=40, n=1500):
     return paths
 
 
-def write_recipe(tmp_path, out) -> Path:
+def write_recipe(tmp_path, out, executor="local") -> Path:
     body = {"input": {"paths": [str(tmp_path / "in")]},
             "output": {"path": str(out), "rows_per_shard": 700},
-            "executor": {"type": "local", "workers": 1}, "process": PROCESS}
+            "executor": {"type": executor, "workers": 1}, "process": PROCESS}
     p = tmp_path / f"recipe-{out.name}.yaml"
     p.write_text(yaml.safe_dump(body))
     return p
@@ -53,13 +53,13 @@ def ledger_counts(out: Path) -> dict:
     return {k: {kk: vv for kk, vv in v.items() if kk != "seconds"} for k, v in led["ops"].items()}
 
 
-@pytest.mark.parametrize("kill_in_pass", [0, 1])
-def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, kill_in_pass):
+@pytest.mark.parametrize("kill_in_pass,executor", [(0, "local"), (1, "local"), (1, "ray")])
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, kill_in_pass, executor):
     make_inputs(tmp_path)
     clean_out, killed_out = tmp_path / "clean", tmp_path / "killed"
     assert cli("run", str(write_recipe(tmp_path, clean_out)), "-q").wait(timeout=300) == 0
 
-    recipe = write_recipe(tmp_path, killed_out)
+    recipe = write_recipe(tmp_path, killed_out, executor)
     proc = cli("run", str(recipe), "-q")
     pass_dir = killed_out / "_work" / f"pass-{kill_in_pass}"
     deadline = time.time() + 120
@@ -80,11 +80,23 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, kill_in_pass):
     assert res.returncode == 2 and "--resume" in res.stderr
 
     assert cli("run", str(recipe), "-q", "--resume").wait(timeout=300) == 0
+    if executor == "ray":
+        _reap_orphaned_ray_agents()
     assert (killed_out / "_SUCCESS").exists()
     assert data_files(killed_out) == data_files(clean_out)
     assert ledger_counts(killed_out) == ledger_counts(clean_out)
     rows = read_output(killed_out)
     assert len({r["id"] for r in rows}) == len(rows)  # no duplicated rows
+
+
+def _reap_orphaned_ray_agents() -> None:
+    """The killed driver's local Ray leaves its agents behind (re-parented to init): stop them."""
+    import psutil
+
+    for p in psutil.process_iter(["name", "cmdline", "ppid"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if p.info["ppid"] == 1 and cmd.startswith("ray::") and "Agent" in cmd:
+            p.kill()
 
 
 def test_resume_refuses_a_changed_recipe(tmp_path):
