@@ -32,8 +32,10 @@ class RayExecutor:
             kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False}
             if self.address:
                 kwargs["address"] = self.address
-            elif self.workers:
-                kwargs["num_cpus"] = self.workers
+            else:  # a local Ray for this run only: no dashboard, a small object store (passes exchange files)
+                kwargs.update(include_dashboard=False, object_store_memory=256 * 1024 * 1024)
+                if self.workers:
+                    kwargs["num_cpus"] = self.workers
             try:
                 ray.init(**kwargs)
             except ConnectionError as e:

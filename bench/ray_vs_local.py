@@ -1,0 +1,64 @@
+"""Ray vs local on the same machine: the heuristic part of the `fineweb` recipe on ~1 GB of real
+paragraphs, wall time and peak RSS (whole process tree), 1 and 2 workers.
+
+    python bench/ray_vs_local.py               # ~1 GB corpus (480k docs)
+    python bench/ray_vs_local.py --n 100000
+
+Target (issue 5): Ray within 1.3x of local wall time on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import make_corpus, run_measured  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PROCESS = [{"gopher_repetition_filter": {}}, {"gopher_quality_filter": {}},
+           {"c4_line_filter": {"filter_no_terminal_punct": False}}, {"c4_quality_filter": {}},
+           {"fineweb_quality_filter": {}}, {"exact_dedup": {}}]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=480_000)
+    ap.add_argument("--corpus", type=Path)
+    ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "thresher-bench")
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    corpus = args.corpus or make_corpus(args.n, args.work / f"corpus_{args.n}.jsonl")
+    rows = []
+    for workers in [int(w) for w in args.workers.split(",")]:
+        for executor in ("local", "ray"):
+            out = args.work / f"out-{executor}-{workers}"
+            shutil.rmtree(out, ignore_errors=True)
+            recipe = args.work / f"recipe-{executor}-{workers}.yaml"
+            recipe.write_text(yaml.safe_dump({
+                "input": {"paths": [str(corpus)], "shard_size_mb": 32},
+                "output": {"path": str(out), "rows_per_shard": 1_000_000, "trace_samples": 0},
+                "executor": {"type": executor, "workers": workers}, "process": PROCESS}))
+            wall, rss = run_measured([sys.executable, "-m", "pipeline.cli", "run", str(recipe), "-q"],
+                                     env={"PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"})
+            rows.append((executor, workers, wall, rss))
+            shutil.rmtree(out, ignore_errors=True)
+    print(f"\ncorpus: {corpus} ({corpus.stat().st_size / 1e9:.2f} GB); machine: {os.cpu_count()} cores; "
+          f"{time.strftime('%Y-%m-%d')}")
+    print("| executor | workers | wall s | peak RSS MB | Ray / local |\n|---|---|---|---|---|")
+    local = {w: t for e, w, t, _ in rows if e == "local"}
+    for e, w, t, m in rows:
+        print(f"| {e} | {w} | {t:.1f} | {m / 2**20:,.0f} | {t / local[w]:.2f}x |" if e == "ray" else
+              f"| {e} | {w} | {t:.1f} | {m / 2**20:,.0f} | |")
+
+
+if __name__ == "__main__":
+    main()
