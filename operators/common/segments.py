@@ -62,6 +62,8 @@ def split_flat(text: pa.Array | pa.ChunkedArray, sep: str = "\n") -> tuple[pa.Ar
 def join_kept(flat: pa.Array, parent: np.ndarray, keep: np.ndarray, n_docs: int, sep: str = "\n") -> pa.Array:
     """Rejoin the kept lines of each document (documents with none become '')."""
     kept = flat.filter(pa.array(keep))
+    if pa.types.is_large_string(kept.type):
+        kept = kept.cast(pa.string())
     counts = np.bincount(parent[keep], minlength=n_docs)
     offsets = np.zeros(n_docs + 1, dtype=np.int32)
     np.cumsum(counts, out=offsets[1:])

@@ -47,12 +47,11 @@ class BoilerplateLineRemove(GlobalOp):
         _flat, norm, parent, n_docs = _normalised_lines(batch[self.text_key], p.lowercase)
         long = pc.utf8_length(norm).to_numpy(zero_copy_only=False) >= max(p.min_line_chars, 1)
         h = string_hashes(norm)
-        df = (pl.DataFrame({"doc": parent[long], "h": h[long]}).unique(maintain_order=True)
-              .group_by("doc", maintain_order=True).agg(pl.col("h")))
-        lists = [[] for _ in range(n_docs)]
-        for doc, hs in zip(df["doc"].to_list(), df["h"].to_list(), strict=True):
-            lists[doc] = hs
-        return pa.table({"line_hashes": pa.array(lists, pa.list_(pa.uint64()))})
+        # distinct line hashes per document, as a list column built from offsets (documents are in order)
+        df = pl.DataFrame({"doc": parent[long], "h": h[long]}).unique(maintain_order=True)
+        offsets = np.zeros(n_docs + 1, dtype=np.int32)
+        np.cumsum(np.bincount(df["doc"].to_numpy(), minlength=n_docs), out=offsets[1:])
+        return pa.table({"line_hashes": pa.ListArray.from_arrays(pa.array(offsets), pa.array(df["h"].to_numpy()))})
 
     def resolve(self, fingerprints: pl.LazyFrame) -> pl.DataFrame:
         counts = (fingerprints.select(pl.col("line_hashes").explode().alias("h")).drop_nulls()

@@ -21,25 +21,22 @@ from operators.common.tokenize import string_hashes
 from pipeline.ops import GlobalOp, OpParams, Resources
 from pipeline.registry import register
 
-SENTENCE_SPLIT = r"(?<=[.!?])\s+"
+SENTENCE_END = r"([.!?])\s+"  # a sentence ends at . ! ? followed by whitespace
+MARK = "\x1e"  # record separator: marks sentence boundaries before splitting
 
 
 def units(text, unit: str, span: int) -> tuple[pa.Array, np.ndarray, int, str]:
-    """All units of all documents, flat, with their document index; and the joiner."""
+    """All units of all documents, flat, with their document index; and the joiner. Column ops only:
+    sentence boundaries are marked with a regex replace, split, then grouped N per span by polars."""
     if unit == "line":
         flat, parent, n = split_flat(text)
         return flat, parent, n, "\n"
-    # sentence spans: sentences of each document, grouped N at a time
-    docs = (text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text).to_pylist()
-    import re
-
-    out, parent = [], []
-    for i, d in enumerate(docs):
-        sents = [s for s in re.split(SENTENCE_SPLIT, (d or "").strip()) if s]
-        for k in range(0, len(sents), span):
-            out.append(" ".join(sents[k:k + span]))
-            parent.append(i)
-    return pa.array(out, pa.string()), np.asarray(parent, dtype=np.int64), len(docs), " "
+    marked = pc.replace_substring_regex(pc.utf8_trim_whitespace(text), SENTENCE_END, "\\1" + MARK)
+    sents, parent, n = split_flat(marked, MARK)
+    df = pl.DataFrame({"doc": parent, "s": pl.from_arrow(sents)}).filter(pl.col("s") != "")
+    spans = (df.with_columns((pl.int_range(pl.len()).over("doc") // span).alias("k"))
+               .group_by(["doc", "k"], maintain_order=True).agg(pl.col("s").str.join(" ")))
+    return spans["s"].to_arrow(), spans["doc"].to_numpy().astype(np.int64), n, " "
 
 
 @register
