@@ -2,7 +2,8 @@
 three-sentence span occurring more than once in the data set", Raffel et al. 2020, §2.2).
 
 Every unit (a line, or a span of N consecutive sentences) is hashed after normalisation; across
-the corpus the first occurrence in input order is kept and every later one is removed from its
+the corpus one occurrence is kept — in the first document in input order, or in the longest
+document, or in the one with the highest value of a column — and every other is removed from its
 document. Documents left with nothing are dropped.
 """
 
@@ -18,7 +19,8 @@ from pydantic import Field
 
 from operators.common.segments import join_kept, split_flat
 from operators.common.tokenize import string_hashes
-from pipeline.ops import GlobalOp, OpParams, Resources
+from operators.dedup.exact import KeepParams
+from pipeline.ops import GlobalOp, Resources
 from pipeline.registry import register
 
 SENTENCE_END = r"([.!?])\s+"  # a sentence ends at . ! ? followed by whitespace
@@ -48,7 +50,7 @@ class SpanDedup(GlobalOp):
     resources = Resources(cpus=1.0, memory_mb=1024)
     metrics = {"spans_removed": "line / span occurrences removed"}
 
-    class Params(OpParams):
+    class Params(KeepParams):
         unit: Literal["line", "sentences"] = Field("line", description="deduplicate whole lines, or spans of sentences")
         span: int = Field(3, ge=1, description="sentences per span (C4: 3)")
         min_chars: int = Field(20, ge=0, description="shorter units are never removed")
@@ -70,13 +72,22 @@ class SpanDedup(GlobalOp):
         _flat, parent, n_docs, _j, h = self._hashes(batch[self.text_key])
         offsets = np.zeros(n_docs + 1, dtype=np.int32)
         np.cumsum(np.bincount(parent, minlength=n_docs), out=offsets[1:])
-        return pa.table({"units": pa.ListArray.from_arrays(pa.array(offsets), pa.array(h, pa.uint64()))})
+        cols = {"units": pa.ListArray.from_arrays(pa.array(offsets), pa.array(h, pa.uint64()))}
+        p = self.params
+        if p.keep == "longest":
+            cols["value"] = pc.utf8_length(batch[self.text_key]).cast(pa.float64())
+        elif p.keep == "column":
+            cols["value"] = batch[p.keep_column].cast(pa.float64())
+        return pa.table(cols)
 
     def resolve(self, fingerprints: pl.LazyFrame) -> pl.DataFrame:
-        exploded = (fingerprints.sort(["__shard", "__row"])
-                    .select("__shard", "__row", pl.col("units"))
+        value = pl.col("value").fill_null(float("-inf")).fill_nan(float("-inf")) if self.params.keep != "first" \
+            else pl.lit(0.0)
+        exploded = (fingerprints.select("__shard", "__row", pl.col("units"), value.alias("value"))
                     .with_columns(pl.int_ranges(0, pl.col("units").list.len()).alias("pos"))
-                    .explode(["units", "pos"]).drop_nulls("units").filter(pl.col("units") != 0))
+                    .explode(["units", "pos"]).drop_nulls("units").filter(pl.col("units") != 0)
+                    # the kept occurrence: highest value (longest / column), then input order
+                    .sort(["value", "__shard", "__row", "pos"], descending=[True, False, False, False]))
         self.state = (exploded.filter(~pl.col("units").is_first_distinct())
                       .select("__shard", "__row", pl.col("pos").cast(pl.Int64)).collect())
         return pl.DataFrame({"__shard": [], "__row": [], "__reason": []},

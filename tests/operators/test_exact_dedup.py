@@ -101,3 +101,14 @@ def test_line_and_span_dedup_across_corpus(tmp_path):
     run_recipe([src], tmp_path / "o2", [{"span_dedup": {"unit": "sentences", "span": 3}}])
     rows = {r["id"]: r["text"] for r in read_output(tmp_path / "o2")}
     assert rows == {"a": f"{s} Unique tail sentence one.", "b": "Another tail sentence two."}
+
+
+def test_span_dedup_keep_longest_document(tmp_path):
+    from tests.conftest import read_output, run_recipe, write_jsonl
+
+    shared = "This very same sentence appears in both documents here."
+    docs = [{"id": "short", "text": shared}, {"id": "long", "text": f"{shared}\nA second, longer line makes this one longer."}]
+    src = write_jsonl(tmp_path / "d.jsonl", docs)
+    run_recipe([src], tmp_path / "o", [{"span_dedup": {"unit": "line", "keep": "longest"}}])
+    rows = {r["id"]: r["text"] for r in read_output(tmp_path / "o")}
+    assert rows == {"long": docs[1]["text"]}  # the short document lost its only line to the longer one
