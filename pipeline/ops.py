@@ -61,6 +61,11 @@ class Op:
         """Run once in the driver before any worker starts: fetch assets (models, lists) into the
         cache so workers only read them. Errors here stop the run before data is read."""
 
+    def expand(self) -> list[Op]:
+        """Ops that run right after this one as part of it (e.g. a classifier's top-fraction selection,
+        which needs a global phase). Their ledger keys are ``<this key>.<suffix>``."""
+        return []
+
     def setup(self) -> None:
         """Load models or other heavy state. Called once per worker before the first batch."""
 

@@ -108,7 +108,13 @@ class Recipe:
         return self.model.executor
 
     def build_ops(self) -> list[Op]:
-        return [s.build(self.input.text_key, self.input.id_key, self.model.seed) for s in self.ops]
+        """The recipe's ops, each followed by the ops it expands into (``Op.expand``)."""
+        ops: list[Op] = []
+        for s in self.ops:
+            op = s.build(self.input.text_key, self.input.id_key, self.model.seed)
+            ops.append(op)
+            ops.extend(op.expand())
+        return ops
 
     def fingerprint(self) -> str:
         """Hash of everything that decides the output (not workers, not the output path)."""

@@ -40,7 +40,7 @@ def positive_probability(model, texts: list[str]) -> np.ndarray:
 @register
 class QualityClassifier(Filter):
     """Score rows with a fastText quality model (quality_score = P(high quality)) and keep those at or
-    above a threshold; for a top fraction, follow it with select_top on quality_score."""
+    above a threshold, and/or the top fraction of the corpus by score."""
 
     name = "quality_classifier"
     stats = {"quality_score": "probability of the high-quality label"}
@@ -49,6 +49,7 @@ class QualityClassifier(Filter):
     class Params(OpParams):
         model_path: str = Field(description="a model from `thresher train-quality` (fastText .bin)")
         threshold: float | None = Field(0.5, ge=0, le=1, description="keep rows scoring at least this (null: keep all, score only)")
+        top_fraction: float | None = Field(None, gt=0, le=1, description="then keep this share of the corpus with the best scores (a global step)")
         score_key: str = Field("quality_score", description="column for the score")
         max_chars: int | None = Field(None, ge=1, description="score only the first N characters")
 
@@ -57,6 +58,16 @@ class QualityClassifier(Filter):
     @property
     def columns(self) -> tuple[str, ...]:
         return (self.params.score_key,)
+
+    def expand(self):
+        if self.params.top_fraction is None:
+            return []
+        from dataclasses import replace
+
+        from operators.select.topk import SelectTop
+
+        params = SelectTop.Params(column=self.params.score_key, fraction=self.params.top_fraction)
+        return [SelectTop(params, replace(self.ctx, key=f"{self.ctx.key}.top"))]
 
     def prepare(self) -> None:
         if not Path(self.params.model_path).is_file():

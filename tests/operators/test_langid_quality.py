@@ -118,3 +118,27 @@ def test_roc_auc_matches_pairwise_definition():
     pos, neg = score[y == 1], score[y == 0]
     pairwise = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (len(pos) * len(neg))
     assert roc_auc(y, score) == pytest.approx(pairwise)
+
+
+def test_quality_classifier_top_fraction(tmp_path):
+    import json as _json
+
+    from tests.conftest import read_output, run_recipe, write_jsonl
+
+    rng = random.Random(2)
+    good = "the committee published a careful report about rivers history science education economy".split()
+    bad = "buy cheap click free winner casino pills offer discount subscribe now limited".split()
+    pos, neg = tmp_path / "pos.jsonl", tmp_path / "neg.jsonl"
+    pos.write_text("".join(_json.dumps({"text": t}) + "\n" for t in _docs(rng, good, 150, 30)))
+    neg.write_text("".join(_json.dumps({"text": t}) + "\n" for t in _docs(rng, bad, 150, 30)))
+    train_quality(TrainConfig(positive=[{"path": str(pos)}], negative=[{"path": str(neg)}],
+                              output=str(tmp_path / "q.bin"), epoch=5))
+    mixed = [{"id": f"g{i}", "text": t} for i, t in enumerate(_docs(rng, good, 20, 20))] + \
+            [{"id": f"b{i}", "text": t} for i, t in enumerate(_docs(rng, bad, 20, 20))]
+    src = write_jsonl(tmp_path / "mixed.jsonl", mixed)
+    run_recipe([src], tmp_path / "o", [{"quality_classifier": {"model_path": str(tmp_path / "q.bin"), "threshold": None,
+                                                               "top_fraction": 0.25}}])
+    rows = read_output(tmp_path / "o")
+    assert len(rows) == 10 and all(r["id"].startswith("g") for r in rows)
+    led = _json.loads((tmp_path / "o" / "ledger.json").read_text())
+    assert led["balanced"] and led["ops"]["quality_classifier.top"]["dropped"] == {"not in top 0.25": 30}
