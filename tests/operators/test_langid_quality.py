@@ -126,8 +126,8 @@ def test_quality_classifier_top_fraction(tmp_path):
     from tests.conftest import read_output, run_recipe, write_jsonl
 
     rng = random.Random(2)
-    good = "the committee published a careful report about rivers history science education economy".split()
-    bad = "buy cheap click free winner casino pills offer discount subscribe now limited".split()
+    good = ["the", "committee", "published", "a", "careful", "report", "about", "rivers", "history", "science", "education", "economy"]
+    bad = ["buy", "cheap", "click", "free", "winner", "casino", "pills", "offer", "discount", "subscribe", "now", "limited"]
     pos, neg = tmp_path / "pos.jsonl", tmp_path / "neg.jsonl"
     pos.write_text("".join(_json.dumps({"text": t}) + "\n" for t in _docs(rng, good, 150, 30)))
     neg.write_text("".join(_json.dumps({"text": t}) + "\n" for t in _docs(rng, bad, 150, 30)))
