@@ -55,6 +55,15 @@ class KeepParams(OpParams):
         return self
 
 
+def keep_value(batch: pa.Table, params: KeepParams, text_key: str) -> pa.Array | None:
+    """The value a keep policy ranks rows by (None for keep: first)."""
+    if params.keep == "longest":
+        return pc.utf8_length(batch[text_key]).cast(pa.float64())
+    if params.keep == "column":
+        return batch[params.keep_column].cast(pa.float64())
+    return None
+
+
 class HashDedup(GlobalOp):
     """Shared machinery: fingerprint = 128-bit key hash (+ keep value); resolve = one row per key."""
 
@@ -69,11 +78,9 @@ class HashDedup(GlobalOp):
     def fingerprint(self, batch: pa.Table) -> pa.Table:
         hi, lo, skip = self.keys(batch)
         cols = {"h_hi": hi, "h_lo": lo, "skip": skip if skip is not None else np.zeros(len(hi), dtype=bool)}
-        p = self.params
-        if p.keep == "longest":
-            cols["value"] = pc.utf8_length(batch[self.text_key]).cast(pa.float64())
-        elif p.keep == "column":
-            cols["value"] = batch[p.keep_column].cast(pa.float64())
+        value = keep_value(batch, self.params, self.text_key)
+        if value is not None:
+            cols["value"] = value
         return pa.table(cols)
 
     def resolve(self, fingerprints: pl.LazyFrame) -> pl.DataFrame:

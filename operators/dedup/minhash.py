@@ -34,6 +34,7 @@ from operators.common.minhash import (
     signatures,
 )
 from operators.dedup.clusters import choose_keepers, components, size_histogram
+from operators.dedup.exact import keep_value
 from pipeline.ops import GlobalOp, OpParams, Resources
 from pipeline.registry import register
 
@@ -100,10 +101,9 @@ class MinHashDedup(GlobalOp):
             cols["sig"] = pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel()), p.num_perm)
         elif p.verify == "exact":
             cols["shingles"] = pa.array(shingle_sets(text, p.ngram, p.shingle), pa.list_(pa.uint64()))
-        if p.keep == "longest":
-            cols["value"] = pa.compute.utf8_length(text).cast(pa.float64())
-        elif p.keep == "column":
-            cols["value"] = batch[p.keep_column].cast(pa.float64())
+        value = keep_value(batch, p, self.text_key)
+        if value is not None:
+            cols["value"] = value
         return pa.table(cols)
 
     # ---------------------------------------------------------------------------- resolve

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from operators.common.segments import join_kept, split_flat
 from operators.common.tokenize import string_hashes
-from operators.dedup.exact import KeepParams
+from operators.dedup.exact import KeepParams, keep_value
 from pipeline.ops import GlobalOp, Resources
 from pipeline.registry import register
 
@@ -73,11 +73,9 @@ class SpanDedup(GlobalOp):
         offsets = np.zeros(n_docs + 1, dtype=np.int32)
         np.cumsum(np.bincount(parent, minlength=n_docs), out=offsets[1:])
         cols = {"units": pa.ListArray.from_arrays(pa.array(offsets), pa.array(h, pa.uint64()))}
-        p = self.params
-        if p.keep == "longest":
-            cols["value"] = pc.utf8_length(batch[self.text_key]).cast(pa.float64())
-        elif p.keep == "column":
-            cols["value"] = batch[p.keep_column].cast(pa.float64())
+        value = keep_value(batch, self.params, self.text_key)
+        if value is not None:
+            cols["value"] = value
         return pa.table(cols)
 
     def resolve(self, fingerprints: pl.LazyFrame) -> pl.DataFrame:
