@@ -32,11 +32,12 @@ class Layout:
     def done(self, k: int, shard: int) -> Path:
         return self.pass_dir(k) / f"done-{shard:05d}.json"
 
-    def intermediate(self, k: int, shard: int) -> Path:
-        return self.pass_dir(k) / f"rows-{shard:05d}.arrow"
+    # ``piece`` (Ray executor): one input block of a shard, e.g. "b00003"; "" = the whole shard
+    def intermediate(self, k: int, shard: int, piece: str = "") -> Path:
+        return self.pass_dir(k) / (f"rows-{shard:05d}.arrow" + (f".{piece}" if piece else ""))
 
-    def fingerprints(self, k: int, shard: int) -> Path:
-        return self.pass_dir(k) / f"fp-{shard:05d}.parquet"
+    def fingerprints(self, k: int, shard: int, piece: str = "") -> Path:
+        return self.pass_dir(k) / (f"fp-{shard:05d}" + (f".{piece}" if piece else "") + ".parquet")
 
     def decisions(self, k: int) -> Path:
         return self.pass_dir(k) / "decisions.parquet"
@@ -47,8 +48,8 @@ class Layout:
     def resolved(self, k: int) -> Path:
         return self.pass_dir(k) / "resolved.json"
 
-    def quarantine_file(self, k: int, shard: int) -> Path:
-        return self.quarantine / f"pass{k}-{shard:05d}.jsonl"
+    def quarantine_file(self, k: int, shard: int, piece: str = "") -> Path:
+        return self.quarantine / (f"pass{k}-{shard:05d}" + (f".{piece}" if piece else "") + ".jsonl")
 
     def read_done(self, k: int, shard: int) -> dict | None:
         p = self.done(k, shard)

@@ -75,6 +75,14 @@ class Ledger:
                 self.entries[key] = OpEntry(key, e.name, e.index)
             self.entries[key].merge(e)
 
+    def take(self) -> dict:
+        """The entries as ``to_dict()["ops"]``, then zero them in place (a streaming reader
+        reports what each block added)."""
+        out = self.to_dict()["ops"]
+        for key, e in list(self.entries.items()):
+            self.entries[key].__init__(key, e.name, e.index)
+        return out
+
     @property
     def input_rows(self) -> int:
         return self.entries[READ].rows_in

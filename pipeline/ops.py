@@ -6,10 +6,13 @@ pydantic model (``Params``), from which the recipe schema and ``thresher ops`` d
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
@@ -181,8 +184,38 @@ class GlobalOp(Op):
     def set_state(self, state) -> None:
         self.state = state
 
+    # Optional: a fingerprint column by which resolve is separable (rows with different values never
+    # affect each other's decisions). The Ray executor then resolves hash partitions of it in parallel.
+    partition_key: str | None = None
+
+    def resolve_distributed(self, fingerprints, shuffle):
+        """Resolve on a cluster with the executor's shuffle primitives
+        (``pipeline.executors.ray_shuffle.RayShuffle``), never bringing every fingerprint to one
+        process. Returns what ``resolve`` returns, or None to let the executor call ``resolve`` in
+        the driver. Default: ``resolve`` on each hash partition of ``partition_key``."""
+        if self.partition_key is None:
+            return None
+        parts = shuffle.group(fingerprints, self.partition_key, functools.partial(_resolve_partition, self))
+        out = shuffle.collect(parts, {"__shard": pl.Int32, "__row": pl.Int64, "__reason": pl.Utf8, COUNTERS: pl.Utf8})
+        for counters in out.filter(pl.col("__shard") < 0)[COUNTERS].to_list():
+            for k, v in json.loads(counters).items():
+                self.record(k, v)
+        return out.filter(pl.col("__shard") >= 0).drop(COUNTERS)
+
     def apply(self, batch: pa.Table, shard: int, rows: np.ndarray):
         """Transform the rows resolve kept (1:1); ``rows`` are their ordinals in the shard (the
         ``__row`` of their fingerprints). May return ``(batch, {reason: mask})`` to drop rows it
         emptied, like a mapper. Default: unchanged."""
         return batch
+
+
+COUNTERS = "__counters"
+
+
+def _resolve_partition(op: GlobalOp, df):
+    """``resolve`` on one partition (in a Ray worker); its counters ride along in one extra row."""
+    decided = op.resolve(df.lazy()).select("__shard", "__row", "__reason")
+    counters = pl.DataFrame({"__shard": [-1], "__row": [-1], "__reason": [""], COUNTERS: [json.dumps(op.take_counters())]},
+                            schema={"__shard": pl.Int32, "__row": pl.Int64, "__reason": pl.Utf8, COUNTERS: pl.Utf8})
+    return pl.concat([decided.cast({"__shard": pl.Int32, "__row": pl.Int64}).with_columns(pl.lit(None, pl.Utf8).alias(COUNTERS)),
+                      counters])

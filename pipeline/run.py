@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import OutputError
-from pipeline.executors.passes import load_json, ops_for, resolve_pass, run_pass_shard
+from pipeline.executors.passes import load_json, ops_for
 from pipeline.io.inputs import Shard, plan_shards, resolve_inputs
 from pipeline.io.writers import write_json_atomic, write_jsonl_records_atomic
 from pipeline.layout import Layout
@@ -84,11 +84,10 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, progre
             names = " + ".join(op.ctx.key for op in stage.local_ops) or "read/write"
             if stage.barrier is not None:
                 names += f" -> {stage.barrier.ctx.key} (fingerprint)"
-            executor.map(run_pass_shard, [(recipe, out, k, s) for s in todo],
-                         lambda _r, task=task: progress.advance(task) if progress else None,
-                         context=f"pass {k} (ops: {names})")
+            executor.run_pass(recipe, out, k, todo, lambda _s, task=task: progress.advance(task) if progress else None,
+                              context=f"pass {k} (ops: {names})")
             if stage.barrier is not None and not layout.resolved(k).exists():
-                resolve_pass(recipe, out, k, len(shards))
+                executor.resolve(recipe, out, k, len(shards))
     result = finish(layout, recipe, shards, len(stages))
     result.seconds = time.perf_counter() - t0
     return result

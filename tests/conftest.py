@@ -87,3 +87,12 @@ def sample_docs(n: int, seed: int = 0) -> list[dict]:
         k = rng.randint(1, 80)
         docs.append({"id": f"d{i}", "text": " ".join(rng.choice(words) for _ in range(k)), "n": i})
     return docs
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray (2 CPUs) for the whole test session."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    yield ray
+    ray.shutdown()

@@ -69,6 +69,7 @@ class HashDedup(GlobalOp):
 
     reason = "exact duplicate"
     resources = Resources(cpus=1.0, memory_mb=512)
+    partition_key = "h_lo"  # keys decide independently: the Ray executor resolves hash partitions in parallel
     metrics = {"duplicate_groups": "keys seen more than once"}
 
     def keys(self, batch: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

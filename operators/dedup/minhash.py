@@ -13,6 +13,7 @@ against an old corpus without reading it again.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import tempfile
@@ -118,10 +119,47 @@ class MinHashDedup(GlobalOp):
         comp = components(*edges)
         score = None
         if p.keep != "first":
-            score = (fingerprints.select(pl.col("__shard"), pl.col("__row"), pl.col("value"))
-                     .with_columns(((pl.col("__shard").cast(pl.Int64) * (1 << 32)) + pl.col("__row")).alias("gid"))
-                     .select("gid", "value").collect())
-            score = score.join(comp.select("gid"), on="gid", how="semi")
+            score = (fingerprints.select(_GID, pl.col("value")).collect()).join(comp.select("gid"), on="gid", how="semi")
+        return self._decide(comp, score, fingerprints)
+
+    def resolve_distributed(self, fingerprints, shuffle):
+        """The same algorithm as ``resolve`` as Ray Data shuffles: band keys hash-partitioned, candidate
+        edges per partition, verification by two partitioned joins with the signatures, connected
+        components by large-star/small-star; only rows that are in a cluster reach the driver."""
+        p = self.params
+        if p.index_path:
+            return None  # the incremental index is read and rewritten in the driver
+        fp = shuffle.map(fingerprints, _with_gid)
+        bands = shuffle.map(fp, functools.partial(_band_rows_of, self.band_count))
+        edges = shuffle.group(bands, "key", functools.partial(bucket_edges, all_pairs=p.verify != "none"))
+        edges = shuffle.group(edges, "s", _unique).materialize()  # a pair found in several bands counts once
+        self.record("candidate_pairs", shuffle.count(edges))
+        if p.verify != "none":
+            col = "sig" if p.verify == "signature" else "shingles"
+            kind = pl.List(pl.UInt32) if col == "sig" else pl.List(pl.UInt64)  # variable-size lists shuffle safely
+            payload = shuffle.map(fp, functools.partial(_payload, col))
+            edge_schema, payload_schema = {"s": pl.Int64, "d": pl.Int64}, {"gid": pl.Int64, col: kind}
+            left = shuffle.co_group(edges, payload, "s", "gid", edge_schema, payload_schema,
+                                    functools.partial(_attach, col, "s", "left"))
+            edges = shuffle.co_group(left, payload, "d", "gid", {**edge_schema, "left": kind}, payload_schema,
+                                     functools.partial(_verified, col, p.threshold)).materialize()
+        self.record("verified_pairs", shuffle.count(edges))
+        comp_ds = shuffle.components(edges)
+        score = None
+        comp_schema = {"gid": pl.Int64, "root": pl.Int64}
+        if p.keep == "first":
+            comp = shuffle.collect(comp_ds, comp_schema)
+        else:
+            values = shuffle.map(fp, functools.partial(_select, ["gid", "value"]))
+            joined = shuffle.co_group(comp_ds, values, "gid", "gid", comp_schema, {"gid": pl.Int64, "value": pl.Float64},
+                                      _with_value)
+            both = shuffle.collect(joined, {**comp_schema, "value": pl.Float64})
+            comp, score = both.select("gid", "root"), both.select("gid", "value")
+        return self._decide(comp.sort("gid"), score, None)
+
+    def _decide(self, comp: pl.DataFrame, score: pl.DataFrame | None, fingerprints: pl.LazyFrame | None) -> pl.DataFrame:
+        """Clusters -> keep policy -> decisions (remove) or cluster columns (mark); saves the index."""
+        p = self.params
         clusters = choose_keepers(comp, p.keep, score)
         self.record("clusters", clusters["root"].n_unique() if clusters.height else 0)
         for k, v in size_histogram(clusters).items():
@@ -142,8 +180,7 @@ class MinHashDedup(GlobalOp):
     def _band_rows(self, fingerprints: pl.LazyFrame) -> list[pl.LazyFrame]:
         """(gid, band, key) frames, one band at a time (so only one band's keys are ever in memory):
         this run's rows, then the saved index's (negative gids)."""
-        base = fingerprints.filter(~pl.col("empty")).select(
-            ((pl.col("__shard").cast(pl.Int64) * (1 << 32)) + pl.col("__row")).alias("gid"), "bands")
+        base = fingerprints.filter(~pl.col("empty")).select(_GID, "bands")
         frames = [base.select("gid", pl.lit(i, dtype=pl.Int32).alias("band"), pl.col("bands").arr.get(i).alias("key"))
                   for i in range(self.band_count)]
         idx = self._index_file("bands.parquet")
@@ -173,32 +210,19 @@ class MinHashDedup(GlobalOp):
                     writers[part].write_table(table)
         for w in writers.values():
             w.close()
-        src, dst = [], []
-        for part in sorted(writers):
-            df = pl.read_parquet(tmp / f"part-{part:04d}.parquet")
-            buckets = (df.group_by(["band", "key"]).agg(pl.col("gid").sort()).filter(pl.col("gid").list.len() > 1))
-            if buckets.height == 0:
-                continue
-            s, d = _bucket_edges(buckets["gid"], self.params.verify != "none")
-            src.append(s)
-            dst.append(d)
-        if not src:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        pairs = pl.DataFrame({"s": np.concatenate(src), "d": np.concatenate(dst)}).unique().sort(["s", "d"])
+        parts = [bucket_edges(pl.read_parquet(tmp / f"part-{part:04d}.parquet"), self.params.verify != "none")
+                 for part in sorted(writers)]
+        pairs = pl.concat(parts).unique().sort(["s", "d"]) if parts else _NO_EDGES
         return pairs["s"].to_numpy(), pairs["d"].to_numpy()
 
     def _verify(self, fingerprints: pl.LazyFrame, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         p = self.params
         col = "sig" if p.verify == "signature" else "shingles"
         need = pl.DataFrame({"gid": np.unique(np.concatenate([src, dst]))})
-        data = (fingerprints.with_columns(((pl.col("__shard").cast(pl.Int64) * (1 << 32)) + pl.col("__row")).alias("gid"))
-                .join(need.lazy(), on="gid", how="semi").select("gid", col).collect())
-        if col == "sig":
-            data = data.with_columns(pl.col("sig").arr.to_list())
+        data = fingerprints.select(_GID, col).join(need.lazy(), on="gid", how="semi").collect()
         idx = self._index_file("sigs.parquet")
         if idx is not None and col == "sig":
-            old = pl.read_parquet(idx).join(need, on="gid", how="semi").with_columns(pl.col("sig").arr.to_list())
-            data = pl.concat([data, old])
+            data = pl.concat([data, pl.read_parquet(idx).join(need, on="gid", how="semi")])
         data = data.sort("gid")
         gids = data["gid"].to_numpy()
         si, di = np.searchsorted(gids, src), np.searchsorted(gids, dst)
@@ -207,18 +231,9 @@ class MinHashDedup(GlobalOp):
         known = si_ok & di_ok  # an indexed row saved without what verification needs: trust the bands
         keep = ~known
         sel = np.flatnonzero(known)
-        if col == "sig":
-            sig = np.asarray(data["sig"].list.to_array(p.num_perm).to_numpy(), dtype=np.uint32)
-            for lo in range(0, len(sel), 200_000):  # bounded memory: edges x num_perm booleans per chunk
-                part = sel[lo:lo + 200_000]
-                sim = (sig[si[part]] == sig[di[part]]).mean(axis=1)
-                keep[part] = sim >= p.threshold
-        else:
-            lists = data["shingles"]
-            offsets = np.concatenate([[0], np.cumsum(lists.list.len().to_numpy())]).astype(np.int64)
-            flat = lists.explode().to_numpy().astype(np.uint64)
-            sim = jaccard_pairs(flat, offsets, si[sel], di[sel])
-            keep[sel] = sim >= p.threshold
+        for lo in range(0, len(sel), 200_000):  # bounded memory: a chunk of edges at a time
+            part = sel[lo:lo + 200_000]
+            keep[part] = pair_similarity(col, data[col].gather(si[part]), data[col].gather(di[part])) >= p.threshold
         return src[keep], dst[keep]
 
     # ---------------------------------------------------------------------------- index
@@ -238,8 +253,7 @@ class MinHashDedup(GlobalOp):
         base = pl.read_parquet(old_bands, columns=["gid"])["gid"].min() if old_bands else 0
         dropped = clusters.filter((pl.col("gid") != pl.col("keeper")) & (pl.col("gid") >= 0)).select("gid")
         ours = (fingerprints.filter(~pl.col("empty"))
-                .with_columns(((pl.col("__shard").cast(pl.Int64) * (1 << 32)) + pl.col("__row")).alias("gid"))
-                .join(dropped.lazy(), on="gid", how="anti"))
+                .with_columns(_GID).join(dropped.lazy(), on="gid", how="anti"))
         # new gids: -(count) .. below the old minimum, in input order
         ours = ours.sort("gid").with_columns((pl.lit(base - 1) - pl.int_range(pl.len())).cast(pl.Int64).alias("new_gid"))
         bands = (ours.select(pl.col("new_gid").alias("gid"), pl.col("bands").arr.to_list().alias("key"))
@@ -270,6 +284,77 @@ class MinHashDedup(GlobalOp):
         for name, arr in (("dup_cluster", pa.array(cluster, mask=cluster < 0)), ("is_duplicate", pa.array(dup))):
             out = out.set_column(out.column_names.index(name), name, arr) if name in out.column_names else out.append_column(name, arr)
         return out
+
+
+_GID = ((pl.col("__shard").cast(pl.Int64) * (1 << 32)) + pl.col("__row")).alias("gid")  # input order
+_NO_EDGES = pl.DataFrame(schema={"s": pl.Int64, "d": pl.Int64})
+
+
+def bucket_edges(df: pl.DataFrame, all_pairs: bool) -> pl.DataFrame:
+    """Candidate edges (s, d) among rows (gid, band, key) that share a band key."""
+    buckets = df.group_by(["band", "key"]).agg(pl.col("gid").sort()).filter(pl.col("gid").list.len() > 1)
+    if buckets.height == 0:
+        return _NO_EDGES
+    s, d = _bucket_edges(buckets["gid"], all_pairs)
+    return pl.DataFrame({"s": s, "d": d}, schema=_NO_EDGES.schema).unique()
+
+
+def pair_similarity(col: str, left: pl.Series, right: pl.Series) -> np.ndarray:
+    """Estimated Jaccard of aligned signature pairs (share of equal hash values), or the exact
+    Jaccard of aligned shingle-set pairs."""
+    if col == "sig":
+        return (_matrix(left) == _matrix(right)).mean(axis=1)
+    n = len(left)
+    lists = pl.concat([left, right])
+    offsets = np.concatenate([[0], np.cumsum(lists.list.len().to_numpy())]).astype(np.int64)
+    flat = lists.explode().drop_nulls().to_numpy().astype(np.uint64)
+    return jaccard_pairs(flat, offsets, np.arange(n), np.arange(n, 2 * n))
+
+
+def _matrix(sig: pl.Series) -> np.ndarray:
+    """Signatures (fixed-size arrays, or lists of one length) as a rows x num_perm matrix."""
+    if isinstance(sig.dtype, pl.List):
+        sig = sig.list.to_array(int(sig.list.len().max() or 0)) if len(sig) else sig.cast(pl.Array(pl.UInt32, 1))
+    return np.asarray(sig.to_numpy(), np.uint32)
+
+
+# ------------------------------------------------------------ steps of resolve_distributed (run in Ray workers)
+def _payload(col: str, df: pl.DataFrame) -> pl.DataFrame:
+    return df.select("gid", pl.col(col).arr.to_list() if col == "sig" else pl.col(col))
+
+
+def _with_gid(df: pl.DataFrame) -> pl.DataFrame:
+    return df.with_columns(_GID)
+
+
+def _unique(df: pl.DataFrame) -> pl.DataFrame:
+    return df.unique()
+
+
+def _select(cols: list[str], df: pl.DataFrame) -> pl.DataFrame:
+    return df.select(cols)
+
+
+def _band_rows_of(bands: int, df: pl.DataFrame) -> pl.DataFrame:
+    return (df.filter(~pl.col("empty")).select("gid", pl.col("bands").arr.to_list().alias("key"))
+            .with_columns(pl.int_range(0, bands, dtype=pl.Int32).implode().alias("band"))
+            .explode(["key", "band"]))
+
+
+def _attach(col: str, on: str, name: str, edges: pl.DataFrame, payload: pl.DataFrame) -> pl.DataFrame:
+    return edges.join(payload.rename({"gid": on, col: name}), on=on, how="inner")
+
+
+def _verified(col: str, threshold: float, edges: pl.DataFrame, payload: pl.DataFrame) -> pl.DataFrame:
+    both = _attach(col, "d", "right", edges, payload)
+    if both.height == 0:
+        return _NO_EDGES
+    keep = pair_similarity(col, both["left"], both["right"]) >= threshold
+    return both.filter(pl.Series(keep)).select("s", "d")
+
+
+def _with_value(comp: pl.DataFrame, values: pl.DataFrame) -> pl.DataFrame:
+    return comp.join(values, on="gid", how="left")
 
 
 def _bucket_edges(groups: pl.Series, all_pairs: bool) -> tuple[np.ndarray, np.ndarray]:

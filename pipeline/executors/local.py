@@ -63,6 +63,18 @@ class LocalExecutor:
                         os.environ[k] = v
         return self._pool
 
+    def run_pass(self, recipe, out: str, k: int, shards: list, on_shard_done: Callable[[int], None],
+                 context: str = "") -> None:
+        """Pass k, one process-pool task per shard (each leaves its own done marker)."""
+        from pipeline.executors.passes import run_pass_shard
+
+        self.map(run_pass_shard, [(recipe, out, k, s) for s in shards], lambda r: on_shard_done(r["shard"]), context)
+
+    def resolve(self, recipe, out: str, k: int, n_shards: int) -> dict:
+        from pipeline.executors.passes import resolve_pass
+
+        return resolve_pass(recipe, out, k, n_shards)
+
     def map(self, fn: Callable[..., Any], calls: Iterable[tuple], on_done: Callable[[Any], None],
             context: str = "") -> None:
         """Run ``fn(*args)`` for every args tuple; ``on_done(result)`` as each finishes.

@@ -100,16 +100,74 @@ def read_intermediate(layout: Layout, k: int, shard: int) -> Iterator[pa.Table]:
                 yield pa.Table.from_batches([rb])
 
 
-def clean_partial(layout: Layout, k: int, shard: int, final: bool) -> None:
-    """Remove what an interrupted attempt at (pass k, shard) may have left behind."""
-    base = layout.intermediate(k, shard)
-    for seg in base.parent.glob(base.name + ".*"):
-        seg.unlink()
-    layout.fingerprints(k, shard).unlink(missing_ok=True)
-    layout.quarantine_file(k, shard).unlink(missing_ok=True)
+def clean_partial(layout: Layout, k: int, shard: int, final: bool, piece: str = "") -> None:
+    """Remove what an interrupted attempt at (pass k, shard) — or at one piece of it — may have left."""
+    base = layout.intermediate(k, shard, piece)
+    fp = layout.fingerprints(k, shard, piece)
+    q = layout.quarantine_file(k, shard, piece)
+    doomed = [*base.parent.glob(base.name + ".*"), fp, q]
+    if not piece:  # the whole shard: its pieces too
+        doomed += [*fp.parent.glob(fp.stem + ".*"), *q.parent.glob(q.stem + ".*")]
     if final and layout.data.exists():
-        for f in layout.data.glob(shard_prefix(shard) + "*"):
-            f.unlink()
+        doomed += layout.data.glob(shard_prefix(shard) + (f"{piece}-" if piece else "") + "*")
+    for f in doomed:
+        f.unlink(missing_ok=True)
+
+
+class PassSink:
+    """Where one pass's rows go: output files (last pass), or the intermediate rows plus the
+    next global op's fingerprints. ``piece`` names a part of a shard (the Ray executor writes one
+    per input block, e.g. ``b00003``); the local executor writes whole shards (``piece=""``)."""
+
+    def __init__(self, recipe: Recipe, layout: Layout, k: int, shard: int, stage: Stage, piece: str = ""):
+        self.layout, self.k, self.shard, self.piece = layout, k, shard, piece
+        self.barrier = stage.barrier
+        self.final = stage.barrier is None
+        self.writer = (ShardWriter(layout.data, shard, recipe.output.format, recipe.output.rows_per_shard,
+                                   prefix=shard_prefix(shard) + (f"{piece}-" if piece else ""))
+                       if self.final else None)
+        self.inter = None if self.final else _IpcWriter(layout.intermediate(k, shard, piece))
+        self.fps: list[pa.Table] = []
+        self.rows = 0  # rows written (last pass) or kept for the next pass (ordinals of this piece)
+
+    def add(self, table: pa.Table, ledger: Ledger, runner: BatchRunner) -> None:
+        if table.num_rows == 0:
+            return
+        if self.final:
+            self.writer.write(table)
+            self.rows += table.num_rows
+            return
+        barrier = self.barrier
+        entry = ledger[barrier.ctx.key]
+        t0 = time.perf_counter()
+        barrier.ensure_setup()
+        entry.rows_in += table.num_rows
+        results, kept = runner.guarded(barrier, barrier.fingerprint, table, ledger)
+        for fp, t in zip(results, kept, strict=True):
+            n = t.num_rows
+            fp = fp.append_column(SHARD, pa.array(np.full(n, self.shard, dtype=np.int32)))
+            fp = fp.append_column(ROW, pa.array(np.arange(self.rows, self.rows + n, dtype=np.int64)))
+            self.fps.append(fp)
+            self.inter.write(t)
+            self.rows += n
+        entry.seconds += time.perf_counter() - t0
+        entry.counters.update(barrier.take_counters())
+
+    def commit(self) -> list[str]:
+        """Close everything; returns the output file names (last pass)."""
+        if self.final:
+            return [str(p.name) for p in self.writer.commit()]
+        self.inter.close()
+        fps = (pa.concat_tables(self.fps, promote_options="permissive") if self.fps
+               else pa.table({SHARD: pa.array([], pa.int32()), ROW: pa.array([], pa.int64())}))
+        pq.write_table(fps, self.layout.fingerprints(self.k, self.shard, self.piece))
+        return []
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+        if self.inter is not None:
+            self.inter.close()
 
 
 def run_pass_shard(recipe: Recipe, out_dir: str, k: int, shard: Shard) -> dict:
@@ -117,67 +175,25 @@ def run_pass_shard(recipe: Recipe, out_dir: str, k: int, shard: Shard) -> dict:
     layout = Layout(out_dir)
     ops, stages = ops_for(recipe)
     stage = stages[k]
-    final = stage.barrier is None
-    clean_partial(layout, k, shard.index, final)
+    clean_partial(layout, k, shard.index, stage.barrier is None)
     layout.pass_dir(k).mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     ledger = empty_ledger(ops)
-    runner = BatchRunner(stage.local_ops, recipe.input.text_key, recipe.input.id_key,
-                         recipe.output.keep_stats, recipe.output.trace_samples)
-    block_bytes = int(recipe.executor.batch_size_mb * (1 << 20))
-
-    writer = ShardWriter(layout.data, shard.index, recipe.output.format, recipe.output.rows_per_shard) if final else None
-    inter = None if final else _IpcWriter(layout.intermediate(k, shard.index))
-    fps: list[pa.Table] = []
-    ordinal = 0
-    rows_out = 0
+    runner = make_runner(recipe, stage)
+    sink = PassSink(recipe, layout, k, shard.index, stage)
     quarantine: list[dict] = []
     try:
-        for table in _source(recipe, layout, k, shard, stages, ledger, runner, quarantine, block_bytes):
-            table = runner.run(table, ledger)
-            if table.num_rows == 0:
-                continue
-            if final:
-                writer.write(table)
-                rows_out += table.num_rows
-                continue
-            barrier = stage.barrier
-            entry = ledger[barrier.ctx.key]
-            t0 = time.perf_counter()
-            barrier.ensure_setup()
-            entry.rows_in += table.num_rows
-            results, kept = runner.guarded(barrier, barrier.fingerprint, table, ledger)
-            for fp, t in zip(results, kept, strict=True):
-                n = t.num_rows
-                fp = fp.append_column(SHARD, pa.array(np.full(n, shard.index, dtype=np.int32)))
-                fp = fp.append_column(ROW, pa.array(np.arange(ordinal, ordinal + n, dtype=np.int64)))
-                fps.append(fp)
-                inter.write(t)
-                ordinal += n
-            entry.seconds += time.perf_counter() - t0
-            entry.counters.update(barrier.take_counters())
-        quarantine += runner.quarantine
-        if final:
-            files = [str(p.name) for p in writer.commit()]
-        else:
-            inter.close()
-            files = []
-            if fps:
-                pq.write_table(pa.concat_tables(fps, promote_options="permissive"),
-                               layout.fingerprints(k, shard.index))
-            else:
-                pq.write_table(pa.table({SHARD: pa.array([], pa.int32()), ROW: pa.array([], pa.int64())}),
-                               layout.fingerprints(k, shard.index))
+        for table in source(recipe, layout, k, shard, stages, ledger, runner, quarantine):
+            sink.add(runner.run(table, ledger), ledger, runner)
+        files = sink.commit()
     except BaseException:
-        if writer is not None:
-            writer.abort()
-        if inter is not None:
-            inter.close()
+        sink.abort()
         raise
+    quarantine += runner.quarantine
     if quarantine:
         write_jsonl_records_atomic(layout.quarantine_file(k, shard.index), quarantine)
     done = {
-        "pass": k, "shard": shard.index, "rows_out": rows_out if final else ordinal, "files": files,
+        "pass": k, "shard": shard.index, "rows_out": sink.rows, "files": files,
         "ledger": ledger.to_dict()["ops"], "trace": runner.trace, "quarantined": len(quarantine),
         "seconds": round(time.perf_counter() - t_start, 4), "pid": os.getpid(),
     }
@@ -185,11 +201,17 @@ def run_pass_shard(recipe: Recipe, out_dir: str, k: int, shard: Shard) -> dict:
     return done
 
 
-def _source(recipe: Recipe, layout: Layout, k: int, shard: Shard, stages: list[Stage], ledger: Ledger,
-            runner: BatchRunner, quarantine: list[dict], block_bytes: int) -> Iterator[pa.Table]:
+def make_runner(recipe: Recipe, stage: Stage) -> BatchRunner:
+    return BatchRunner(stage.local_ops, recipe.input.text_key, recipe.input.id_key,
+                       recipe.output.keep_stats, recipe.output.trace_samples)
+
+
+def source(recipe: Recipe, layout: Layout, k: int, shard: Shard, stages: list[Stage], ledger: Ledger,
+           runner: BatchRunner, quarantine: list[dict]) -> Iterator[pa.Table]:
     """Batches entering pass k: read from input (k = 0), or the previous pass's rows with the
     previous global op's decisions applied."""
     if k == 0:
+        block_bytes = int(recipe.executor.batch_size_mb * (1 << 20))
         read = ledger[READ]
         t0 = time.perf_counter()
         for rb in read_shard(shard, recipe.input.text_key, recipe.input.id_key, block_bytes):
@@ -258,15 +280,41 @@ def _reason_class(reason: str) -> str:
 
 
 def resolve_pass(recipe: Recipe, out_dir: str, k: int, n_shards: int) -> dict:
-    """Global phase of pass k's barrier: all fingerprints -> decisions.parquet."""
+    """Global phase of pass k's barrier, in this process: all fingerprints -> decisions.parquet."""
     layout = Layout(out_dir)
     ops, stages = ops_for(recipe)
     barrier: GlobalOp = stages[k].barrier
     t0 = time.perf_counter()
-    paths = [str(layout.fingerprints(k, i)) for i in range(n_shards)]
-    lf = pl.scan_parquet(paths)
     barrier.ensure_setup()
-    decided = barrier.resolve(lf)
+    decided = barrier.resolve(fingerprint_frame(layout, k, n_shards))
+    return write_decisions(layout, k, barrier, decided, barrier.take_counters(), time.perf_counter() - t0)
+
+
+def piece_offsets(layout: Layout, k: int, n_shards: int) -> list[tuple[int, str, int]]:
+    """(shard, piece, first row) of every fingerprint file of pass k, in input order. A shard run
+    whole has one piece ""; a shard the Ray executor ran block by block has one per block, whose
+    rows are numbered after the blocks before it (the order the next pass reads them in)."""
+    out = []
+    for shard in range(n_shards):
+        done = layout.read_done(k, shard) or {}
+        offset = 0
+        for piece, rows in done.get("pieces", [["", 0]]):
+            out.append((shard, piece, offset))
+            offset += rows
+    return out
+
+
+def fingerprint_frame(layout: Layout, k: int, n_shards: int) -> pl.LazyFrame:
+    frames = []
+    for shard, piece, offset in piece_offsets(layout, k, n_shards):
+        lf = pl.scan_parquet(layout.fingerprints(k, shard, piece))
+        frames.append(lf.with_columns(pl.col(ROW) + offset) if offset else lf)
+    return pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+
+
+def write_decisions(layout: Layout, k: int, barrier: GlobalOp, decided: pl.DataFrame, counters: dict,
+                    seconds: float) -> dict:
+    """Save a resolve step's decisions (and state) atomically, then its resolved marker."""
     decided = decided.select([pl.col(SHARD).cast(pl.Int32), pl.col(ROW).cast(pl.Int64), pl.col(REASON).cast(pl.Utf8)]
                              + [c for c in decided.columns if c not in (SHARD, ROW, REASON)]).sort([SHARD, ROW])
     tmp = layout.decisions(k).with_name("decisions.parquet.tmp")
@@ -276,8 +324,8 @@ def resolve_pass(recipe: Recipe, out_dir: str, k: int, n_shards: int) -> dict:
         tmp = layout.state(k).with_name("state.parquet.tmp")
         barrier.state.write_parquet(tmp)
         os.replace(tmp, layout.state(k))
-    info = {"pass": k, "op": barrier.ctx.key, "seconds": round(time.perf_counter() - t0, 4),
-            "decided": decided.height, "counters": barrier.take_counters()}
+    info = {"pass": k, "op": barrier.ctx.key, "seconds": round(seconds, 4), "decided": decided.height,
+            "counters": dict(counters)}
     write_json_atomic(layout.resolved(k), info)
     return info
 

@@ -1,15 +1,19 @@
-"""The Ray executor: the same passes as local mode, each shard's pass a Ray task.
+"""The Ray executor: each pass is a Ray Data pipeline, each global op's resolve a set of Ray Data
+shuffles (see ``ray_data`` and ``ray_shuffle``).
 
 ``ray.init()`` starts a local Ray when no cluster is given; ``executor.address`` or
-``RAY_ADDRESS`` connects to an existing one. Tasks are retried by Ray if a worker dies; a
-retried pass is idempotent (it cleans what a killed attempt left, writes atomically, and its
-done marker is written last), so retries cannot duplicate or lose rows.
+``RAY_ADDRESS`` connects to an existing one. Ray retries the task of a worker that dies; every
+block's outputs are written atomically under names fixed by the block, so a retry rewrites the same
+files and cannot duplicate or lose rows. Done markers are written by the driver after a pass, so a
+driver that dies mid-pass leaves that pass to be redone by ``--resume``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pipeline.errors import ThresherError
@@ -32,8 +36,8 @@ class RayExecutor:
             kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False}
             if self.address:
                 kwargs["address"] = self.address
-            else:  # a local Ray for this run only: no dashboard, a small object store (passes exchange files)
-                kwargs.update(include_dashboard=False, object_store_memory=256 * 1024 * 1024)
+            else:  # a local Ray for this run only: no dashboard, a modest object store (blocks stream through it)
+                kwargs.update(include_dashboard=False, object_store_memory=512 * 1024 * 1024)
                 if self.workers:
                     kwargs["num_cpus"] = self.workers
             try:
@@ -41,6 +45,9 @@ class RayExecutor:
             except ConnectionError as e:
                 raise ThresherError(f"cannot connect to the Ray cluster at {self.address}: {e}") from None
             self._started = True
+        from pipeline.executors.ray_shuffle import configure_data_context
+
+        configure_data_context()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -50,33 +57,69 @@ class RayExecutor:
             ray.shutdown()
             self._started = False
 
-    def map(self, fn: Callable[..., Any], calls: Iterable[tuple], on_done: Callable[[Any], None],
-            context: str = "") -> None:
-        """Each call is a Ray task; a task whose worker dies is retried by Ray (passes are idempotent)."""
+    @property
+    def parallelism(self) -> int:
         import ray
-        from ray.exceptions import OutOfMemoryError, RayTaskError, WorkerCrashedError
 
-        remote = ray.remote(num_cpus=1, max_retries=3, retry_exceptions=False)(fn)
-        pending = [remote.remote(*args) for args in calls]
-        try:
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                for ref in done:
-                    on_done(ray.get(ref))
-        except (OutOfMemoryError, WorkerCrashedError) as e:
-            for ref in pending:
-                ray.cancel(ref, force=True)
-            raise ThresherError(oom_message(context, type(e).__name__)) from None
-        except RayTaskError as e:
-            for ref in pending:
-                ray.cancel(ref, force=True)
-            cause = e.cause if getattr(e, "cause", None) is not None else e
-            if isinstance(cause, MemoryError):
-                raise ThresherError(oom_message(context, "MemoryError")) from None
-            raise cause from None
+        return self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+    def run_pass(self, recipe, out: str, k: int, shards: list, on_shard_done: Callable[[int], None],
+                 context: str = "") -> None:
+        from pipeline.executors.ray_data import run_pass
+
+        if shards:
+            with _errors(context):
+                run_pass(recipe, out, k, shards, self.parallelism, on_shard_done)
+
+    def resolve(self, recipe, out: str, k: int, n_shards: int) -> dict:
+        """The pass's global op on Ray Data shuffles (in the driver if the op has no distributed form)."""
+        from pipeline.executors.passes import ops_for, piece_offsets, resolve_pass, write_decisions
+        from pipeline.executors.ray_shuffle import RayShuffle
+        from pipeline.layout import Layout
+
+        layout = Layout(out)
+        _, stages = ops_for(recipe)
+        barrier = stages[k].barrier
+        t0 = time.perf_counter()
+        shuffle = RayShuffle(self.parallelism)
+        pieces = piece_offsets(layout, k, n_shards)
+        fps = shuffle.read_parquet([str(layout.fingerprints(k, s, p)) for s, p, _ in pieces],
+                                   [o for _, _, o in pieces], "__row")
+        barrier.ensure_setup()
+        with _errors(f"pass {k} (resolve {barrier.ctx.key})"):
+            decided = barrier.resolve_distributed(fps, shuffle)
+        if decided is None:
+            return resolve_pass(recipe, out, k, n_shards)
+        return write_decisions(layout, k, barrier, decided, barrier.take_counters(), time.perf_counter() - t0)
+
+
+@contextlib.contextmanager
+def _errors(context: str) -> Iterator[None]:
+    """Ray's wrapped failures -> the op's own error, or one message about memory and its knobs."""
+    from ray.exceptions import OutOfMemoryError, RayError, WorkerCrashedError
+
+    try:
+        yield
+    except RayError as e:
+        chain = list(_causes(e))
+        if any(isinstance(c, (OutOfMemoryError, WorkerCrashedError, MemoryError)) for c in chain):
+            raise ThresherError(oom_message(context, type(next(c for c in chain if isinstance(
+                c, (OutOfMemoryError, WorkerCrashedError, MemoryError)))).__name__)) from None
+        own = [c for c in chain if not isinstance(c, RayError) and type(c).__module__.split(".")[0] != "ray"]
+        if own:
+            raise own[0] from None
+        raise
+
+
+def _causes(e: BaseException) -> Iterator[BaseException]:
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = getattr(e, "cause", None) or e.__cause__ or e.__context__
 
 
 def oom_message(context: str, what: str) -> str:
     return (f"a Ray worker ran out of memory ({what}) in {context or 'a pass'}. Lower executor.batch_size_mb "
-            "(bytes of input per batch), run fewer tasks per node (executor.workers), or give the workers more "
-            "memory; ops that load a model need their model's memory in every worker.")
+            "(bytes of input per block), run fewer tasks or model actors per node (executor.workers), or give the "
+            "workers more memory; ops that load a model need their model's memory in every actor.")

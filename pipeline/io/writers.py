@@ -26,9 +26,10 @@ def shard_prefix(shard: int) -> str:
 class ShardWriter:
     """Writes one shard's rows into ``part-SSSSS-NNN`` files of at most ``rows_per_file`` rows."""
 
-    def __init__(self, out_dir: str | os.PathLike, shard: int, fmt: str, rows_per_file: int):
+    def __init__(self, out_dir: str | os.PathLike, shard: int, fmt: str, rows_per_file: int, prefix: str | None = None):
         self.dir = Path(out_dir)
         self.shard = shard
+        self.prefix = prefix or shard_prefix(shard)
         self.fmt = fmt
         self.rows_per_file = rows_per_file
         self.seq = 0
@@ -43,7 +44,7 @@ class ShardWriter:
 
     def _open(self, schema: pa.Schema) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f"{shard_prefix(self.shard)}{self.seq:03d}{_EXT[self.fmt]}{TMP_SUFFIX}"
+        tmp = self.dir / f"{self.prefix}{self.seq:03d}{_EXT[self.fmt]}{TMP_SUFFIX}"
         self.seq += 1
         self.tmp_paths.append(tmp)
         self.rows_in_file = 0

@@ -53,7 +53,23 @@ def ray_head(tmp_path_factory):
         except OSError:
             time.sleep(1)
     yield {"address": address, "token": token, "gcs": gcs, "temp": temp}
-    subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+    _stop_head(tempfile_dir, gcs)
+
+
+def _stop_head(temp_dir: str, gcs_port: int) -> None:
+    """Stop this head's processes only (`ray stop` would also stop the test session's own local Ray)."""
+    import psutil
+
+    mine = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if temp_dir in cmd or f"127.0.0.1:{gcs_port}" in cmd or f"--gcs_server_port={gcs_port}" in cmd:
+            mine.append(p)
+    for p in mine:
+        for child in p.children(recursive=True):
+            child.kill()
+        p.kill()
+    psutil.wait_procs(mine, timeout=30)
 
 
 def thresher(*args, token: str, **kw):

@@ -1,0 +1,198 @@
+"""A pass on Ray Data: shards -> read blocks (tasks) -> fused local ops and the next global op's
+fingerprints, or the output write (tasks, or an actor pool when an op loads a model) -> a summary
+per block that the driver turns into the same done markers the local executor leaves.
+
+Each Ray Data row carries one input block as an Arrow IPC stream (``__arrow``) with its shard,
+block number and what reading it cost (``__stats``: ledger, trace, quarantine). Carrying the block
+whole keeps its exact schema — Ray concatenates the rows of consecutive blocks into one Ray block,
+and concatenating tables would unify their schemas (a field one JSONL block lacks would become
+null there) — and gives every block a stable name for idempotent, atomic outputs: a retried task
+rewrites the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import defaultdict
+
+import pyarrow as pa
+
+from pipeline.executors.passes import (
+    PassSink,
+    clean_partial,
+    empty_ledger,
+    make_runner,
+    ops_for,
+    source,
+)
+from pipeline.io.inputs import Shard
+from pipeline.io.writers import write_json_atomic, write_jsonl_records_atomic
+from pipeline.layout import Layout
+from pipeline.ledger import Ledger
+from pipeline.recipe import Recipe
+
+SHARD, BLOCK, PAYLOAD, STATS = "__shard", "__block", "__arrow", "__stats"
+MB = 1 << 20
+
+
+def _to_ipc(table: pa.Table) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue()
+
+
+def _from_ipc(buf: pa.Buffer) -> pa.Table:
+    return pa.ipc.open_stream(buf).read_all()
+
+
+def piece_name(block: int) -> str:
+    return f"b{block:05d}"
+
+
+def read_blocks(batch: pa.Table, recipe: Recipe, out: str, k: int, shards: dict[int, Shard]):
+    """Ray Data UDF: a shard -> its input blocks (pass 0: parsed input; later passes: the previous
+    pass's rows with the global decisions applied), one row per block."""
+    layout = Layout(out)
+    ops, stages = ops_for(recipe)
+    for index in batch["shard"].to_pylist():
+        ledger = empty_ledger(ops)
+        runner = make_runner(recipe, stages[k])
+        quarantine: list[dict] = []
+        block = 0
+        for table in source(recipe, layout, k, shards[index], stages, ledger, runner, quarantine):
+            yield _block_row(index, block, table, ledger, runner, quarantine)
+            block += 1
+        if quarantine or runner.quarantine or any(e.rows_in or e.quarantined for e in ledger.entries.values()):
+            yield _block_row(index, block, pa.table({}), ledger, runner, quarantine)  # counted after the last block
+
+
+def _block_row(shard: int, block: int, table: pa.Table, ledger: Ledger, runner, quarantine: list[dict]) -> pa.Table:
+    """One block as a Ray Data row, with what reading it added to the ledger, trace and quarantine
+    (taken out of them, so the next block reports only its own)."""
+    stats = {"ledger": ledger.take(), "trace": {key: v[:] for key, v in runner.trace.items() if v},
+             "quarantine": quarantine + runner.quarantine}
+    for v in runner.trace.values():
+        v.clear()
+    quarantine.clear()
+    runner.quarantine.clear()
+    return pa.table({SHARD: pa.array([shard], pa.int32()), BLOCK: pa.array([block], pa.int32()),
+                     PAYLOAD: _one_binary(_to_ipc(table)), STATS: [json.dumps(stats)]})
+
+
+def _one_binary(buf: pa.Buffer) -> pa.Array:
+    """A one-element large_binary array over ``buf`` without copying it."""
+    offsets = pa.array([0, buf.size], pa.int64()).buffers()[1]
+    return pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, buf])
+
+
+def process_blocks(batch: pa.Table, recipe: Recipe, out: str, k: int) -> pa.Table:
+    """Ray Data UDF: fused local ops over each block, then the next global op's fingerprints, or
+    the output files. Returns one summary row per block."""
+    layout = Layout(out)
+    ops, stages = ops_for(recipe)
+    stage = stages[k]
+    summaries = []
+    for i in range(batch.num_rows):
+        t0 = time.perf_counter()
+        shard, block = batch[SHARD][i].as_py(), batch[BLOCK][i].as_py()
+        piece = piece_name(block)
+        stats = json.loads(batch[STATS][i].as_py())
+        table = _from_ipc(batch[PAYLOAD][i].as_buffer())
+        clean_partial(layout, k, shard, stage.barrier is None, piece)
+        ledger = empty_ledger(ops)
+        ledger.merge(Ledger.from_dict({"ops": stats["ledger"]}))
+        runner = make_runner(recipe, stage)
+        sink = PassSink(recipe, layout, k, shard, stage, piece)
+        try:
+            if table.num_rows:
+                sink.add(runner.run(table, ledger), ledger, runner)
+            files = sink.commit()
+        except BaseException:
+            sink.abort()
+            raise
+        quarantine = stats["quarantine"] + runner.quarantine
+        if quarantine:
+            write_jsonl_records_atomic(layout.quarantine_file(k, shard, piece), quarantine)
+        trace = stats["trace"]
+        for key, recs in runner.trace.items():
+            trace[key] = trace.get(key, []) + recs
+        summaries.append({"shard": shard, "block": block, "rows": sink.rows, "files": files,
+                          "ledger": ledger.to_dict()["ops"], "trace": trace, "quarantined": len(quarantine),
+                          "seconds": time.perf_counter() - t0})
+    return pa.table({"summary": [json.dumps(s) for s in summaries]})
+
+
+class BlockProcessor:
+    """The actor form of ``process_blocks``: builds the ops (and loads their models) once per actor."""
+
+    def __init__(self, recipe: Recipe, out: str, k: int):
+        self.recipe, self.out, self.k = recipe, out, k
+        ops, _ = ops_for(recipe)
+        for op in ops:
+            if op.resources.needs_model:
+                op.ensure_setup()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return process_blocks(batch, self.recipe, self.out, self.k)
+
+
+def stage_resources(recipe: Recipe, k: int) -> tuple[float, int, bool]:
+    """(cpus, memory bytes, needs a model) of pass k's fused ops, from what each op declares."""
+    _, stages = ops_for(recipe)
+    stage = stages[k]
+    ops = list(stage.local_ops) + ([stage.barrier] if stage.barrier is not None else [])
+    cpus = max([op.resources.cpus for op in ops] + [1.0])
+    block = int(recipe.executor.batch_size_mb * MB)
+    memory = (256 + max([op.resources.memory_mb for op in ops] + [0])) * MB + 4 * block  # interpreter + op + blocks
+    return cpus, memory, any(op.resources.needs_model for op in ops)
+
+
+def run_pass(recipe: Recipe, out: str, k: int, shards: list[Shard], parallelism: int, on_shard_done) -> None:
+    """Pass k over ``shards`` as one Ray Data pipeline; then a done marker per shard."""
+    import ray
+
+    layout = Layout(out)
+    _, stages = ops_for(recipe)
+    final = stages[k].barrier is None
+    layout.pass_dir(k).mkdir(parents=True, exist_ok=True)
+    for s in shards:
+        clean_partial(layout, k, s.index, final)
+    cpus, memory, needs_model = stage_resources(recipe, k)
+    ds = ray.data.from_items([{"shard": s.index} for s in shards], override_num_blocks=len(shards))
+    ds = ds.map_batches(read_blocks, fn_args=(recipe, out, k, {s.index: s for s in shards}), batch_size=1,
+                        batch_format="pyarrow", num_cpus=1)
+    if needs_model:  # one actor per worker slot: each loads its models once
+        ds = ds.map_batches(BlockProcessor, fn_constructor_args=(recipe, out, k), batch_size=1, batch_format="pyarrow",
+                            concurrency=(1, max(1, parallelism)), num_cpus=cpus, memory=memory)
+    else:
+        ds = ds.map_batches(process_blocks, fn_args=(recipe, out, k), batch_size=1, batch_format="pyarrow",
+                            num_cpus=cpus, memory=memory)
+    by_shard: dict[int, list[dict]] = defaultdict(list)
+    for t in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for s in t["summary"].to_pylist():
+            s = json.loads(s)
+            by_shard[s["shard"]].append(s)
+    for shard in shards:
+        write_json_atomic(layout.done(k, shard.index), merge_summaries(recipe, k, shard.index, by_shard[shard.index]))
+        on_shard_done(shard.index)
+
+
+def merge_summaries(recipe: Recipe, k: int, shard: int, pieces: list[dict]) -> dict:
+    """One shard's block summaries -> the done marker the local executor would write (plus the
+    pieces, in order, so the next resolve numbers each piece's rows after the ones before it)."""
+    ops, _ = ops_for(recipe)
+    pieces = sorted(pieces, key=lambda s: s["block"])
+    ledger = empty_ledger(ops)
+    trace: dict[str, list] = {op.ctx.key: [] for op in ops}
+    for s in pieces:
+        ledger.merge(Ledger.from_dict({"ops": s["ledger"]}))
+        for key, recs in s["trace"].items():
+            trace[key] = (trace.get(key, []) + recs)[: recipe.output.trace_samples]
+    return {"pass": k, "shard": shard, "rows_out": sum(s["rows"] for s in pieces),
+            "files": [f for s in pieces for f in s["files"]], "ledger": ledger.to_dict()["ops"], "trace": trace,
+            "quarantined": sum(s["quarantined"] for s in pieces),
+            "seconds": round(sum(s["seconds"] for s in pieces), 4), "pid": os.getpid(),
+            "pieces": [[piece_name(s["block"]), s["rows"]] for s in pieces]}
