@@ -272,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     c.set_defaults(fn=cmd_cluster)
 
+    from capacity.cli import add_parser as add_plan_parser
+
+    add_plan_parser(sub)
+
     p = sub.add_parser("demo", help="write the demo corpus used by the quickstart")
     p.add_argument("out")
     p.set_defaults(fn=cmd_demo)

@@ -126,17 +126,26 @@ def process_blocks(batch: pa.Table, recipe: Recipe, out: str, k: int) -> pa.Tabl
 
 
 class BlockProcessor:
-    """The actor form of ``process_blocks``: builds the ops (and loads their models) once per actor."""
+    """The actor form of ``process_blocks``: builds the ops (and loads their models) once per actor.
+    Use ``block_processor(recipe, out, k)``, which binds the run to a subclass, so Ray needs no
+    constructor arguments (arguments it keeps in the object store make restarted actors fragile)."""
 
-    def __init__(self, recipe: Recipe, out: str, k: int):
-        self.recipe, self.out, self.k = recipe, out, k
-        ops, _ = ops_for(recipe)
+    recipe: Recipe
+    out: str
+    k: int
+
+    def __init__(self):
+        ops, _ = ops_for(self.recipe)
         for op in ops:
             if op.resources.needs_model:
                 op.ensure_setup()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return process_blocks(batch, self.recipe, self.out, self.k)
+
+
+def block_processor(recipe: Recipe, out: str, k: int) -> type:
+    return type("BlockProcessor", (BlockProcessor,), {"recipe": recipe, "out": out, "k": k})
 
 
 def stage_resources(recipe: Recipe, k: int) -> tuple[float, int, bool]:
@@ -165,7 +174,7 @@ def run_pass(recipe: Recipe, out: str, k: int, shards: list[Shard], parallelism:
     ds = ds.map_batches(read_blocks, fn_args=(recipe, out, k, {s.index: s for s in shards}), batch_size=1,
                         batch_format="pyarrow", num_cpus=1)
     if needs_model:  # one actor per worker slot: each loads its models once
-        ds = ds.map_batches(BlockProcessor, fn_constructor_args=(recipe, out, k), batch_size=1, batch_format="pyarrow",
+        ds = ds.map_batches(block_processor(recipe, out, k), batch_size=1, batch_format="pyarrow",
                             concurrency=(1, max(1, parallelism)), num_cpus=cpus, memory=memory)
     else:
         ds = ds.map_batches(process_blocks, fn_args=(recipe, out, k), batch_size=1, batch_format="pyarrow",

@@ -1,0 +1,323 @@
+"""`thresher plan train` and `thresher plan serve`: tables for people, --json for programs, and
+--chart DIR for the roofline and memory-breakdown charts."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+from pipeline.errors import ThresherError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("plan", help="size fine-tuning or serving for a model and the curated data")
+    psub = p.add_subparsers(dest="plan_command", required=True)
+
+    t = psub.add_parser("train", help="rank the cheapest training configurations that fit and meet the deadline")
+    _common(t)
+    t.add_argument("--data", help="a thresher output directory (or JSONL/Parquet files) to measure token lengths on")
+    t.add_argument("--field", default="text", help="text field to tokenize (default text)")
+    t.add_argument("--tokens", help="instead of --data: sequence lengths, e.g. 900 or mean=900,p95=3000")
+    t.add_argument("--rows", type=int, default=100_000, help="with --tokens: number of sequences")
+    t.add_argument("--sample", type=int, default=None, help="tokenize an evenly spaced sample of N rows")
+    t.add_argument("--tokenizer", default="cl100k_base", help="cl100k_base (offline tiktoken) or a tokenizer.json path")
+    t.add_argument("--epochs", type=float, default=1.0)
+    t.add_argument("--max-len", type=int, default=2048)
+    t.add_argument("--no-packing", action="store_true", help="pad every example to --max-len instead of packing")
+    t.add_argument("--method", choices=["full", "lora", "qlora"], help="pin the method (default: consider all)")
+    t.add_argument("--lora-rank", type=int, default=16)
+    t.add_argument("--lora-targets", default="all", help="comma list of q_proj,k_proj,... or 'all' (every linear)")
+    t.add_argument("--optimizer", choices=["adamw", "adamw8bit"], default="adamw")
+    t.add_argument("--zero", type=int, choices=[0, 1, 2, 3], help="pin the ZeRO stage (3 = FSDP full shard)")
+    t.add_argument("--tp", type=int, default=1, help="tensor parallel size")
+    t.add_argument("--pp", type=int, default=1, help="pipeline parallel size")
+    t.add_argument("--recompute", choices=["none", "selective", "full"], help="pin activation recomputation")
+    t.add_argument("--micro-batch", type=int, default=1)
+    t.add_argument("--global-batch", type=int, default=64)
+    t.add_argument("--gpus", type=int, help="pin the GPU count")
+    t.add_argument("--deadline", help="finish within, e.g. 12h, 3d, 90m")
+    t.add_argument("--budget", type=float, help="spend at most this many USD")
+    t.add_argument("--top", type=int, default=10)
+    t.set_defaults(fn=cmd_train)
+
+    s = psub.add_parser("serve", help="KV cache, latency, throughput, replicas and cost of serving")
+    _common(s)
+    s.add_argument("--data", help="a thresher output directory with prompts and responses (e.g. SFT data)")
+    s.add_argument("--prompt-field", default="prompt")
+    s.add_argument("--response-field", default="response")
+    s.add_argument("--sample", type=int, default=None)
+    s.add_argument("--tokenizer", default="cl100k_base", help="cl100k_base (offline tiktoken) or a tokenizer.json path")
+    s.add_argument("--prompt-len", default="512", help="prompt tokens: N or mean=N,p95=M (without --data)")
+    s.add_argument("--output-len", default="256", help="response tokens: N or mean=N,p95=M (without --data)")
+    s.add_argument("--rate", type=float, default=1.0, help="requests per second to serve")
+    s.add_argument("--ttft", default="1s", help="time-to-first-token SLO at p95, e.g. 500ms")
+    s.add_argument("--tpot", default="50ms", help="time per output token SLO")
+    s.add_argument("--quant", default="w16a16kv16", help="bits, e.g. w4a16kv16 (AWQ/GPTQ), w8a8kv8 (FP8)")
+    s.add_argument("--tp", type=int, default=1)
+    s.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    s.add_argument("--max-num-seqs", type=int, default=256)
+    s.add_argument("--max-model-len", type=int)
+    s.set_defaults(fn=cmd_serve)
+
+    r = psub.add_parser("roofline", help="per-op FLOPs, bytes, intensity and bound of one prefill and one decode step")
+    _common(r)
+    r.add_argument("--batch", type=int, default=1)
+    r.add_argument("--seq", type=int, default=1024, help="prompt length (prefill) and KV context (decode)")
+    r.add_argument("--quant", default="w16a16kv16")
+    r.add_argument("--tp", type=int, default=1)
+    r.add_argument("--no-flash", action="store_true", help="attention with the score matrix in memory")
+    r.set_defaults(fn=cmd_roofline)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="catalogue name (see --list) or path to a config.json")
+    p.add_argument("--gpu", help="pin the GPU type (comma list allowed); default: every catalogue GPU")
+    p.add_argument("--hardware", action="append", default=[], help="YAML with more GPUs (catalogue format)")
+    p.add_argument("--price", type=float, help="override $/GPU-hour (with one --gpu)")
+    p.add_argument("--mode", choices=["calibrated", "ideal"], default="calibrated")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--chart", help="write roofline and memory charts (PNG and SVG) into this directory")
+
+
+def parse_duration(s: str) -> float:
+    """'12h', '3d', '90m', '45s', '500ms' -> hours (for deadlines) are derived by callers; returns seconds."""
+    m = re.fullmatch(r"\s*([0-9.]+)\s*(ms|s|m|h|d)?\s*", s or "")
+    if not m:
+        raise ThresherError(f"duration '{s}': use a number with ms, s, m, h or d (e.g. 12h)")
+    return float(m.group(1)) * {"ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 3600}[m.group(2)]
+
+
+def parse_quant(s: str):
+    from capacity.roofline import Precision
+
+    m = re.fullmatch(r"w(\d+)a(\d+)(?:kv(\d+))?", s.lower())
+    if not m:
+        raise ThresherError(f"--quant '{s}': use wNaM[kvK], e.g. w16a16kv16, w4a16kv16, w8a8kv8")
+    w, a, kv = int(m.group(1)), int(m.group(2)), int(m.group(3) or 16)
+    return Precision(w, a, kv)
+
+
+def _gpus(args) -> list:
+    from capacity.hardware import catalogue, get_gpu
+
+    if args.gpu:
+        names = [g for g in args.gpu.split(",") if g]
+        if args.price is not None and len(names) > 1:
+            raise ThresherError("--price applies to one --gpu")
+        return [get_gpu(g, args.hardware, args.price) for g in names]
+    return list(catalogue(args.hardware).values())
+
+
+def cmd_train(args) -> int:
+    from capacity.models import get_model
+    from capacity.search import METHODS, RECOMPUTE, search
+    from capacity.stats import LengthStats
+    from capacity.training import LORA_TARGETS, TrainInputs
+
+    model = get_model(args.model)
+    if args.data:
+        data = LengthStats.from_files(args.data, args.field, args.tokenizer, sample=args.sample)
+    elif args.tokens:
+        data = LengthStats.parse(args.tokens, args.rows)
+    else:
+        raise ThresherError("give --data OUT (a thresher output) or --tokens N")
+    targets = LORA_TARGETS if args.lora_targets == "all" else tuple(x.strip() for x in args.lora_targets.split(","))
+    base = TrainInputs(data=data, epochs=args.epochs, max_len=args.max_len, packing=not args.no_packing,
+                       lora_rank=args.lora_rank, lora_targets=targets, optimizer=args.optimizer, tp=args.tp, pp=args.pp,
+                       micro_batch=args.micro_batch, global_batch=args.global_batch, mode=args.mode)
+    deadline = parse_duration(args.deadline) / 3600 if args.deadline else None
+    gpus = _gpus(args)
+    res = search(model, gpus, base, deadline, args.budget,
+                 counts=(args.gpus,) if args.gpus else tuple(c for c in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if c % (args.tp * args.pp) == 0),
+                 methods=(args.method,) if args.method else METHODS,
+                 zeros=(args.zero,) if args.zero is not None else (0, 1, 2, 3),
+                 recomputes=(args.recompute,) if args.recompute else RECOMPUTE)
+    out = {"model": model.key, "params": model.params(), "active_params": model.params(active=True),
+           "data": data.summary(), "deadline_h": deadline, "budget_usd": args.budget, "considered": res.considered,
+           "plans": [p.to_dict() for p in res.ranked[: args.top]]}
+    if not res.ranked:
+        out["why"] = _why_none(model, gpus, base, res, deadline, args)
+    if args.chart and res.ranked:
+        from capacity.charts import memory_chart, roofline_chart
+
+        best = res.ranked[0]
+        out["charts"] = memory_chart([best], Path(args.chart) / "train-memory") + roofline_chart(
+            model, [g for g in gpus if g.key == best.gpu][0], 1, args.max_len, Path(args.chart) / "train-roofline")
+    if args.json:
+        print(json.dumps(out, indent=2, default=float))
+    else:
+        _print_train(out, data)
+    return 0 if res.ranked else 1
+
+
+def _why_none(model, gpus, base, res, deadline, args) -> str:
+    """Why nothing qualified, and what would: the overflowing component, or the best miss."""
+    from capacity.training import plan_training
+
+    if not res.fitting:
+        g = gpus[0]
+        t = dataclasses.replace(base, gpus=args.gpus or 1, method=args.method or "full", zero=args.zero or 0,
+                                recompute=args.recompute or "none")
+        p = plan_training(model, g, t)
+        k, v = max(((k, v) for k, v in p.memory.items() if k not in ("capacity", "total", "fits")), key=lambda kv: kv[1])
+        over = p.memory["total"] - p.memory["capacity"]
+        hint = _what_fits(model, gpus, base, args)
+        return (f"no configuration fits in memory. With {t.method}, ZeRO-{t.zero}, {t.gpus} x {g.key}: "
+                f"{p.memory['total']:.1f} GiB per GPU of {p.memory['capacity']:.1f} — over by {over:.1f} GiB; the largest "
+                f"part is {k} ({v:.1f} GiB). {hint}")
+    best = res.fitting[0]
+    parts = []
+    if deadline is not None and best.hours > deadline:
+        parts.append(f"the fastest configuration that fits ({best.gpus} x {best.gpu}, {best.method}) needs "
+                     f"{best.hours:.1f} h, over the {deadline:.1f} h deadline")
+    if args.budget is not None:
+        cheapest = min(res.fitting, key=lambda p: p.cost_usd)
+        if cheapest.cost_usd > args.budget:
+            parts.append(f"the cheapest that fits costs ${cheapest.cost_usd:,.0f}, over the ${args.budget:,.0f} budget")
+    return "; ".join(parts) or "no configuration meets the constraints"
+
+
+def _what_fits(model, gpus, base, args) -> str:
+    from capacity.search import search
+
+    wider = search(model, gpus, base, None, None)
+    if not wider.fitting:
+        return "Nothing in the search space fits: use tensor/pipeline parallelism (--tp/--pp) or a smaller model."
+    cheapest = min(wider.fitting, key=lambda p: (p.gpus, p.cost_usd))
+    return (f"Fits: {cheapest.method} with ZeRO-{cheapest.zero}, recompute {cheapest.recompute}, on "
+            f"{cheapest.gpus} x {cheapest.gpu} ({cheapest.memory['total']:.1f} GiB per GPU).")
+
+
+def _console():
+    import shutil
+
+    from rich.console import Console
+
+    return Console(width=max(150, shutil.get_terminal_size((150, 40)).columns))
+
+
+def _print_train(out: dict, data) -> None:
+    from rich.table import Table
+
+    c = _console()
+    s = out["data"]
+    c.print(f"[bold]{out['model']}[/]: {out['params'] / 1e9:.2f} B parameters ({out['active_params'] / 1e9:.2f} B active); "
+            f"data: {s['rows']:,} sequences, {s['tokens']:,} tokens (mean {s['mean']}, p95 {s['p95']:.0f}; {s['source']})")
+    if not out["plans"]:
+        c.print(f"[red]no feasible configuration[/]: {out.get('why', '')}")
+        return
+    tab = Table(title=f"cheapest of {out['considered']} configurations", title_justify="left")
+    for col in ("#", "GPU", "n", "method", "ZeRO", "recompute", "GiB/GPU", "steps", "step s", "hours", "GPU-h", "USD", "MFU"):
+        tab.add_column(col, justify="right" if col not in ("GPU", "method", "recompute") else "left")
+    for i, p in enumerate(out["plans"], 1):
+        tab.add_row(str(i), p["gpu"], str(p["gpus"]), p["method"], str(p["zero"]), p["recompute"],
+                    f"{p['memory']['total']:.1f}/{p['memory']['capacity']:.0f}", f"{p['steps']:,}", f"{p['step_s']:.2f}",
+                    f"{p['hours']:.2f}", f"{p['gpu_hours']:.1f}", f"{p['cost_usd']:,.2f}", f"{p['mfu']:.0%}")
+    c.print(tab)
+    best = out["plans"][0]
+    m = best["memory"]
+    c.print("memory of #1 per GPU (GiB): " + ", ".join(f"{k} {m[k]:.1f}" for k in
+                                                      ("weights", "gradients", "optimizer", "activations", "logits", "reserve")))
+    for note in best["notes"]:
+        c.print(f"note: {note}")
+
+
+def cmd_serve(args) -> int:
+    from capacity.models import get_model
+    from capacity.serving import ServeInputs, plan_serving
+    from capacity.stats import LengthStats
+
+    model = get_model(args.model)
+    if args.data:
+        prompt = LengthStats.from_files(args.data, args.prompt_field, args.tokenizer, sample=args.sample)
+        output = LengthStats.from_files(args.data, args.response_field, args.tokenizer, sample=args.sample)
+    else:
+        prompt, output = LengthStats.parse(args.prompt_len), LengthStats.parse(args.output_len)
+    s = ServeInputs(prompt=prompt, output=output, rate=args.rate, ttft_p95_s=parse_duration(args.ttft),
+                    tpot_s=parse_duration(args.tpot), precision=parse_quant(args.quant), tp=args.tp,
+                    gpu_memory_utilization=args.gpu_memory_utilization, max_num_seqs=args.max_num_seqs,
+                    max_model_len=args.max_model_len, mode=args.mode)
+    plans = [plan_serving(model, g, s) for g in _gpus(args)]
+    plans.sort(key=lambda p: (not p.meets_slo, p.usd_per_million_tokens))
+    out = {"model": model.key, "prompt": prompt.summary(), "output": output.summary(), "rate": args.rate,
+           "plans": [p.to_dict() for p in plans]}
+    if args.chart:
+        from capacity.charts import roofline_chart
+
+        best = plans[0]
+        gpu = [g for g in _gpus(args) if g.key == best.gpu][0]
+        out["charts"] = roofline_chart(model, gpu, best.batch, int(prompt.mean), Path(args.chart) / "serve-roofline",
+                                       precision=s.precision)
+    if args.json:
+        print(json.dumps(out, indent=2, default=float))
+    else:
+        _print_serve(out)
+    return 0 if plans and plans[0].meets_slo else 1
+
+
+def _print_serve(out: dict) -> None:
+    from rich.table import Table
+
+    c = _console()
+    c.print(f"[bold]{out['model']}[/]: prompts mean {out['prompt']['mean']} p95 {out['prompt']['p95']:.0f} tokens, "
+            f"responses mean {out['output']['mean']} tokens, {out['rate']} requests/s")
+    tab = Table(title_justify="left")
+    for col in ("GPU", "TP", "weights GiB", "KV blocks", "max seqs", "prefill p95 ms", "batch", "TPOT ms",
+                "tok/s/replica", "replicas", "$/h", "$/M tok", "SLO"):
+        tab.add_column(col, justify="left" if col == "GPU" else "right")
+    for p in out["plans"]:
+        tab.add_row(p["gpu"], str(p["tp"]), f"{p['weights_gib']:.1f}", f"{p['kv_blocks']:,}", str(p["max_concurrent"]),
+                    f"{p['prefill_ms_p95']:.0f}", str(p["batch"]), f"{p['tpot_ms']:.1f}", f"{p['tokens_per_s']:,.0f}",
+                    str(p["replicas"]), f"{p['usd_per_hour']:.2f}",
+                    "-" if not p["meets_slo"] else f"{p['usd_per_million_tokens']:.3f}",
+                    "yes" if p["meets_slo"] else "[red]no[/]")
+    c.print(tab)
+    best = out["plans"][0]
+    c.print(f"decode step (ms) by batch on {best['gpu']}: " +
+            ", ".join(f"{b}: {t:.1f}" for b, t in best["decode_ms_by_batch"].items()))
+    for p in out["plans"]:
+        if p["note"]:
+            c.print(f"{p['gpu']}: {p['note']}")
+
+
+def cmd_roofline(args) -> int:
+    from capacity.models import get_model
+    from capacity.roofline import CALIBRATED, IDEAL, forward, ridge_point
+
+    model = get_model(args.model)
+    gpus = _gpus(args)
+    if len(gpus) != 1:
+        raise ThresherError("plan roofline takes one --gpu")
+    gpu = gpus[0]
+    p = parse_quant(args.quant)
+    eff = CALIBRATED if args.mode == "calibrated" else IDEAL
+    out = {"model": model.key, "gpu": gpu.key, "mode": args.mode, "ridge_flop_per_byte": ridge_point(gpu, p.compute_dtype),
+           "phases": {}}
+    for phase in ("prefill", "decode"):
+        f = forward(model, gpu, phase, args.batch, args.seq, p=p, eff=eff, flash=not args.no_flash, tp=args.tp)
+        out["phases"][phase] = {"time_ms": f.time * 1e3, "flops": f.flops, "bytes": f.bytes, "ops": [
+            {"op": o.name, "count": o.count, "flops": o.flops, "bytes": o.bytes, "intensity": o.intensity,
+             "bound": o.bound, "time_us": o.time * 1e6} for o in f.ops]}
+    if args.chart:
+        from capacity.charts import roofline_chart
+
+        out["charts"] = roofline_chart(model, gpu, args.batch, args.seq, Path(args.chart) / "roofline", precision=p)
+    if args.json:
+        print(json.dumps(out, indent=2, default=float))
+        return 0
+    from rich.table import Table
+
+    c = _console()
+    c.print(f"[bold]{model.key}[/] on {gpu.name} ({args.mode}): ridge point {out['ridge_flop_per_byte']:.0f} FLOP/byte")
+    for phase, d in out["phases"].items():
+        tab = Table(title=f"{phase}: batch {args.batch}, {args.seq} tokens — {d['time_ms']:.2f} ms", title_justify="left")
+        for col in ("op", "x", "GFLOP", "MB", "FLOP/byte", "bound", "µs each"):
+            tab.add_column(col, justify="left" if col in ("op", "bound") else "right")
+        for o in d["ops"]:
+            tab.add_row(o["op"], str(o["count"]), f"{o['flops'] / 1e9:,.2f}", f"{o['bytes'] / 1e6:,.2f}",
+                        f"{o['intensity']:,.1f}", o["bound"], f"{o['time_us']:,.1f}")
+        c.print(tab)
+    return 0
