@@ -33,20 +33,26 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=480_000)
     ap.add_argument("--corpus", type=Path)
     ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--model-tasks", action="store_true", help="also run Ray with model ops in tasks (model_actors: false)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "thresher-bench")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     corpus = args.corpus or make_corpus(args.n, args.work / f"corpus_{args.n}.jsonl")
     rows = []
     for workers in [int(w) for w in args.workers.split(",")]:
-        for executor in ("local", "ray"):
+        for executor in ("local", "ray", "ray-tasks"):
+            if executor == "ray-tasks" and not args.model_tasks:
+                continue
             out = args.work / f"out-{executor}-{workers}"
             shutil.rmtree(out, ignore_errors=True)
             recipe = args.work / f"recipe-{executor}-{workers}.yaml"
+            spec = {"type": "local" if executor == "local" else "ray", "workers": workers}
+            if executor == "ray-tasks":
+                spec["model_actors"] = False
             recipe.write_text(yaml.safe_dump({
                 "input": {"paths": [str(corpus)], "shard_size_mb": 32},
                 "output": {"path": str(out), "rows_per_shard": 1_000_000, "trace_samples": 0},
-                "executor": {"type": executor, "workers": workers}, "seed": 42, "process": PROCESS}))
+                "executor": spec, "seed": 42, "process": PROCESS}))
             wall, rss = run_measured([sys.executable, "-m", "pipeline.cli", "run", str(recipe), "-q"],
                                      env={"PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"})
             rows.append((executor, workers, wall, rss, _row_stream_digest(out)))
@@ -56,7 +62,7 @@ def main() -> None:
     print("| executor | workers | wall s | peak RSS MB | Ray / local | output sha256 |\n|---|---|---|---|---|---|")
     local = {w: t for e, w, t, _, _ in rows if e == "local"}
     for e, w, t, m, digest in rows:
-        ratio = f"{t / local[w]:.2f}x" if e == "ray" else ""
+        ratio = f"{t / local[w]:.2f}x" if e != "local" else ""
         print(f"| {e} | {w} | {t:.1f} | {m / 2**20:,.0f} | {ratio} | {digest[:12]} |")
 
 

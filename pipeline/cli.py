@@ -91,7 +91,7 @@ def cmd_ops(args) -> int:
         return 0
     width = max(len(n) for n in ops)
     for n, c in ops.items():
-        console.print(f"{n:<{width}}  {c.kind():<7}  {c.summary()}", markup=False, highlight=False)
+        console.print(f"{n:<{width}}  {c.kind():<7}  {c.summary()}", markup=False, highlight=False, soft_wrap=True)
     return 0
 
 

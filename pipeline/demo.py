@@ -128,19 +128,29 @@ def cache_dir() -> Path:
 
 def demo_path(name: str = "quickstart") -> Path:
     """Path of a built-in demo corpus, generated on first use (atomically)."""
-    if name != "quickstart":
+    from pipeline.demo_chat import DEMOS
+
+    if name != "quickstart" and name not in DEMOS:
         from pipeline.errors import InputError
 
-        raise InputError(f"unknown demo corpus 'demo:{name}' (available: demo:quickstart)")
-    path = cache_dir() / "demo" / f"quickstart-v{DEMO_VERSION}.jsonl"
+        raise InputError(f"unknown demo corpus 'demo:{name}' (available: demo:quickstart, "
+                         + ", ".join(f"demo:{k}" for k in DEMOS) + ")")
+    path = cache_dir() / "demo" / f"{name}-v{DEMO_VERSION}.jsonl"
     if not path.exists():
-        write_demo(path)
+        if name == "quickstart":
+            write_demo(path)
+        else:
+            _write_lines(path, DEMOS[name]())
+    return path
+
+
+def _write_lines(path: Path, lines: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
     return path
 
 
 def write_demo(path: Path, n: int = 2000, seed: int = 7) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("\n".join(make_demo_records(n, seed)) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return _write_lines(path, make_demo_records(n, seed))

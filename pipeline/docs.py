@@ -5,6 +5,7 @@ from __future__ import annotations
 import typing
 
 import yaml
+from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from pipeline.ops import Op
@@ -26,10 +27,25 @@ def _type_name(ann) -> str:
 
 
 def param_rows(cls: type[Op]) -> list[tuple[str, str, str, str]]:
+    return _rows(cls.Params, "")
+
+
+def _rows(model, prefix: str) -> list[tuple[str, str, str, str]]:
+    """One row per parameter; a nested parameter block (e.g. ``llm``) lists its fields as ``llm.x``."""
     rows = []
-    for name, f in cls.Params.model_fields.items():
-        default = "(required)" if f.default is PydanticUndefined else repr(f.default)
-        rows.append((name, _type_name(f.annotation), default, f.description or ""))
+    for name, f in model.model_fields.items():
+        ann = f.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            rows.append((prefix + name, ann.__name__, "(block)", f.description or ""))
+            rows += _rows(ann, f"{prefix}{name}.")
+            continue
+        if f.default is not PydanticUndefined:
+            default = repr(f.default)
+        elif f.default_factory is not None:
+            default = repr(f.default_factory())
+        else:
+            default = "(required)"
+        rows.append((prefix + name, _type_name(ann), default, f.description or ""))
     return rows
 
 

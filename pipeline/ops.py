@@ -52,6 +52,7 @@ class Op:
     metrics: ClassVar[dict[str, str]] = {}  # ledger counters it records -> meaning
     example: ClassVar[dict[str, Any] | None] = None
     resources: ClassVar[Resources] = Resources()
+    reads_text: ClassVar[bool] = True  # needs input.text_key (chat and preference ops do not)
 
     def __init__(self, params: OpParams | None = None, ctx: OpContext | None = None):
         self.params = params if params is not None else self.Params()
@@ -101,12 +102,26 @@ class Op:
         return self.ctx.text_key
 
 
+@dataclass
+class MapResult:
+    """What a mapper may return instead of a table: rows to drop (``{reason: mask}``) and rows to
+    quarantine (per row, the reason or None). Both align with ``table``; quarantined rows leave the
+    output and go to ``quarantine/`` with their reason (a 1:1 mapper's as they came in; a 1:N
+    mapper marks a placeholder row that carries its source); the ledger counts them by the
+    reason's text before any " (" (the details)."""
+
+    table: pa.Table
+    drop: dict[str, Any] | None = None
+    quarantine: list[str | None] | None = None
+
+
 class Mapper(Op):
     """batch -> batch. One output row per input row unless ``one_to_many`` is set.
 
     A 1:1 mapper may also return ``(batch, {reason: mask})`` to drop rows it could not produce
     (e.g. an HTML page with no main text); the masks align with the returned batch and each
-    dropped row is recorded with its reason, as a filter's are."""
+    dropped row is recorded with its reason, as a filter's are. A ``MapResult`` can also send
+    broken rows to quarantine with a reason."""
 
     one_to_many: ClassVar[bool] = False
 

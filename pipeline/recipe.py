@@ -29,9 +29,11 @@ class _Strict(BaseModel):
 
 class InputSpec(_Strict):
     paths: list[str] = Field(description="files, directories or globs; 'demo:quickstart' is the built-in demo corpus")
-    format: Literal["auto", "jsonl", "jsonl.gz", "jsonl.zst", "parquet", "warc"] = Field(
-        "auto", description="auto: from each file's extension; warc yields {id, url, date, html} rows")
-    text_key: str = Field("text", description="column holding the main text")
+    format: Literal["auto", "jsonl", "jsonl.gz", "jsonl.zst", "json", "parquet", "warc"] = Field(
+        "auto", description="auto: from each file's extension (a .json file holding an array is read as one); "
+        "warc yields {id, url, date, html} rows")
+    text_key: str | None = Field("text", description="column holding the main text; null for data without one "
+                                 "(chat and preference data), which only ops that do not read text may process")
     id_key: str = Field("id", description="column holding the row id; rows without one get a stable id")
     shard_size_mb: float = Field(64.0, gt=0, description="plain JSONL and Parquet files bigger than this are split")
 
@@ -54,6 +56,8 @@ class ExecutorSpec(_Strict):
     workers: int = Field(0, ge=0, description="processes (local) or parallelism (ray); 0 = all cores")
     batch_size_mb: float = Field(16.0, gt=0, description="bytes of input read per batch")
     address: str | None = Field(None, description="Ray cluster address (ray executor); default RAY_ADDRESS or a local Ray")
+    model_actors: bool = Field(True, description="ray: run ops that load a model in an actor pool (one model per actor); "
+                               "false: in tasks like other ops (less overhead on small machines; see docs/benchmarks.md)")
 
 
 class RecipeModel(_Strict):
@@ -111,7 +115,10 @@ class Recipe:
         """The recipe's ops, each followed by the ops it expands into (``Op.expand``)."""
         ops: list[Op] = []
         for s in self.ops:
-            op = s.build(self.input.text_key, self.input.id_key, self.model.seed)
+            if self.input.text_key is None and get_op(s.name).reads_text and not getattr(s.params, "field", None):
+                raise RecipeError(f"{self.source}: process[{s.index}] '{s.name}' reads the text column, but "
+                                  "input.text_key is null; set input.text_key to the column holding the text (or the op's field)")
+            op = s.build(self.input.text_key or "", self.input.id_key, self.model.seed)
             ops.append(op)
             ops.extend(op.expand())
         return ops

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from pipeline.io.readers import RAW_SNIPPET, quarantine_record
 from pipeline.ledger import Ledger
-from pipeline.ops import Filter, GlobalOp, Mapper, Op
+from pipeline.ops import Filter, GlobalOp, Mapper, MapResult, Op
 
 STATS_COL = "__stats__"
 TRACE_TEXT = 500
@@ -33,8 +33,11 @@ class BatchRunner:
         self.quarantine: list[dict] = []
 
     # ------------------------------------------------------------------------------ helpers
-    def _row_raw(self, table: pa.Table, i: int) -> str:
-        return json.dumps(table.slice(i, 1).to_pylist()[0], ensure_ascii=False, default=str)[:RAW_SNIPPET]
+    def _row_raw(self, table: pa.Table, i: int, skip_nulls: bool = False) -> str:
+        row = table.slice(i, 1).to_pylist()[0]
+        if skip_nulls:  # fields this row never had (other rows' columns) are null here
+            row = {k: v for k, v in row.items() if v is not None}
+        return json.dumps(row, ensure_ascii=False, default=str)[:RAW_SNIPPET]
 
     def _quarantine_rows(self, op: Op, table: pa.Table, err: BaseException) -> None:
         ids = table.column(self.id_key).to_pylist() if self.id_key in table.column_names else [None] * table.num_rows
@@ -89,11 +92,17 @@ class BatchRunner:
             results, inputs = self.guarded(op, op.process, table, ledger)
             outs = []
             for r, t in zip(results, inputs, strict=True):
-                r, reasons = r if isinstance(r, tuple) else (r, None)
+                marked = r if isinstance(r, MapResult) else None
+                if marked is not None:
+                    r, reasons = marked.table, marked.drop
+                else:
+                    r, reasons = r if isinstance(r, tuple) else (r, None)
                 if not op.one_to_many and r.num_rows != t.num_rows:
                     raise RuntimeError(f"op '{op.ctx.key}' is 1:1 but returned {r.num_rows} rows for {t.num_rows}")
                 if r.num_rows > t.num_rows:
                     entry.created += r.num_rows - t.num_rows
+                if marked is not None:  # a 1:N mapper marks its output rows (placeholders carrying the source)
+                    r, reasons = self._quarantine_marked(op, marked, r if op.one_to_many else t, entry), marked.drop
                 outs.append(self._drop(op, r, reasons, {}, entry) if reasons else r)
             out = _concat(outs, table.schema if not outs else None)
         elif isinstance(op, Filter):
@@ -122,6 +131,23 @@ class BatchRunner:
         if self.keep_stats and stats:
             table = add_stats(table, op.ctx.key, stats)
         return self._drop(op, table, op.drop_reasons(stats), stats, entry)
+
+    def _quarantine_marked(self, op: Op, result: MapResult, source: pa.Table, entry) -> pa.Table:
+        """Rows a mapper marked as broken: to quarantine with their reason and the input row as it
+        came in (``source``), out of the table (the drop masks narrow to the rows that stay)."""
+        table, marks = result.table, result.quarantine
+        if not marks or not any(marks):
+            return table
+        bad = np.array([m is not None for m in marks], dtype=bool)
+        ids = source.column(self.id_key).to_pylist() if self.id_key in source.column_names else [None] * source.num_rows
+        for i in np.flatnonzero(bad):
+            reason = marks[i]
+            self.quarantine.append(quarantine_record(str(ids[i]), 0, reason, op.ctx.key,
+                                                     self._row_raw(source, int(i), skip_nulls=True), row_id=ids[i]))
+            entry.quarantined[reason.split(" (")[0]] += 1
+        if result.drop:
+            result.drop = {k: np.asarray(v, dtype=bool)[~bad] for k, v in result.drop.items()}
+        return table.filter(pa.array(~bad))
 
     def _drop(self, op: Op, table: pa.Table, reasons: dict, stats: dict, entry) -> pa.Table:
         """Drop the rows any reason marks; record the first reason of each, and trace samples."""

@@ -177,6 +177,13 @@ def signatures(text: pa.Array | pa.ChunkedArray, n: int, a: np.ndarray, b: np.nd
     return out
 
 
+def word_ngram_hashes(text, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(flat hashes of every row's word n-grams, n-grams per row); a row shorter than n words is
+    one n-gram of all its words."""
+    hashes, counts = token_hashes(text, "word", n)
+    return _shingle_sets(hashes, counts, n)
+
+
 def shingle_sets(text, n: int, shingle: str = "word") -> list[np.ndarray]:
     hashes, counts = token_hashes(text, shingle, n)
     flat, per = _shingle_sets(hashes, counts, n if shingle == "word" else 1)

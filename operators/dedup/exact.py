@@ -79,7 +79,7 @@ class HashDedup(GlobalOp):
     def fingerprint(self, batch: pa.Table) -> pa.Table:
         hi, lo, skip = self.keys(batch)
         cols = {"h_hi": hi, "h_lo": lo, "skip": skip if skip is not None else np.zeros(len(hi), dtype=bool)}
-        value = keep_value(batch, self.params, self.text_key)
+        value = keep_value(batch, self.params, getattr(self.params, "field", None) or self.text_key)
         if value is not None:
             cols["value"] = value
         return pa.table(cols)
@@ -105,6 +105,7 @@ class ExactDedup(HashDedup):
     name = "exact_dedup"
 
     class Params(KeepParams):
+        field: str | None = Field(None, description="column to compare (default: the recipe's text column)")
         lowercase: bool = Field(True, description="ignore case")
         whitespace: bool = Field(True, description="ignore differences in whitespace")
         punctuation: bool = Field(False, description="ignore punctuation and symbols")
@@ -114,7 +115,7 @@ class ExactDedup(HashDedup):
 
     def keys(self, batch: pa.Table):
         p = self.params
-        return (*hash128(normalise(batch[self.text_key], p.lowercase, p.whitespace, p.punctuation, p.unicode)), None)
+        return (*hash128(normalise(batch[p.field or self.text_key], p.lowercase, p.whitespace, p.punctuation, p.unicode)), None)
 
 
 TRACKING = re.compile(r"^(utm_\w+|fbclid|gclid|dclid|msclkid|mc_cid|mc_eid|yclid|_ga|ref_src)$", re.I)

@@ -55,6 +55,7 @@ class MinHashDedup(GlobalOp):
 
     class Params(OpParams):
         threshold: float = Field(0.8, gt=0, lt=1, description="Jaccard similarity that makes a duplicate")
+        field: str | None = Field(None, description="column to compare (default: the recipe's text column)")
         num_perm: int = Field(128, ge=8, le=1024, description="hash functions per signature")
         bands: int | None = Field(None, ge=1, description="LSH bands (default: chosen from threshold, as datasketch does)")
         false_negative_weight: float | None = Field(
@@ -92,7 +93,7 @@ class MinHashDedup(GlobalOp):
     # ---------------------------------------------------------------------------- fingerprint
     def fingerprint(self, batch: pa.Table) -> pa.Table:
         p = self.params
-        text = batch[self.text_key]
+        text = batch[p.field or self.text_key]
         sig = signatures(text, p.ngram, self._a, self._b, p.shingle)
         keys = band_keys(sig, self.band_count, self.band_rows)
         empty = (sig == np.uint32(0xFFFFFFFF)).all(axis=1)
@@ -102,7 +103,7 @@ class MinHashDedup(GlobalOp):
             cols["sig"] = pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel()), p.num_perm)
         elif p.verify == "exact":
             cols["shingles"] = pa.array(shingle_sets(text, p.ngram, p.shingle), pa.list_(pa.uint64()))
-        value = keep_value(batch, p, self.text_key)
+        value = keep_value(batch, p, p.field or self.text_key)
         if value is not None:
             cols["value"] = value
         return pa.table(cols)

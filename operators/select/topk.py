@@ -16,6 +16,7 @@ class SelectTop(GlobalOp):
     category; ties are broken by input order, so the choice is deterministic."""
 
     name = "select_top"
+    reads_text = False
     resources = Resources(cpus=1.0, memory_mb=512)
 
     class Params(OpParams):

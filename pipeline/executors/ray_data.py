@@ -160,7 +160,9 @@ def stage_resources(recipe: Recipe, k: int) -> tuple[float, int, bool]:
 
 
 def run_pass(recipe: Recipe, out: str, k: int, shards: list[Shard], parallelism: int, on_shard_done) -> None:
-    """Pass k over ``shards`` as one Ray Data pipeline; then a done marker per shard."""
+    """Pass k over ``shards`` as one Ray Data pipeline; then a done marker per shard. Ops that load
+    a model run in an actor pool (``executor.model_actors``, the default) or, like every other op,
+    in tasks — whose worker processes Ray reuses, so a model still loads once per process."""
     import ray
 
     layout = Layout(out)
@@ -171,12 +173,21 @@ def run_pass(recipe: Recipe, out: str, k: int, shards: list[Shard], parallelism:
         clean_partial(layout, k, s.index, final)
     cpus, memory, needs_model = stage_resources(recipe, k)
     ds = ray.data.from_items([{"shard": s.index} for s in shards], override_num_blocks=len(shards))
-    ds = ds.map_batches(read_blocks, fn_args=(recipe, out, k, {s.index: s for s in shards}), batch_size=1,
-                        batch_format="pyarrow", num_cpus=1)
-    if needs_model:  # one actor per worker slot: each loads its models once
+    read_args = (recipe, out, k, {s.index: s for s in shards})
+    if needs_model and recipe.executor.model_actors:
+        # A fixed pool of one actor per worker slot, each loading its models once. The reader stage
+        # asks for the same resources, so Ray Data fuses it into the actors: each actor reads its
+        # shards and streams their blocks through the ops (separate reader processes starved the
+        # actors on small machines, and the actors waited for them).
+        ds = ds.map_batches(read_blocks, fn_args=read_args, batch_size=1, batch_format="pyarrow",
+                            num_cpus=cpus, memory=memory)
         ds = ds.map_batches(block_processor(recipe, out, k), batch_size=1, batch_format="pyarrow",
-                            concurrency=(1, max(1, parallelism)), num_cpus=cpus, memory=memory)
+                            concurrency=max(1, parallelism), num_cpus=cpus, memory=memory)
     else:
+        # the same resources on both stages, so Ray Data fuses them: one task reads a shard and
+        # runs its blocks through the ops as they stream out of the reader
+        ds = ds.map_batches(read_blocks, fn_args=read_args, batch_size=1, batch_format="pyarrow",
+                            num_cpus=cpus, memory=memory)
         ds = ds.map_batches(process_blocks, fn_args=(recipe, out, k), batch_size=1, batch_format="pyarrow",
                             num_cpus=cpus, memory=memory)
     by_shard: dict[int, list[dict]] = defaultdict(list)

@@ -26,6 +26,7 @@ MAX_ROUNDS = 100  # large-star/small-star needs O(log^2 n) rounds; this is a gua
 def configure_data_context() -> None:
     """Settings thresher's Ray Data pipelines rely on (set in the driver; Ray ships them to tasks)."""
     import logging
+    import warnings
 
     from ray.data import DataContext
     from ray.data.context import ShuffleStrategy
@@ -35,6 +36,8 @@ def configure_data_context() -> None:
     ctx.enable_progress_bars = False  # thresher draws its own
     ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # failures reach the user as exceptions (see ray.py)
+    # planning hints ("only received 1 input") about small inputs are not the user's concern
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data\..*")
 
 
 def _arrow(df: pl.DataFrame) -> pa.Table:

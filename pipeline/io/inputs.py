@@ -33,7 +33,7 @@ class Shard:
     index: int
     path: str  # absolute path
     rel: str  # name used in ids, quarantine records and messages
-    format: str  # jsonl | jsonl.gz | jsonl.zst | parquet
+    format: str  # jsonl | jsonl.gz | jsonl.zst | json (an array) | parquet | warc
     start: int = 0  # byte offset (jsonl) or first row group (parquet)
     end: int = -1  # byte end (exclusive, -1 = end of file) or row-group end (parquet)
     first_line: int = 1  # line number of the first line (jsonl) or row number of the first row (parquet)
@@ -49,8 +49,20 @@ def detect_format(path: str, declared: str = "auto") -> str | None:
     name = path.lower()
     for ext in sorted(_EXT, key=len, reverse=True):
         if name.endswith(ext):
-            return _EXT[ext]
+            fmt = _EXT[ext]
+            if fmt == "jsonl" and name.endswith(".json") and _starts_with_bracket(path):
+                return "json"  # a JSON array of records (LLaMA-Factory, Alpaca, ...), not JSON lines
+            return fmt
     return None
+
+
+def _starts_with_bracket(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except OSError:
+        return False
+    return head.startswith(b"[")
 
 
 def resolve_inputs(paths: list[str], declared: str = "auto") -> list[tuple[str, str, str]]:
@@ -131,6 +143,15 @@ def _check_readable(path: str, fmt: str) -> None:
                 magic = f.read(4)
             if magic and magic != b"\x28\xb5\x2f\xfd":
                 raise InputError(f"input file '{path}' is not zstd-compressed (bad magic number)")
+        elif fmt == "json":  # an array cannot be read in parts: check its syntax now, before any work
+            import json
+
+            with open(path, "rb") as f:
+                try:
+                    json.loads(f.read().decode("utf-8-sig"))
+                except json.JSONDecodeError as e:
+                    raise InputError(f"input file '{path}': not valid JSON at line {e.lineno}, column {e.colno}: "
+                                     f"{e.msg}") from None
         else:
             with open(path, "rb") as f:
                 f.read(1)

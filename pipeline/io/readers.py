@@ -18,6 +18,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 import xxhash
 
+from pipeline.errors import InputError
 from pipeline.io.inputs import Shard
 
 RAW_SNIPPET = 2000
@@ -66,7 +67,7 @@ def _value_kind(v) -> str:
 class JsonlBlockParser:
     """Parses blocks of one file, keeping the file's schema so types stay consistent across blocks."""
 
-    def __init__(self, rel: str, text_key: str):
+    def __init__(self, rel: str, text_key: str | None):
         self.rel = rel
         self.text_key = text_key
         self.schema: pa.Schema | None = None  # known (non-null) field types of this file
@@ -74,7 +75,7 @@ class JsonlBlockParser:
 
     def _parse_options(self) -> pajson.ParseOptions:
         fields = [f for f in (self.schema or []) if not pa.types.is_null(f.type)]
-        if self.text_key not in [f.name for f in fields]:
+        if self.text_key and self.text_key not in [f.name for f in fields]:
             fields.append(pa.field(self.text_key, pa.string()))
         return pajson.ParseOptions(explicit_schema=pa.schema(fields), unexpected_field_behavior="infer")
 
@@ -165,7 +166,8 @@ class JsonlBlockParser:
         """Field kinds: from the file's schema where known, else the kind of the field's first
         non-null value (the first record that has a field sets its type, as a schema would)."""
         expected = {f.name: _kind(f.type) for f in (self.schema or []) if not pa.types.is_null(f.type)}
-        expected[self.text_key] = "string"
+        if self.text_key:
+            expected[self.text_key] = "string"
         for obj in rows:
             for k, v in obj.items():
                 if k not in expected and v is not None:
@@ -228,7 +230,30 @@ def iter_blocks(shard: Shard, block_bytes: int) -> Iterator[tuple[bytes, int, in
             line += n
 
 
-def read_shard(shard: Shard, text_key: str, id_key: str, block_bytes: int) -> Iterator[ReadBatch]:
+def iter_array_blocks(shard: Shard, block_bytes: int) -> Iterator[tuple[bytes, int, int]]:
+    """A JSON array file as blocks of JSON lines, one per element, so the JSONL parser (and its
+    quarantine) applies: a record's "line" is its 1-based position in the array."""
+    with open(shard.path, "rb") as f:
+        try:
+            items = json.loads(f.read().decode("utf-8-sig"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            where = f" (line {e.lineno}, column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
+            raise InputError(f"input file '{shard.rel}': not a valid JSON array{where}: {e}") from None
+    if not isinstance(items, list):
+        raise InputError(f"input file '{shard.rel}': expected a JSON array of records")
+    lines, size, first = [], 0, 1
+    for i, item in enumerate(items):
+        line = json.dumps(item, ensure_ascii=False).encode("utf-8")
+        lines.append(line)
+        size += len(line) + 1
+        if size >= block_bytes:
+            yield b"\n".join(lines) + b"\n", first, len(lines)
+            first, lines, size = i + 2, [], 0
+    if lines:
+        yield b"\n".join(lines) + b"\n", first, len(lines)
+
+
+def read_shard(shard: Shard, text_key: str | None, id_key: str, block_bytes: int) -> Iterator[ReadBatch]:
     """Stream a shard as batches with a text column checked and an id on every row."""
     if shard.format == "parquet":
         yield from _read_parquet(shard, text_key, id_key, block_bytes)
@@ -240,7 +265,8 @@ def read_shard(shard: Shard, text_key: str, id_key: str, block_bytes: int) -> It
             yield ReadBatch(table, bad, counters)
         return
     parser = JsonlBlockParser(shard.rel, text_key)
-    for block, first_line, nlines in iter_blocks(shard, block_bytes):
+    blocks = iter_array_blocks(shard, block_bytes) if shard.format == "json" else iter_blocks(shard, block_bytes)
+    for block, first_line, nlines in blocks:
         table, lines, bad = parser.parse(block, first_line, nlines)
         if table is None:
             yield ReadBatch(pa.table({}), bad)
@@ -262,7 +288,7 @@ def _read_parquet(shard: Shard, text_key: str, id_key: str, block_bytes: int) ->
         table = pa.Table.from_batches([rb])
         lines = np.arange(row, row + table.num_rows, dtype=np.int64)
         row += table.num_rows
-        if text_key in table.column_names and not _is_string(table.schema.field(text_key).type):
+        if text_key and text_key in table.column_names and not _is_string(table.schema.field(text_key).type):
             yield ReadBatch(pa.table({}), [quarantine_record(shard.rel, int(x), f"field '{text_key}': expected string, got {table.schema.field(text_key).type}", "read", "")
                                            for x in lines])
             continue
@@ -274,10 +300,14 @@ def _is_string(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
-def split_missing_text(table: pa.Table, lines: np.ndarray, rel: str, text_key: str
+def split_missing_text(table: pa.Table, lines: np.ndarray, rel: str, text_key: str | None
                        ) -> tuple[pa.Table, np.ndarray, list[dict]]:
     """Rows with a missing or null text field go to quarantine. Columns that only those rows
-    had are dropped, so bad records do not add all-null columns to the good ones."""
+    had are dropped, so bad records do not add all-null columns to the good ones. Data without a
+    text column (``text_key`` None) passes through."""
+    if not text_key:
+        return table, lines, []
+
     def raw(t: pa.Table, i: int) -> str:
         return json.dumps(t.slice(i, 1).to_pylist()[0], ensure_ascii=False, default=str)[:RAW_SNIPPET]
 

@@ -41,7 +41,8 @@ def _counts(out):
     return {k: {kk: vv for kk, vv in v.items() if kk != "seconds"} for k, v in led["ops"].items()}
 
 
-@pytest.mark.parametrize("recipe", ["quickstart", "fineweb", "gopher", "c4", "multilingual", "dedup"])
+@pytest.mark.parametrize("recipe", ["quickstart", "fineweb", "gopher", "c4", "multilingual", "dedup", "sft-clean",
+                                    "dpo-from-ranked"])
 def test_every_shipped_recipe_gives_the_same_result_on_ray(tmp_path, local_ray, recipe):
     from pipeline.recipe import load_recipe
     from pipeline.run import run

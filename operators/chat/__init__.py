@@ -1,0 +1,1 @@
+"""Chat, SFT and preference-data operators: formats, export to TRL, preference pairs."""

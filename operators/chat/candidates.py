@@ -1,0 +1,136 @@
+"""Global candidate ops: gather scored answers spread over rows into one row per prompt, and
+length-controlled scores (the answer-length effect regressed out over the whole corpus)."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import xxhash
+from pydantic import Field
+
+from operators.chat.formats import CANDIDATES
+from pipeline.ops import GlobalOp, OpParams, Resources
+from pipeline.registry import register
+
+
+def _prompt_keys(batch: pa.Table) -> np.ndarray:
+    """A 64-bit key of each row's conversation before its last answer."""
+    convs = batch.column("messages").to_pylist()
+    keys = []
+    for c in convs:
+        c = c or []
+        prompt = c[:-1] if c and c[-1]["role"] == "assistant" else c
+        keys.append(xxhash.xxh3_64_intdigest("\x1e".join(f"{m['role']}\x1f{m['content']}" for m in prompt).encode()))
+    return np.array(keys, dtype=np.uint64)
+
+
+@register
+class GroupCandidates(GlobalOp):
+    """Rows that share a prompt and each carry one scored answer (the last assistant turn, score in
+    ``score_column``) become one row per prompt: the prompt in ``messages`` and every answer in
+    ``candidates`` (first row in input order kept; the others dropped as "merged into its prompt's
+    row"). Then ``preference_pairs`` pairs them."""
+
+    name = "group_candidates"
+    reads_text = False
+    resources = Resources(cpus=1.0, memory_mb=1024)
+    metrics = {"prompts": "prompts with two or more answers"}
+
+    class Params(OpParams):
+        score_column: str | None = Field("score", description="numeric score per row (null: no scores)")
+        rank_column: str | None = Field(None, description="or a rank per row (lower is better)")
+
+    example = {"score_column": "score"}
+
+    def fingerprint(self, batch: pa.Table) -> pa.Table:
+        p = self.params
+        answer = [m[-1]["content"] if m and m[-1]["role"] == "assistant" else None
+                  for m in batch.column("messages").to_pylist()]
+
+        def col(name):
+            return batch.column(name).cast(pa.float64()) if name and name in batch.column_names else pa.nulls(batch.num_rows, pa.float64())
+
+        return pa.table({"key": _prompt_keys(batch), "answer": pa.array(answer, pa.string()),
+                         "score": col(p.score_column), "rank": col(p.rank_column)})
+
+    def resolve(self, fingerprints: pl.LazyFrame) -> pl.DataFrame:
+        df = fingerprints.sort(["__shard", "__row"]).collect()
+        first = df.group_by("key", maintain_order=True).agg(
+            pl.col("__shard").first(), pl.col("__row").first(),
+            pl.struct(pl.col("answer").alias("content"), pl.col("rank").cast(pl.Int64), pl.col("score")).alias("candidates"),
+            pl.len().alias("n"))
+        self.record("prompts", first.filter(pl.col("n") > 1).height)
+        self.state = first.select("__shard", "__row", "candidates")
+        keep = first.select("__shard", "__row")
+        return df.join(keep, on=["__shard", "__row"], how="anti").select(
+            "__shard", "__row", pl.lit("merged into its prompt's row").alias("__reason"))
+
+    def apply(self, batch: pa.Table, shard: int, rows: np.ndarray):
+        st = self.state.filter(pl.col("__shard") == shard)
+        pos = {int(r): i for i, r in enumerate(st["__row"].to_list())}
+        cands = st["candidates"].to_list()
+        out_c = [cands[pos[int(r)]] if int(r) in pos else None for r in rows]
+        msgs = batch.column("messages").to_pylist()
+        prompts = [m[:-1] if m and m[-1]["role"] == "assistant" else m for m in msgs]
+        from operators.chat.formats import MESSAGES
+
+        out = batch.set_column(batch.column_names.index("messages"), "messages", pa.array(prompts, MESSAGES))
+        col = pa.array(out_c, CANDIDATES)
+        if "candidates" in out.column_names:
+            return out.set_column(out.column_names.index("candidates"), "candidates", col)
+        return out.append_column("candidates", col)
+
+
+@register
+class LengthControlledScores(GlobalOp):
+    """Regress candidate scores on answer length over the whole corpus and remove the length effect:
+    lc_score = score - b * (log(words) - mean log(words)), b from least squares — the correction
+    length-controlled AlpacaEval applies to judge preferences (Dubois et al., 2024), for scores.
+    Rewrites each candidate's ``score`` (the originals go to the row's ``raw_scores``) so
+    ``preference_pairs`` pairs on the controlled value."""
+
+    name = "length_controlled_scores"
+    reads_text = False
+    resources = Resources(cpus=1.0, memory_mb=512)
+    metrics = {"slope_milli": "score change per unit of log(words), x1000"}
+
+    class Params(OpParams):
+        candidates_key: str = Field("candidates", description="column of {content, rank, score} lists")
+
+    example: dict = {}
+
+    def fingerprint(self, batch: pa.Table) -> pa.Table:
+        cands = batch.column(self.params.candidates_key).to_pylist()
+        scores = [[c.get("score") for c in cs or []] for cs in cands]
+        words = [[len((c.get("content") or "").split()) for c in cs or []] for cs in cands]
+        return pa.table({"scores": pa.array(scores, pa.list_(pa.float64())), "words": pa.array(words, pa.list_(pa.int64()))})
+
+    def resolve(self, fingerprints: pl.LazyFrame) -> pl.DataFrame:
+        pts = fingerprints.select(pl.col("scores").explode(), pl.col("words").explode()).drop_nulls().collect()
+        x = np.log1p(pts["words"].to_numpy().astype(np.float64))
+        y = pts["scores"].to_numpy().astype(np.float64)
+        slope, mean_x = 0.0, float(x.mean()) if len(x) else 0.0
+        if len(x) > 2 and x.var() > 0:
+            slope = float(np.cov(x, y, bias=True)[0, 1] / x.var())
+        self.record("slope_milli", round(slope * 1000))
+        self.state = pl.DataFrame({"slope": [slope], "mean_x": [mean_x]})
+        return pl.DataFrame(schema={"__shard": pl.Int32, "__row": pl.Int64, "__reason": pl.Utf8})
+
+    def apply(self, batch: pa.Table, shard: int, rows: np.ndarray):
+        slope, mean_x = float(self.state["slope"][0]), float(self.state["mean_x"][0])
+        key = self.params.candidates_key
+        cands = batch.column(key).to_pylist()
+        out = []
+        for cs in cands:
+            row = []
+            for c in cs or []:
+                s = c.get("score")
+                if s is not None:
+                    s = s - slope * (np.log1p(len((c.get("content") or "").split())) - mean_x)
+                row.append(dict(c, score=None if s is None else float(s)))
+            out.append(row if cs is not None else None)
+        raw = pa.array([[c.get("score") for c in cs or []] for cs in cands], pa.list_(pa.float64()))
+        table = batch.set_column(batch.column_names.index(key), key, pa.array(out, CANDIDATES))
+        return table.append_column("raw_scores", raw) if "raw_scores" not in table.column_names else \
+            table.set_column(table.column_names.index("raw_scores"), "raw_scores", raw)

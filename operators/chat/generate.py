@@ -1,0 +1,97 @@
+"""LLM generation over chat rows: answers for prompts that have none (the first augmentation step
+of Self-Instruct-style pipelines and of synthetic preference data)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+from pydantic import Field
+
+from operators.chat.formats import MESSAGES
+from operators.chat.llmop import LLMOp
+from pipeline.llm import LLMConfig
+from pipeline.ops import MapResult, OpParams
+from pipeline.registry import register
+
+
+@register
+class LLMRespond(LLMOp):
+    """Answer every conversation that ends with a user turn through an OpenAI-compatible server
+    (``llm``), appending the assistant turn; rows the server cannot answer after its retries go to
+    quarantine with the error. Answers are cached by request, so a rerun never pays twice; token
+    use and cost go to the ledger."""
+
+    name = "llm_respond"
+
+    class Params(OpParams):
+        llm: LLMConfig = Field(default_factory=LLMConfig, description="server, model, sampling, retries, cache")
+        system_prompt: str | None = Field(None, description="prepended when the conversation has no system turn")
+        overwrite: bool = Field(False, description="also re-answer conversations that end with an assistant turn "
+                                "(the last answer is replaced)")
+
+    example = {"llm": {"base_url": "http://127.0.0.1:8000/v1", "model": "Qwen/Qwen2.5-7B-Instruct"}}
+
+    def process(self, batch: pa.Table) -> MapResult:
+        p = self.params
+        convs = batch.column("messages").to_pylist()
+        todo, bodies = [], []
+        for i, msgs in enumerate(convs):
+            if not msgs:
+                continue
+            if msgs[-1]["role"] == "assistant":
+                if not p.overwrite:
+                    continue
+                msgs = msgs[:-1]
+            if p.system_prompt and msgs[0]["role"] != "system":
+                msgs = [{"role": "system", "content": p.system_prompt}, *msgs]
+            todo.append((i, msgs))
+            bodies.append(self.client.body(msgs))
+        marks: list[str | None] = [None] * batch.num_rows
+        for (i, msgs), c in zip(todo, self.client.complete_many(bodies), strict=True):
+            if c.text is None:
+                marks[i] = f"llm request failed ({c.error})"
+            elif not c.text.strip():
+                marks[i] = "llm answer empty"
+            else:
+                convs[i] = [*msgs, {"role": "assistant", "content": c.text}]
+        for k, v in self.client.take_counters().items():
+            self.record(k, v)
+        idx = batch.column_names.index("messages")
+        return MapResult(batch.set_column(idx, "messages", pa.array(convs, MESSAGES)), quarantine=marks)
+
+
+@register
+class LLMCandidates(LLMOp):
+    """Sample N answers per prompt (seeds seed..seed+N-1, temperature from ``llm``) into
+    ``candidates`` — the first step of synthetic preference data: prompts -> N responses -> judge
+    (``llm_judge target: candidates`` or ``heuristic_score``) -> ``preference_pairs``. A prompt
+    with fewer than two answers goes to quarantine."""
+
+    name = "llm_candidates"
+
+    class Params(OpParams):
+        llm: LLMConfig = Field(default_factory=lambda: LLMConfig(temperature=0.8), description="the sampling model")
+        n: int = Field(4, ge=2, le=32, description="answers per prompt")
+
+    example = {"llm": {"model": "policy", "temperature": 0.8}, "n": 4}
+
+    def process(self, batch: pa.Table) -> MapResult:
+        from operators.chat.formats import CANDIDATES
+
+        p = self.params
+        convs = batch.column("messages").to_pylist()
+        prompts = [m[:-1] if m and m[-1]["role"] == "assistant" else (m or []) for m in convs]
+        base = p.llm.seed or 0
+        bodies = [self.client.body(m, seed=base + j) for m in prompts for j in range(p.n)]
+        done = self.client.complete_many(bodies)
+        for k, v in self.client.take_counters().items():
+            self.record(k, v)
+        cands, marks = [], []
+        for i in range(len(prompts)):
+            texts = [c.text for c in done[i * p.n:(i + 1) * p.n] if c.text and c.text.strip()]
+            cands.append([{"content": t, "rank": None, "score": None} for t in texts])
+            marks.append(None if len(texts) >= 2 else f"fewer than 2 answers ({len(texts)} of {p.n})")
+        out = batch.set_column(batch.column_names.index("messages"), "messages", pa.array(prompts, MESSAGES))
+        col = pa.array(cands, CANDIDATES)
+        out = out.set_column(out.column_names.index("candidates"), "candidates", col) if "candidates" in out.column_names \
+            else out.append_column("candidates", col)
+        return MapResult(out, quarantine=marks)

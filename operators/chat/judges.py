@@ -1,0 +1,227 @@
+"""Judges: an LLM scores answers on a rubric (pointwise), or compares two answers in both orders
+(pairwise, position bias cancelled, ties allowed), optionally K times with only confident verdicts
+kept (after CLEAR); parsing survives chatty answers. ``heuristic_score`` scores without an LLM."""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field
+
+from operators.chat.formats import CANDIDATES
+from operators.chat.llmop import LLMOp, set_column
+from operators.common.chat import turn_text
+from pipeline.llm import LLMConfig
+from pipeline.ops import Mapper, MapResult, OpParams
+from pipeline.registry import register
+
+RUBRIC = ("Rate how well the answer serves the user: correct, complete, clear, honest, and no longer than needed. "
+          "1 = useless or harmful, {max} = excellent.")
+POINTWISE = ("{rubric}\n\n[Question]\n{question}\n\n[Answer]\n{answer}\n\n"
+             'Reply with a JSON object {{"reason": "<one sentence>", "score": <1-{max}>}}.')
+PAIRWISE = ("Which answer serves the user better? Judge correctness, completeness, clarity and honesty; "
+            "ignore length and order.\n\n[Question]\n{question}\n\n[Answer A]\n{a}\n\n[Answer B]\n{b}\n\n"
+            'Reply with a JSON object {{"reason": "<one sentence>", "winner": "A" | "B" | "tie"}}.')
+
+_NUM = r"(\d+(?:\.\d+)?)"
+
+
+def parse_score(text: str, scale_max: int) -> float | None:
+    """A score from a judge's answer: a JSON ``score``, 'Score: 7', '7/10' (rescaled), or the last
+    number in range; None if there is none."""
+    if not text:
+        return None
+    m = re.search(r"\{.*\}", text, re.S)
+    if m:
+        try:
+            v = json.loads(m.group(0)).get("score")
+            if isinstance(v, int | float) and 0 <= v <= scale_max:
+                return float(v)
+        except (ValueError, AttributeError):
+            pass
+    m = re.search(rf"(?i)\b(?:score|rating)\b\W{{0,3}}{_NUM}(?:\s*/\s*{_NUM})?", text)
+    if not m:
+        m = re.search(rf"{_NUM}\s*/\s*{_NUM}", text)
+    if m:
+        v, of = float(m.group(1)), m.group(2)
+        if of and float(of) > 0:
+            v = v / float(of) * scale_max
+        return v if 0 <= v <= scale_max else None
+    nums = [float(x) for x in re.findall(_NUM, text) if 0 <= float(x) <= scale_max]
+    return nums[-1] if nums else None
+
+
+def parse_winner(text: str) -> str | None:
+    """'A', 'B' or 'tie' from a judge's answer (JSON, [[A]], 'Answer A is better', 'tie')."""
+    if not text:
+        return None
+    m = re.search(r"\{.*\}", text, re.S)
+    if m:
+        try:
+            v = str(json.loads(m.group(0)).get("winner", "")).strip().lower()
+            if v in ("a", "b", "tie"):
+                return v.upper() if v != "tie" else "tie"
+        except (ValueError, AttributeError):
+            pass
+    m = re.search(r"\[\[(A|B|C|tie)\]\]", text, re.I)
+    if m:
+        v = m.group(1).upper()
+        return "tie" if v in ("C", "TIE") else v
+    if re.search(r"(?i)\b(tie|equally good|both are equally)\b", text):
+        return "tie"
+    wins = re.findall(r"(?i)\b(?:answer|response|assistant)\s+(A|B)\b\s+(?:is|was)\s+(?:better|superior|preferred)", text)
+    return wins[-1].upper() if wins else None
+
+
+@register
+class LLMJudge(LLMOp):
+    """Score each row's last answer on a rubric (1..scale_max), K times if asked; the mean goes to
+    ``judge_score`` and the agreement to ``judge_confidence`` (1 - spread / scale). Rows whose
+    judgements cannot be parsed go to quarantine; with ``min_confidence``, unconfident rows are
+    dropped (CLEAR-style: keep only confident judgements). With ``target: candidates``, every
+    candidate gets a score instead (for ``preference_pairs``)."""
+
+    name = "llm_judge"
+
+    class Params(OpParams):
+        llm: LLMConfig = Field(default_factory=LLMConfig, description="the judge model's server")
+        target: Literal["response", "candidates"] = Field("response", description="the last assistant turn, or every candidate")
+        rubric: str = Field(RUBRIC, description="what a good answer is; {max} is the top of the scale")
+        scale_max: int = Field(10, ge=2, le=100, description="top of the score scale")
+        samples: int = Field(1, ge=1, le=16, description="judgements per answer (use temperature > 0 for K > 1)")
+        min_confidence: float = Field(0.0, ge=0, le=1, description="drop answers judged less consistently")
+
+    example = {"llm": {"model": "judge"}, "samples": 3, "min_confidence": 0.8}
+
+    def process(self, batch: pa.Table) -> MapResult:
+        p = self.params
+        question = turn_text(batch.column("messages"), ("user",)).to_pylist()
+        rubric = p.rubric.format(max=p.scale_max)
+        if p.target == "candidates":
+            return self._candidates(batch, question, rubric)
+        answers = turn_text(batch.column("messages"), ("assistant",)).to_pylist()
+        last = [m[-1]["content"] if m and m[-1]["role"] == "assistant" else a
+                for m, a in zip(batch.column("messages").to_pylist(), answers, strict=True)]
+        prompts = [POINTWISE.format(rubric=rubric, question=q, answer=a, max=p.scale_max) for q, a in zip(question, last, strict=True)]
+        scores, conf, marks = [], [], []
+        for texts in self._ask_k(prompts, p.samples):
+            vals = [v for v in (parse_score(t, p.scale_max) for t in texts) if v is not None]
+            if not vals:
+                scores.append(None)
+                conf.append(None)
+                marks.append("judge answer unparseable (no score in: " + (texts[0] or "no answer")[:80] + ")")
+                continue
+            scores.append(statistics.fmean(vals))
+            spread = (max(vals) - min(vals)) / p.scale_max if len(vals) > 1 else 0.0
+            conf.append(1.0 - spread if len(vals) == p.samples else (1.0 - spread) * len(vals) / p.samples)
+            marks.append(None)
+        out = set_column(batch, "judge_score", pa.array(scores, pa.float64()))
+        out = set_column(out, "judge_confidence", pa.array(conf, pa.float64()))
+        low = np.array([c is not None and c < p.min_confidence for c in conf])
+        return MapResult(out, drop={"judge not confident": low} if p.min_confidence else None, quarantine=marks)
+
+    def _candidates(self, batch: pa.Table, question: list[str], rubric: str) -> MapResult:
+        p = self.params
+        cands = batch.column("candidates").to_pylist()
+        flat = [(i, j) for i, cs in enumerate(cands) for j in range(len(cs or []))]
+        prompts = [POINTWISE.format(rubric=rubric, question=question[i], answer=cands[i][j]["content"], max=p.scale_max)
+                   for i, j in flat]
+        for (i, j), texts in zip(flat, self._ask_k(prompts, p.samples), strict=True):
+            vals = [v for v in (parse_score(t, p.scale_max) for t in texts) if v is not None]
+            cands[i][j] = dict(cands[i][j], score=statistics.fmean(vals) if vals else None)
+        return MapResult(set_column(batch, "candidates", pa.array(cands, CANDIDATES)))
+
+
+@register
+class LLMPairwiseJudge(LLMOp):
+    """Compare ``chosen`` with ``rejected`` in both orders (A/B, then B/A) to cancel position bias:
+    agreeing verdicts stand, disagreeing ones are a tie. ``pair_verdict`` is chosen / rejected /
+    tie; with ``relabel``, pairs the judge prefers the other way are swapped; ties are dropped
+    unless ``keep_ties``."""
+
+    name = "llm_pairwise_judge"
+
+    class Params(OpParams):
+        llm: LLMConfig = Field(default_factory=LLMConfig, description="the judge model's server")
+        relabel: bool = Field(True, description="swap chosen and rejected when the judge prefers rejected")
+        keep_ties: bool = Field(False, description="keep pairs judged a tie (or judged inconsistently)")
+
+    example = {"llm": {"model": "judge"}, "relabel": True}
+
+    def process(self, batch: pa.Table) -> MapResult:
+        p = self.params
+        q = turn_text(batch.column("messages"), ("user",)).to_pylist()
+        a = turn_text(batch.column("chosen"), ("assistant",)).to_pylist()
+        b = turn_text(batch.column("rejected"), ("assistant",)).to_pylist()
+        prompts = [PAIRWISE.format(question=qi, a=ai, b=bi) for qi, ai, bi in zip(q, a, b, strict=True)]
+        prompts += [PAIRWISE.format(question=qi, a=bi, b=ai) for qi, ai, bi in zip(q, a, b, strict=True)]
+        answers = [t[0] for t in self._ask_k(prompts, 1)]
+        n = batch.num_rows
+        verdicts, marks = [], []
+        for first, second in zip(answers[:n], answers[n:], strict=True):
+            w1, w2 = parse_winner(first), parse_winner(second)
+            if w1 is None or w2 is None:
+                verdicts.append(None)
+                marks.append("judge answer unparseable (no winner in: " + ((first if w1 is None else second) or "no answer")[:80] + ")")
+                continue
+            marks.append(None)
+            one = {"A": "chosen", "B": "rejected", "tie": "tie"}[w1]
+            two = {"A": "rejected", "B": "chosen", "tie": "tie"}[w2]  # the second asked with the answers swapped
+            verdicts.append(one if one == two else "tie")
+        out = set_column(batch, "pair_verdict", pa.array(verdicts, pa.string()))
+        if p.relabel:
+            swap = pa.array([v == "rejected" for v in verdicts])
+            chosen, rejected = out.column("chosen"), out.column("rejected")
+            out = set_column(out, "chosen", pc.if_else(swap, rejected, chosen))
+            out = set_column(out, "rejected", pc.if_else(swap, chosen, rejected))
+        drop = {} if p.keep_ties else {"judged a tie": np.array([v == "tie" for v in verdicts])}
+        return MapResult(out, drop=drop or None, quarantine=marks)
+
+
+@register
+class HeuristicScore(Mapper):
+    """A score without an LLM, for when none is configured: rewards answers of reasonable length
+    with some structure, penalises refusals and answers that repeat the question. Written to
+    ``judge_score`` (0..10), or to every candidate with ``target: candidates``."""
+
+    name = "heuristic_score"
+    reads_text = False
+
+    class Params(OpParams):
+        target: Literal["response", "candidates"] = Field("response", description="score the last answer, or every candidate")
+        ideal_words: int = Field(150, ge=1, description="answer length that scores best")
+
+    example = {"target": "candidates"}
+
+    def score(self, answers: list[str], questions: list[str]) -> list[float]:
+        from operators.chat.filters import REFUSALS
+
+        out = []
+        for a, q in zip(answers, questions, strict=True):
+            words = len(a.split())
+            length = max(0.0, 1.0 - abs(np.log((words + 1) / (self.params.ideal_words + 1))) / 3)
+            structure = min(1.0, (a.count("\n") + a.count(". ")) / 5)
+            low = a.lower()
+            refusal = any(r in low for r in REFUSALS)
+            echo = q.strip() and q.strip().lower() in low
+            out.append(round(10 * max(0.0, 0.6 * length + 0.4 * structure - 0.8 * refusal - 0.3 * bool(echo)), 3))
+        return out
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        q = turn_text(batch.column("messages"), ("user",)).to_pylist()
+        if self.params.target == "candidates":
+            cands = batch.column("candidates").to_pylist()
+            for i, cs in enumerate(cands):
+                if cs:
+                    scores = self.score([c["content"] for c in cs], [q[i]] * len(cs))
+                    cands[i] = [dict(c, score=s) for c, s in zip(cs, scores, strict=True)]
+            return set_column(batch, "candidates", pa.array(cands, CANDIDATES))
+        msgs = batch.column("messages").to_pylist()
+        last = [m[-1]["content"] if m and m[-1]["role"] == "assistant" else "" for m in msgs]
+        return set_column(batch, "judge_score", pa.array(self.score(last, q), pa.float64()))
