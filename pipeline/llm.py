@@ -85,23 +85,14 @@ class Usage:
                 self.completion_tokens += c.completion_tokens
 
 
-def _expand(value: str) -> str:
-    import re
-
-    def sub(m):
-        name, default = m.group(1), m.group(3)
-        v = os.environ.get(name)
-        return v if v else (default if default is not None else "")
-
-    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}", sub, value)
-
-
 class ChatClient:
     def __init__(self, cfg: LLMConfig):
         import httpx
 
         self.cfg = cfg
-        self.base_url = _expand(cfg.base_url).rstrip("/")
+        from pipeline.recipe import interpolate  # the recipe's own ${VAR:-default} rules
+
+        self.base_url = interpolate(cfg.base_url, "llm", "base_url").rstrip("/")
         if not self.base_url.startswith(("http://", "https://")):
             raise ThresherError(f"llm.base_url '{self.base_url}' is not an http(s) URL")
         headers = {"Content-Type": "application/json"}
