@@ -16,6 +16,7 @@ from operators.common.minhash import word_ngram_hashes
 from operators.filter.langid import load_fasttext, one_line, predict_top
 from pipeline.assets import LID176, asset_path
 from pipeline.errors import ThresherError
+from pipeline.io.inputs import detect_format, load_json_array
 from pipeline.ops import Filter, OpParams, Resources
 from pipeline.registry import register
 from pipeline.tokenizers import token_counter
@@ -149,12 +150,11 @@ class Decontaminate(Filter):
             path = demo_path(self.params.path[5:])
         if not path.is_file():
             raise ThresherError(f"decontaminate: evaluation set '{path}' does not exist")
-        if path.suffix == ".parquet":
+        fmt = detect_format(str(path))
+        if fmt == "parquet":
             t = pq.read_table(path)
-        elif path.read_bytes()[:64].lstrip().startswith(b"["):
-            import json
-
-            t = pa.Table.from_pylist(json.loads(path.read_text(encoding="utf-8")))
+        elif fmt == "json":
+            t = pa.Table.from_pylist(load_json_array(str(path)))
         else:
             t = pj.read_json(path)
         if self.params.field not in t.column_names:

@@ -56,6 +56,22 @@ def detect_format(path: str, declared: str = "auto") -> str | None:
     return None
 
 
+def load_json_array(path: str, name: str | None = None) -> list:
+    """The records of a file holding one JSON array; a syntax error names its line and column."""
+    import json
+
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        items = json.loads(raw.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        where = f" at line {e.lineno}, column {e.colno}" if isinstance(e, json.JSONDecodeError) else ""
+        raise InputError(f"input file '{name or path}': not valid JSON{where}: {e}") from None
+    if not isinstance(items, list):
+        raise InputError(f"input file '{name or path}': expected a JSON array of records")
+    return items
+
+
 def _starts_with_bracket(path: str) -> bool:
     try:
         with open(path, "rb") as f:
@@ -144,14 +160,7 @@ def _check_readable(path: str, fmt: str) -> None:
             if magic and magic != b"\x28\xb5\x2f\xfd":
                 raise InputError(f"input file '{path}' is not zstd-compressed (bad magic number)")
         elif fmt == "json":  # an array cannot be read in parts: check its syntax now, before any work
-            import json
-
-            with open(path, "rb") as f:
-                try:
-                    json.loads(f.read().decode("utf-8-sig"))
-                except json.JSONDecodeError as e:
-                    raise InputError(f"input file '{path}': not valid JSON at line {e.lineno}, column {e.colno}: "
-                                     f"{e.msg}") from None
+            load_json_array(path)
         else:
             with open(path, "rb") as f:
                 f.read(1)

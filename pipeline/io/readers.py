@@ -18,8 +18,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 import xxhash
 
-from pipeline.errors import InputError
-from pipeline.io.inputs import Shard
+from pipeline.io.inputs import Shard, load_json_array
 
 RAW_SNIPPET = 2000
 _COMPRESSION = {"jsonl": None, "jsonl.gz": "gzip", "jsonl.zst": "zstd"}
@@ -233,14 +232,7 @@ def iter_blocks(shard: Shard, block_bytes: int) -> Iterator[tuple[bytes, int, in
 def iter_array_blocks(shard: Shard, block_bytes: int) -> Iterator[tuple[bytes, int, int]]:
     """A JSON array file as blocks of JSON lines, one per element, so the JSONL parser (and its
     quarantine) applies: a record's "line" is its 1-based position in the array."""
-    with open(shard.path, "rb") as f:
-        try:
-            items = json.loads(f.read().decode("utf-8-sig"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            where = f" (line {e.lineno}, column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
-            raise InputError(f"input file '{shard.rel}': not a valid JSON array{where}: {e}") from None
-    if not isinstance(items, list):
-        raise InputError(f"input file '{shard.rel}': expected a JSON array of records")
+    items = load_json_array(shard.path, shard.rel)
     lines, size, first = [], 0, 1
     for i, item in enumerate(items):
         line = json.dumps(item, ensure_ascii=False).encode("utf-8")
