@@ -15,21 +15,26 @@ import psutil
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
-def tree_rss(proc: psutil.Process) -> int:
+def tree_rss(proc: psutil.Process, metric: str = "rss") -> int:
+    """Memory of a process and all its descendants: summed RSS (counts pages shared between
+    processes once per process), or summed PSS (each shared page split among its sharers — the
+    honest total for multi-process runs such as Ray's daemons, workers and object store)."""
     total = 0
     try:
         procs = [proc] + proc.children(recursive=True)
     except psutil.NoSuchProcess:
         return 0
     for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += p.memory_info().rss
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            total += p.memory_full_info().pss if metric == "pss" else p.memory_info().rss
     return total
 
 
-def run_measured(cmd: list[str], env: dict | None = None, interval: float = 0.05, cwd: str | None = None
-                 ) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes, summed over the process tree) of a command."""
+def run_measured(cmd: list[str], env: dict | None = None, interval: float = 0.05, cwd: str | None = None,
+                 metric: str = "rss") -> tuple[float, int]:
+    """Wall seconds and peak memory (bytes, summed over the process tree; see ``tree_rss``) of a
+    command. The sampler runs in this process: keep ``interval`` long where the tree has many
+    processes, or the sampling itself takes CPU from the run on a small machine."""
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, cwd=cwd)
     ps = psutil.Process(p.pid)
@@ -39,7 +44,7 @@ def run_measured(cmd: list[str], env: dict | None = None, interval: float = 0.05
     def sample():
         nonlocal peak
         while not stop.is_set():
-            peak = max(peak, tree_rss(ps))
+            peak = max(peak, tree_rss(ps, metric))
             time.sleep(interval)
 
     th = threading.Thread(target=sample, daemon=True)

@@ -157,6 +157,9 @@ def interpolate(value: Any, source: str, where: str = "") -> Any:
 
 
 # --------------------------------------------------------------------------- overrides
+SHORTHANDS = {"executor": "type"}  # top-level keys whose string value is short for {field: value}
+
+
 def apply_set(raw: dict[str, Any], assignment: str, source: str) -> None:
     """Apply one ``--set a.b.c=value`` (value parsed as YAML, so numbers and booleans work).
 
@@ -177,6 +180,8 @@ def apply_set(raw: dict[str, Any], assignment: str, source: str) -> None:
         elif isinstance(node, dict):
             if key not in node or node[key] is None:
                 node[key] = {}
+            elif node is raw and key in SHORTHANDS and isinstance(node[key], str):
+                node[key] = {SHORTHANDS[key]: node[key]}  # `executor: ray` -> {type: ray}, then set inside it
             node = node[key]
         else:
             raise RecipeError(f"--set {assignment!r}: cannot step into '{key}'")

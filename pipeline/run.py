@@ -77,23 +77,37 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, progre
         op.prepare()  # fetch models and lists now: a missing asset stops the run before any data is read
     if prepare_output(layout, recipe, shards, resume, overwrite):
         return _result_from_disk(layout, time.perf_counter() - t0)
+    timings: dict = {"executor": recipe.executor.type, "passes": []}  # this invocation's wall seconds
+    t_start = time.perf_counter()
     with make_executor(recipe) as executor:
+        timings["start_seconds"] = _since(t_start)
         for k, stage in enumerate(stages):
             todo = [s for s in shards if not layout.done(k, s.index).exists()]
             task = progress.start_pass(k, len(shards), len(shards) - len(todo)) if progress else None
             names = " + ".join(op.ctx.key for op in stage.local_ops) or "read/write"
             if stage.barrier is not None:
                 names += f" -> {stage.barrier.ctx.key} (fingerprint)"
+            t_pass = time.perf_counter()
             executor.run_pass(recipe, out, k, todo, lambda _s, task=task: progress.advance(task) if progress else None,
                               context=f"pass {k} (ops: {names})")
+            record = {"pass": k, "shards": len(todo), "seconds": _since(t_pass)}
             if stage.barrier is not None and not layout.resolved(k).exists():
+                t_resolve = time.perf_counter()
                 executor.resolve(recipe, out, k, len(shards))
-    result = finish(layout, recipe, shards, len(stages))
+                record["resolve"] = stage.barrier.ctx.key
+                record["resolve_seconds"] = _since(t_resolve)
+            timings["passes"].append(record)
+    timings["seconds"] = _since(t0)
+    result = finish(layout, recipe, shards, len(stages), timings)
     result.seconds = time.perf_counter() - t0
     return result
 
 
-def finish(layout: Layout, recipe: Recipe, shards: list[Shard], n_passes: int) -> RunResult:
+def _since(t: float) -> float:
+    return round(time.perf_counter() - t, 3)
+
+
+def finish(layout: Layout, recipe: Recipe, shards: list[Shard], n_passes: int, timings: dict | None = None) -> RunResult:
     ops, stages = ops_for(recipe)
     ledger = Ledger([(op.ctx.key, op.name, op.ctx.index) for op in ops])
     trace: dict[str, list[dict]] = {op.ctx.key: [] for op in ops}
@@ -120,6 +134,8 @@ def finish(layout: Layout, recipe: Recipe, shards: list[Shard], n_passes: int) -
     report["run"] = {"recipe": recipe.model.name or Path(recipe.source).stem, "source": recipe.source,
                      "fingerprint": recipe.fingerprint(), "executor": recipe.executor.type,
                      "shards": len(shards), "files": files}
+    if timings is not None:
+        report["run"]["timings"] = timings
     try:
         ledger.check_balance(output_rows)
         report["balanced"] = True

@@ -145,7 +145,7 @@ class MinHashDedup(GlobalOp):
             edges = shuffle.co_group(left, payload, "d", "gid", {**edge_schema, "left": kind}, payload_schema,
                                      functools.partial(_verified, col, p.threshold)).materialize()
         self.record("verified_pairs", shuffle.count(edges))
-        comp_ds = shuffle.components(edges)
+        comp_ds = shuffle.components(edges, local=components)  # small graphs: union-find in one task
         score = None
         comp_schema = {"gid": pl.Int64, "root": pl.Int64}
         if p.keep == "first":

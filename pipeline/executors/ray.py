@@ -40,10 +40,19 @@ class RayExecutor:
                 kwargs.update(include_dashboard=False, object_store_memory=512 * 1024 * 1024)
                 if self.workers:
                     kwargs["num_cpus"] = self.workers
+            # Ray sets OMP_NUM_THREADS to a task's CPUs; polars would start a thread per core in every
+            # worker. A local Ray's workers inherit the driver's environment: one polars thread per
+            # worker, as the local executor's processes have (on a cluster the nodes' own setting holds).
+            saved = os.environ.get("POLARS_MAX_THREADS")
+            if not self.address and saved is None:
+                os.environ["POLARS_MAX_THREADS"] = "1"
             try:
                 ray.init(**kwargs)
             except ConnectionError as e:
                 raise ThresherError(f"cannot connect to the Ray cluster at {self.address}: {e}") from None
+            finally:
+                if saved is None:
+                    os.environ.pop("POLARS_MAX_THREADS", None)
             self._started = True
         from pipeline.executors.ray_shuffle import configure_data_context
 

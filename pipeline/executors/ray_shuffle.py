@@ -21,6 +21,7 @@ import pyarrow as pa
 PART = "__part"
 SIDE = "__side"
 MAX_ROUNDS = 100  # large-star/small-star needs O(log^2 n) rounds; this is a guard, never reached
+LOCAL_EDGES = 2_000_000  # a graph with at most this many edges left (32 MB of pairs) is finished in one task
 
 
 def configure_data_context() -> None:
@@ -78,8 +79,9 @@ def _side(df: pl.DataFrame, side: int, schema: dict) -> pl.DataFrame:
 class RayShuffle:
     """The shuffle primitives on Ray Data; ``partitions`` is how many groups each shuffle makes."""
 
-    def __init__(self, partitions: int):
+    def __init__(self, partitions: int, local_edges: int = LOCAL_EDGES):
         self.partitions = max(1, partitions)
+        self.local_edges = local_edges
 
     # ------------------------------------------------------------------ datasets
     def read_parquet(self, paths: list[str], offsets: list[int], row: str):
@@ -123,14 +125,21 @@ class RayShuffle:
         return ds.count()
 
     # ------------------------------------------------------------------ connected components
-    def components(self, edges):
+    def components(self, edges, local: Callable[[np.ndarray, np.ndarray], pl.DataFrame] | None = None):
         """(s, d) edges -> (gid, root) for every node on an edge, root = the smallest node of its
         component. Alternating large-star and small-star steps (Kiveris, Lattanzi, Mirrokni, Rastogi
         & Vassilvitskii, "Connected Components in MapReduce and Beyond", SoCC 2014): each step is one
         shuffle of the edge list, O(log^2 n) rounds, no node's whole component is ever in one place
-        until the graph is a forest of stars centred on each component's minimum."""
+        until the graph is a forest of stars centred on each component's minimum.
+
+        ``local(src, dst)`` (a union-find giving the same (gid, root) frame) finishes the graph in
+        one task once at most ``local_edges`` edges are left: the star steps preserve components, and
+        a few megabytes of pairs cost one task instead of two shuffles per round."""
         e = self.map(edges, _normalise).materialize()
         for _ in range(MAX_ROUNDS):
+            if local is not None and e.count() <= self.local_edges:  # materialized: counted from metadata
+                return e.repartition(1).map_batches(_components_in_one_task, fn_args=(local,), batch_size=None,
+                                                    batch_format="pyarrow")
             ls = self.group(self.map(e, _both_directions), "u", _large_star).materialize()
             unfinished = self.collect(self.map(ls, _stats_rows), {"b": pl.Int64})["b"].sum()
             e = self.map(ls, _edge_rows).materialize()
@@ -138,6 +147,12 @@ class RayShuffle:
                 return self.group(self.map(e, _star_members), "gid", _unique)
             e = self.group(self.map(e, _both_directions), "u", _small_star).materialize()
         raise RuntimeError(f"connected components did not converge in {MAX_ROUNDS} rounds")
+
+
+def _components_in_one_task(table: pa.Table, local) -> pa.Table:
+    df = pl.from_arrow(table) if table.num_rows else pl.DataFrame(schema={"a": pl.Int64, "b": pl.Int64})
+    return _arrow(local(df["a"].to_numpy(), df["b"].to_numpy()).select(pl.col("gid").cast(pl.Int64),
+                                                                        pl.col("root").cast(pl.Int64)))
 
 
 def _read_files(batch: pa.Table, row: str) -> pa.Table:

@@ -41,6 +41,7 @@ def snapshot(out):
     ledger = json.loads((out / "ledger.json").read_text())
     for e in ledger["ops"].values():
         e.pop("seconds")
+    ledger["run"].pop("timings")  # wall seconds
     return files, ledger
 
 
@@ -50,6 +51,17 @@ def test_plan_fuses_local_ops_and_breaks_at_global_ops():
     assert [[op.name for op in s.local_ops] for s in stages] == [
         ["unicode_normalize", "whitespace_normalize", "text_length_filter"], ["text_length_filter"]]
     assert stages[0].barrier.name == "exact_dedup" and stages[1].barrier is None
+
+
+def test_ledger_records_where_the_time_went(tmp_path):
+    paths = corpus(tmp_path, files=2, n=200)
+    run_recipe(paths, tmp_path / "o", PROCESS, workers=2, input={"shard_size_mb": 0.02})
+    t = json.loads((tmp_path / "o" / "ledger.json").read_text())["run"]["timings"]
+    assert t["executor"] == "local" and [p["pass"] for p in t["passes"]] == [0, 1]
+    assert t["passes"][0]["resolve"] == "exact_dedup" and "resolve" not in t["passes"][1]
+    assert all(p["shards"] >= 2 for p in t["passes"])
+    parts = t["start_seconds"] + sum(p["seconds"] + p.get("resolve_seconds", 0) for p in t["passes"])
+    assert 0 < parts <= t["seconds"]
 
 
 def test_one_and_two_workers_give_byte_identical_output(tmp_path):

@@ -3,6 +3,9 @@ join) and distributed connected components, checked against single-process refer
 
 from __future__ import annotations
 
+import functools
+import uuid
+
 import numpy as np
 import polars as pl
 import pytest
@@ -56,9 +59,9 @@ def test_co_group_is_a_join(shuffle):
     assert got.sort("a").equals(want.sort("a")) and got.height > 0
 
 
-def _ray_components(shuffle, s, d) -> pl.DataFrame:
+def _ray_components(shuffle, s, d, local=None) -> pl.DataFrame:
     edges = _ds(pl.DataFrame({"s": np.asarray(s, np.int64), "d": np.asarray(d, np.int64)}))
-    return shuffle.collect(shuffle.components(edges), {"gid": pl.Int64, "root": pl.Int64}).sort("gid")
+    return shuffle.collect(shuffle.components(edges, local), {"gid": pl.Int64, "root": pl.Int64}).sort("gid")
 
 
 def _reference(s, d) -> pl.DataFrame:
@@ -73,6 +76,40 @@ def test_components_of_a_long_chain_in_random_order(shuffle):
     got = _ray_components(shuffle, perm[:-1], perm[1:])
     assert got.equals(_reference(perm[:-1], perm[1:]))
     assert got["root"].n_unique() == 1 and got["root"][0] == perm.min()
+
+
+def _logged_union_find(log_dir, src, dst) -> pl.DataFrame:
+    """The local finisher, leaving a file that says how many edges it was given (it runs in a worker)."""
+    (log_dir / f"call-{uuid.uuid4().hex}").write_text(str(len(src)))
+    return components(src, dst)
+
+
+def _finisher_calls(log_dir) -> list[int]:
+    calls = [int(f.read_text()) for f in log_dir.glob("call-*")]
+    for f in log_dir.glob("call-*"):
+        f.unlink()
+    return calls
+
+
+def test_small_graphs_finish_in_one_task_with_the_same_components(shuffle, tmp_path):
+    from pipeline.executors.ray_shuffle import RayShuffle
+
+    rng = np.random.default_rng(4)
+    s, d = rng.integers(0, 400, 300) * 3, rng.integers(0, 400, 300) * 3
+    want = _reference(s, d)
+    local = functools.partial(_logged_union_find, tmp_path)
+    n_pairs = pl.DataFrame({"a": np.minimum(s, d), "b": np.maximum(s, d)}).filter(pl.col("a") != pl.col("b")).unique().height
+
+    assert _ray_components(shuffle, s, d, local).equals(want)  # under the threshold: every edge, one call
+    calls = _finisher_calls(tmp_path)
+    assert len(calls) == 1 and n_pairs <= calls[0] <= int((s != d).sum())  # (pairs are made unique per block)
+    rounds_first = RayShuffle(3, local_edges=n_pairs // 3)  # star rounds until few enough edges are left
+    assert _ray_components(rounds_first, s, d, local).equals(want)
+    calls = _finisher_calls(tmp_path)
+    assert len(calls) <= 1 and all(c <= n_pairs // 3 for c in calls)
+    never = RayShuffle(3, local_edges=-1)
+    assert _ray_components(never, s, d, local).equals(want) and _finisher_calls(tmp_path) == []
+    assert _ray_components(shuffle, [5], [5], local).height == 0  # only a self-loop: no edge, no component
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -111,6 +111,13 @@ def test_set_overrides_by_path_index_and_op_name():
     assert r.executor.workers == 3 and r.model.seed == 9
 
 
+def test_set_inside_executor_shorthand():
+    """`executor: ray` is short for {type: ray}; --set executor.X still reaches the mapping."""
+    text = recipe_text("  - unicode_normalize: {}") + "executor: ray\n"
+    r = parse_recipe(text, "t.yaml", ["executor.model_actors=false", "executor.workers=2"])
+    assert r.executor.type == "ray" and r.executor.model_actors is False and r.executor.workers == 2
+
+
 def test_set_with_bad_value_fails_validation():
     with pytest.raises(RecipeError) as e:
         parse_recipe(recipe_text("  - text_length_filter: {}"), "t.yaml", ["process.text_length_filter.min_words=-1"])
