@@ -9,10 +9,11 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 from numba import njit
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from operators.common.minhash import permutations, signatures
-from pipeline.ops import GlobalOp, OpParams, Resources
+from operators.select.topk import SizeParams
+from pipeline.ops import GlobalOp, Resources
 from pipeline.registry import register
 
 
@@ -56,7 +57,7 @@ class SelectDiverse(GlobalOp):
     reads_text = True
     resources = Resources(cpus=1.0, memory_mb=1024)
 
-    class Params(OpParams):
+    class Params(SizeParams):
         field: str | None = Field(None, description="text column (default: the recipe's text column; for chat rows "
                                   "write one with chat_text)")
         k: int | None = Field(None, ge=1, description="rows to keep")
@@ -64,12 +65,6 @@ class SelectDiverse(GlobalOp):
         ngram: int = Field(3, ge=1, description="word n-grams")
         num_perm: int = Field(64, ge=8, le=512, description="hash functions per signature")
         score_column: str | None = Field(None, description="start from the row with the highest value here")
-
-        @model_validator(mode="after")
-        def _one(self):
-            if (self.k is None) == (self.fraction is None):
-                raise ValueError("give exactly one of k and fraction")
-            return self
 
     example = {"field": "prompt_text", "fraction": 0.2}
 

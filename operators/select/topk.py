@@ -10,6 +10,17 @@ from pipeline.ops import GlobalOp, OpParams, Resources
 from pipeline.registry import register
 
 
+class SizeParams(OpParams):
+    """Params of a selection that keeps ``k`` rows or a ``fraction`` of them (the subclass declares
+    both fields, with its own bounds): exactly one must be given."""
+
+    @model_validator(mode="after")
+    def _one_size(self):
+        if (self.k is None) == (self.fraction is None):
+            raise ValueError("give exactly one of k and fraction")
+        return self
+
+
 @register
 class SelectTop(GlobalOp):
     """Keep the k (or the fraction) of rows with the highest score, over the whole corpus or per
@@ -19,18 +30,12 @@ class SelectTop(GlobalOp):
     reads_text = False
     resources = Resources(cpus=1.0, memory_mb=512)
 
-    class Params(OpParams):
+    class Params(SizeParams):
         column: str = Field(description="numeric score column (e.g. quality_score)")
         k: int | None = Field(None, ge=0, description="keep this many rows (per category when stratified)")
         fraction: float | None = Field(None, gt=0, le=1, description="keep this share of rows (per category when stratified)")
         descending: bool = Field(True, description="highest scores first")
         stratify_by: str | None = Field(None, description="category column: select within each category")
-
-        @model_validator(mode="after")
-        def _one(self):
-            if (self.k is None) == (self.fraction is None):
-                raise ValueError("give exactly one of k and fraction")
-            return self
 
     example = {"column": "quality_score", "fraction": 0.3}
 

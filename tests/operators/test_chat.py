@@ -331,14 +331,19 @@ def test_heuristic_score_without_llm(tmp_path):
     assert scores["good"] > 5 > scores["refuse"]
 
 
-def test_shipped_dpo_synthetic_recipe_against_a_test_server(tmp_path, monkeypatch):
+def _run_shipped(recipe: str, server_cm, tmp_path, monkeypatch):
+    """Run a shipped recipe into tmp_path/out with its LLM endpoint pointed at a test server."""
     from pipeline.recipe import load_recipe
     from pipeline.run import run
 
-    with _judge_server() as server:
+    with server_cm as server:
         monkeypatch.setenv("THRESHER_LLM_BASE_URL", server.url)
         monkeypatch.setenv("THRESHER_CACHE", str(tmp_path / "cache"))
-        res = run(load_recipe("dpo-synthetic", output=str(tmp_path / "out")))
+        return run(load_recipe(recipe, output=str(tmp_path / "out")))
+
+
+def test_shipped_dpo_synthetic_recipe_against_a_test_server(tmp_path, monkeypatch):
+    res = _run_shipped("dpo-synthetic", _judge_server(), tmp_path, monkeypatch)
     out = read_output(tmp_path / "out")
     e = res.ledger
     assert e["llm_candidates"].counters["llm_requests"] == 4 * e["llm_candidates"].rows_in
@@ -409,13 +414,7 @@ def test_augmentation_ops(tmp_path):
 
 
 def test_shipped_augment_instructions_recipe_against_a_test_server(tmp_path, monkeypatch):
-    from pipeline.recipe import load_recipe
-    from pipeline.run import run
-
-    with _augment_server() as server:
-        monkeypatch.setenv("THRESHER_LLM_BASE_URL", server.url)
-        monkeypatch.setenv("THRESHER_CACHE", str(tmp_path / "cache"))
-        res = run(load_recipe("augment-instructions", output=str(tmp_path / "out")))
+    res = _run_shipped("augment-instructions", _augment_server(), tmp_path, monkeypatch)
     out = read_output(tmp_path / "out")
     new = [r for r in out if "#new" in r["id"]]
     assert new and all(r["messages"][-1] == {"role": "assistant", "content": "ok"} for r in new)
