@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 from pipeline.errors import ThresherError, did_you_mean
 
@@ -204,6 +206,7 @@ def cmd_cluster(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="thresher", description="Curate LLM training data and size the jobs that use it.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error (also THRESHER_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run a recipe")
@@ -282,16 +285,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(msg: str) -> None:
+    err_console.print(f"[bold red]error:[/bold red] {escape(msg)}", highlight=False, markup=True, soft_wrap=True)
+
+
+def _os_error(e: OSError) -> str:
+    """An OSError as the user needs it: what, where (never a traceback for a full disk or a permission)."""
+    what = e.strerror or type(e).__name__
+    where = e.filename if e.filename is not None else ""
+    if e.filename2 is not None:
+        where = f"{where} -> {e.filename2}"
+    return f"{what}: {where}" if where else f"{what} ({e})"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("THRESHER_DEBUG") == "1"  # accepted anywhere on the line
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
     try:
         return args.fn(args)
-    except ThresherError as e:
-        err_console.print(f"[bold red]error:[/bold red] {e}", highlight=False, markup=True)
-        return 2
     except KeyboardInterrupt:
         err_console.print("interrupted; finish later with --resume")
         return 130
+    except Exception as e:
+        if debug:
+            raise
+        if isinstance(e, ThresherError):
+            _one_line(str(e))
+            return 2
+        if isinstance(e, OSError):  # disk full, permission, read-only, a file where a directory should be
+            _one_line(_os_error(e))
+            return 2
+        _one_line(f"internal error: {type(e).__name__}: {e} (run again with --debug for the traceback, "
+                  "and please report it)")
+        return 1
 
 
 if __name__ == "__main__":

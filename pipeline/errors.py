@@ -22,6 +22,17 @@ class OutputError(ThresherError):
     """The output directory cannot be used as asked (e.g. an unfinished run without --resume)."""
 
 
+class FatalOpError(ThresherError):
+    """An op cannot go on at all (an LLM endpoint that is unreachable or rejects the key, a missing
+    model): the run stops with this message instead of sending rows to quarantine one by one.
+    Never bisected or retried by the runner."""
+
+
+class RunFailed(ThresherError):
+    """The run went to the end but must not count as a success (e.g. too much of it was quarantined).
+    Its ledger is written for diagnosis; ``_SUCCESS`` is not."""
+
+
 class LedgerImbalance(ThresherError):
     """rows in != rows out + dropped + quarantined: the run lost or invented rows."""
 

@@ -1,33 +1,80 @@
 """One client for OpenAI-compatible chat-completion servers (vLLM, SGLang, Ollama, hosted APIs).
 
-- bounded concurrency (a thread pool per call; works the same in local workers and Ray actors),
+- bounded concurrency (at most ``concurrency`` requests in flight per call; the requests run on
+  the client's own event loop thread, so it works the same in local workers and Ray actors),
 - retries with exponential backoff and jitter on 429, 5xx, timeouts, dropped connections and
-  malformed answers, honouring ``Retry-After``,
-- a per-request timeout, the ``seed`` where the server supports one,
-- an on-disk cache keyed by the request (model, messages, sampling parameters), so a resumed or
-  repeated run never pays twice; files are written atomically, so workers can share it,
-- token usage and cost, which ops record in the ledger.
+  malformed or undecodable answers, honouring ``Retry-After``,
+- a deadline per attempt (``timeout_s`` bounds connecting, sending, waiting and reading together:
+  a server trickling bytes cannot hold a request open), the ``seed`` where the server supports one,
+- an on-disk cache keyed by the endpoint and the whole request (model, messages, sampling
+  parameters, response format), so a resumed or repeated run never pays twice; files are written
+  atomically, so workers can share it. Each entry records the run that paid for it, so a resumed
+  run still counts what it paid before it was interrupted,
+- token usage and cost, which ops record in the ledger,
+- errors that stop the run instead of quarantining every row (``FatalOpError``): a server that
+  rejects the key, or one that cannot be reached before any request ever got an answer.
 
-The API key is read from the environment variable the config names (never from a recipe).
+The API key is read from the environment variable the config names (never from a recipe), and
+every error string the client produces goes through ``redact``: error bodies that echo the key
+must not reach quarantine files, ledgers or logs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 import os
 import random
+import re
 import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.errors import ThresherError
+from pipeline.errors import FatalOpError, ThresherError
+
+log = logging.getLogger(__name__)
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+AUTH_STATUS = {401, 403}
+ERROR_BODY_CHARS = 200  # of an error answer's body, kept in the row's quarantine reason
+
+# --------------------------------------------------------------------------------------- redaction
+REDACTED = "[redacted]"
+_SECRET_PATTERNS = (
+    # Authorization: Bearer <token>
+    (re.compile(r"(?i)\b(bearer\s+)[^\s\"',;]+"), rf"\g<1>{REDACTED}"),
+    # OpenAI-style keys (sk-..., sk-proj-..., sk-ant-...); 8+ characters so "sk-learn" stays
+    (re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"), f"sk-{REDACTED}"),
+    # credentials in URL query strings
+    (re.compile(r"(?i)([?&;](?:api[_-]?key|apikey|key|token|access[_-]?token|auth|secret|client[_-]?secret|"
+                r"password|sig|signature)=)[^&#\s\"'<>]+"), rf"\g<1>{REDACTED}"),
+    # user:password@ in URLs
+    (re.compile(r"(?i)(\b[a-z][a-z0-9+.\-]*://[^/\s:@]+:)[^@/\s]+@"), rf"\g<1>{REDACTED}@"),
+    # "api_key": "...", x-api-key: ... (JSON bodies and headers echoed back)
+    (re.compile(r"(?i)([\"']?\b(?:api[_-]?key|x-api-key|access[_-]?token|client[_-]?secret)[\"']?\s*[:=]\s*[\"']?)"
+                r"[^\s\"',}&]+"), rf"\g<1>{REDACTED}"),
+)
+MIN_SECRET_CHARS = 4  # a shorter "key" (placeholders like "no") would mangle ordinary words and protects nothing
+
+
+def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """``text`` without credentials: each of ``secrets`` (the configured key's value, also URL-
+    encoded), ``Bearer`` tokens, ``sk-...`` keys, credential query parameters and passwords in URLs,
+    and ``api_key``-style fields. Every error string of the client goes through here, because
+    servers echo the request (key included) in error bodies that end up in quarantine and ledgers."""
+    for s in secrets:
+        if s and len(s) >= MIN_SECRET_CHARS:
+            for form in {s, quote(s, safe="")}:
+                text = text.replace(form, REDACTED)
+    for pattern, repl in _SECRET_PATTERNS:
+        text = pattern.sub(repl, text)
+    return text
 
 
 class LLMConfig(BaseModel):
@@ -44,11 +91,11 @@ class LLMConfig(BaseModel):
     seed: int | None = Field(0, description="sampling seed sent to servers that support one")
     json_mode: bool = Field(False, description="ask for a JSON object (response_format)")
     concurrency: int = Field(8, ge=1, le=256, description="requests in flight per worker")
-    timeout_s: float = Field(60.0, gt=0, description="per request")
+    timeout_s: float = Field(60.0, gt=0, description="deadline of one attempt (connect, send, wait and read together)")
     max_retries: int = Field(5, ge=0, description="retries on 429, 5xx, timeouts, lost connections, malformed answers")
     backoff_s: float = Field(0.5, ge=0, description="first retry wait; doubles each time, with jitter")
     backoff_max_s: float = Field(30.0, gt=0, description="longest wait between retries")
-    cache: bool = Field(True, description="cache answers on disk by request")
+    cache: bool = Field(True, description="cache answers on disk by endpoint and request")
     cache_dir: str | None = Field(None, description="default: $THRESHER_CACHE/llm")
     usd_per_million_input: float = Field(0.0, ge=0, description="price of prompt tokens, for the ledger's cost")
     usd_per_million_output: float = Field(0.0, ge=0, description="price of output tokens")
@@ -57,8 +104,8 @@ class LLMConfig(BaseModel):
 @dataclass
 class Completion:
     text: str | None  # None when the request failed
-    error: str | None = None
-    cached: bool = False
+    error: str | None = None  # why it failed (redacted)
+    cached: bool = False  # answered from the cache, paid by another run (no spend)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     retries: int = 0
@@ -85,28 +132,64 @@ class Usage:
                 self.completion_tokens += c.completion_tokens
 
 
-class ChatClient:
-    def __init__(self, cfg: LLMConfig):
-        import httpx
+class _Retry(Exception):
+    """One attempt failed in a way worth retrying: ``reason`` for the row, ``wait`` from Retry-After."""
 
+    def __init__(self, reason: str, wait: float | None = None):
+        super().__init__(reason)
+        self.reason, self.wait = reason, wait
+
+
+class ChatClient:
+    """``run_id``: the run this client spends for (kept by ``--resume``), ``attempt_id``: this
+    invocation of it; cache entries record both, so that answers this run paid for in an earlier,
+    interrupted attempt count as its spend when read back."""
+
+    def __init__(self, cfg: LLMConfig, run_id: str = "", attempt_id: str = ""):
         self.cfg = cfg
+        self.run_id = run_id
+        self.attempt_id = attempt_id
         from pipeline.recipe import interpolate  # the recipe's own ${VAR:-default} rules
 
         self.base_url = interpolate(cfg.base_url, "llm", "base_url").rstrip("/")
+        self._key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
         if not self.base_url.startswith(("http://", "https://")):
-            raise ThresherError(f"llm.base_url '{self.base_url}' is not an http(s) URL")
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        self._http = httpx.Client(headers=headers, timeout=cfg.timeout_s,
-                                  limits=httpx.Limits(max_connections=cfg.concurrency))
+            raise ThresherError(f"llm.base_url '{self.redact(self.base_url)}' is not an http(s) URL")
+        self._headers = {"Content-Type": "application/json"}
+        if self._key:
+            self._headers["Authorization"] = f"Bearer {self._key}"
         root = cfg.cache_dir or os.path.join(os.environ.get("THRESHER_CACHE", os.path.expanduser("~/.cache/thresher")), "llm")
         self.cache_dir = Path(root)
         self.usage = Usage()
+        self._http = None  # httpx.AsyncClient, made on the loop on first use
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._reached = False  # some request of this client got an HTTP answer: the server exists
+
+    def redact(self, text: str) -> str:
+        return redact(text, (self._key,))
 
     def close(self) -> None:
-        self._http.close()
+        if self._loop is None:
+            return
+        if self._http is not None:
+            asyncio.run_coroutine_threadsafe(self._http.aclose(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+        self._loop = self._thread = self._http = None
+
+    def _run(self, coro):
+        """Run ``coro`` on this client's event loop (a daemon thread, started on first use) and wait.
+        asyncio because a deadline there cancels the whole attempt, whatever phase it is in; httpx's
+        own timeouts bound each socket read only."""
+        with self._start_lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(target=self._loop.run_forever, name="thresher-llm", daemon=True)
+                self._thread.start()
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     # ------------------------------------------------------------------ requests
     def body(self, messages: list[dict], **overrides) -> dict:
@@ -120,64 +203,158 @@ class ChatClient:
             body["response_format"] = {"type": "json_object"}
         return body
 
+    def cache_key(self, body: dict) -> str:
+        """The endpoint and the whole request body (model, messages, every sampling parameter, the
+        response format): another server with the same model name is another model."""
+        return hashlib.sha256(json.dumps({"endpoint": self.base_url, "body": body}, sort_keys=True,
+                                         ensure_ascii=False).encode()).hexdigest()
+
     def complete_many(self, requests: list[dict]) -> list[Completion]:
-        """Request bodies (from ``body``) -> completions, in order; at most ``concurrency`` in flight."""
+        """Request bodies (from ``body``) -> completions, in order; at most ``concurrency`` in flight.
+        A ``FatalOpError`` (key rejected, server unreachable) stops the others: nothing more is sent."""
         if not requests:
             return []
-        with ThreadPoolExecutor(max_workers=min(self.cfg.concurrency, len(requests))) as pool:
-            out = list(pool.map(self.complete, requests))
-        return out
+        return self._run(self._complete_all(requests))
 
     def complete(self, body: dict) -> Completion:
-        key = hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        return self._run(self._complete(body))
+
+    async def _complete_all(self, bodies: list[dict]) -> list[Completion]:
+        sem = asyncio.Semaphore(self.cfg.concurrency)
+
+        async def one(body: dict) -> Completion:
+            async with sem:
+                return await self._complete(body)
+
+        tasks = [asyncio.ensure_future(one(b)) for b in bodies]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:  # after an error, cancel what is waiting or in flight, and let it clean up
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for t in tasks:
+            if not t.cancelled() and t.exception() is not None:
+                raise t.exception()
+        return [t.result() for t in tasks]
+
+    async def _complete(self, body: dict) -> Completion:
+        key = self.cache_key(body)
         if self.cfg.cache:
             hit = self._cache_get(key)
             if hit is not None:
-                c = Completion(hit["text"], cached=True, prompt_tokens=hit.get("prompt_tokens", 0),
-                               completion_tokens=hit.get("completion_tokens", 0))
+                c = self._from_cache(hit)
                 self.usage.add(c)
                 return c
-        c = self._post(body)
+        c = await self._post(body)
         if c.text is not None and self.cfg.cache:
-            self._cache_put(key, {"text": c.text, "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens})
+            self._cache_put(key, {"text": c.text, "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+                                  "retries": c.retries, "run_id": self.run_id, "attempt_id": self.attempt_id})
         self.usage.add(c)
         return c
 
-    def _post(self, body: dict) -> Completion:
-        import httpx
+    def _from_cache(self, hit: dict) -> Completion:
+        """An entry this run paid for in an earlier attempt counts as this run's spend (tokens, cost,
+        its retries): it was paid before an interruption, in a batch whose ledger was lost (a batch
+        that finished is not run again), and ``--resume`` keeps the run id, so the ledger of a resumed
+        run equals an uninterrupted one. An entry paid in this attempt (a repeated request) or by
+        another run is a free cache hit."""
+        own = (bool(self.run_id) and hit.get("run_id") == self.run_id
+               and hit.get("attempt_id", "") != self.attempt_id)
+        return Completion(hit["text"], cached=not own, prompt_tokens=int(hit.get("prompt_tokens") or 0),
+                          completion_tokens=int(hit.get("completion_tokens") or 0),
+                          retries=int(hit.get("retries") or 0) if own else 0)
 
-        url = f"{self.base_url}/chat/completions"
+    async def _post(self, body: dict) -> Completion:
+        if self._http is None:
+            import httpx
+
+            self._http = httpx.AsyncClient(headers=self._headers, timeout=self.cfg.timeout_s,
+                                           limits=httpx.Limits(max_connections=self.cfg.concurrency))
         last = "no attempt"
         for attempt in range(self.cfg.max_retries + 1):
-            wait = None
             try:
-                r = self._http.post(url, json=body)
-                if r.status_code in (401, 403):
-                    raise ThresherError(f"the LLM server at {self.base_url} rejected the request ({r.status_code}); "
-                                        f"set {self.cfg.api_key_env or 'the API key variable'} in the environment")
-                if r.status_code in RETRY_STATUS:
-                    last = f"HTTP {r.status_code}"
-                    wait = _retry_after(r.headers.get("retry-after"))
-                elif r.status_code >= 400:
-                    return Completion(None, f"HTTP {r.status_code}: {r.text[:200]}", retries=attempt)
-                else:
-                    try:
-                        data = r.json()
-                        text = data["choices"][0]["message"]["content"]
-                        if not isinstance(text, str):
-                            raise TypeError("content is not text")
-                        usage = data.get("usage") or {}
-                        return Completion(text, prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                                          completion_tokens=int(usage.get("completion_tokens") or 0), retries=attempt)
-                    except (ValueError, KeyError, IndexError, TypeError) as e:
-                        last = f"malformed response ({type(e).__name__}: {e})"
-            except httpx.TimeoutException:
-                last = f"timeout after {self.cfg.timeout_s:g} s"
-            except httpx.TransportError as e:
-                last = f"connection error ({type(e).__name__})"
+                c = await self._attempt(body)
+                c.retries = attempt
+                return c
+            except _Retry as r:
+                last, wait = r.reason, r.wait
             if attempt < self.cfg.max_retries:
-                time.sleep(wait if wait is not None else self._backoff(attempt))
-        return Completion(None, f"gave up after {self.cfg.max_retries + 1} attempts: {last}", retries=self.cfg.max_retries)
+                log.debug("LLM request to %s failed (%s); retrying", self.redact(self.base_url), self.redact(last))
+                await asyncio.sleep(wait if wait is not None else self._backoff(attempt))
+        return Completion(None, self.redact(f"gave up after {self.cfg.max_retries + 1} attempts: {last}"),
+                          retries=self.cfg.max_retries)
+
+    async def _attempt(self, body: dict) -> Completion:
+        """One request within ``timeout_s``: the answer, a non-retryable failure (a Completion
+        without text), ``_Retry``, or ``FatalOpError``."""
+        import httpx
+
+        sent = False
+
+        async def trace(event: str, info: dict) -> None:  # httpx's "trace" extension: connected yet?
+            nonlocal sent
+            if event.endswith("send_request_headers.started"):
+                sent = True
+
+        url = f"{self.base_url}/chat/completions"
+        try:
+            r = await asyncio.wait_for(self._http.post(url, json=body, extensions={"trace": trace}), self.cfg.timeout_s)
+        except asyncio.TimeoutError:
+            if not sent:
+                self._unreachable(f"no connection within {self.cfg.timeout_s:g} s")
+            raise _Retry(f"timeout after {self.cfg.timeout_s:g} s") from None
+        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+            self._unreachable(f"{type(e).__name__}: {e}")
+            raise _Retry(f"connection error ({type(e).__name__}: {e})") from None
+        except httpx.TimeoutException:
+            raise _Retry(f"timeout after {self.cfg.timeout_s:g} s") from None
+        except httpx.DecodingError as e:  # e.g. Content-Encoding: gzip over a corrupt body
+            self._reached = True
+            raise _Retry(f"undecodable response ({e})") from None
+        except httpx.TransportError as e:
+            raise _Retry(f"connection error ({type(e).__name__}: {e})") from None
+        self._reached = True
+        if r.status_code in AUTH_STATUS:
+            self._fail(self._rejected(r))
+        if r.status_code in RETRY_STATUS:
+            raise _Retry(f"HTTP {r.status_code}", _retry_after(r.headers.get("retry-after")))
+        if r.status_code >= 400:  # redact the whole body before cutting it: a cut key escapes the patterns
+            return Completion(None, self.redact(f"HTTP {r.status_code}: {' '.join(r.text.split())}")[:ERROR_BODY_CHARS + 10])
+        try:
+            data = r.json()
+            text = data["choices"][0]["message"]["content"]
+            if not isinstance(text, str):
+                raise TypeError("content is not text")
+            usage = data.get("usage") or {}
+            return Completion(text, prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                              completion_tokens=int(usage.get("completion_tokens") or 0))
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+            raise _Retry(f"malformed response ({type(e).__name__}: {e})") from None
+
+    def _fail(self, message: str) -> None:
+        """The run cannot go on: every row would fail the same way. ``complete_many`` cancels the
+        call's other requests; the runner stops the run."""
+        raise FatalOpError(self.redact(message))
+
+    def _unreachable(self, why: str) -> None:
+        """A connection failure before the server ever answered means a wrong URL or a server that
+        is down, not a bad row: stop now rather than quarantine every row after its retries."""
+        if not self._reached:
+            self._fail(f"cannot reach the LLM server at {self.base_url}: {why}. Check llm.base_url "
+                       "(or THRESHER_LLM_BASE_URL) and that the server is running")
+
+    def _rejected(self, r) -> str:
+        env = self.cfg.api_key_env
+        detail = " ".join(r.text.split())
+        detail = f": {self.redact(detail)[:ERROR_BODY_CHARS]}" if detail else ""
+        if not env:
+            fix = "set llm.api_key_env to the environment variable that holds its key"
+        elif not self._key:
+            fix = f"no key was sent: set {env} in the environment"
+        else:
+            fix = f"set {env} in the environment to a key it accepts"
+        return f"the LLM server at {self.base_url} rejected the request (HTTP {r.status_code}{detail}); {fix}"
 
     def _backoff(self, attempt: int) -> float:
         base = min(self.cfg.backoff_max_s, self.cfg.backoff_s * (2 ** attempt))
@@ -190,9 +367,10 @@ class ChatClient:
     def _cache_get(self, key: str) -> dict | None:
         p = self._cache_path(key)
         try:
-            return json.loads(p.read_text(encoding="utf-8"))
+            hit = json.loads(p.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+        return hit if isinstance(hit, dict) and isinstance(hit.get("text"), str) else None
 
     def _cache_put(self, key: str, value: dict) -> None:
         p = self._cache_path(key)

@@ -41,6 +41,8 @@ class OpContext:
     seed: int = 0
     index: int = 0  # position in the recipe's process list
     key: str = ""  # unique name of this op in the run (name, or name_2 when repeated)
+    run_id: str = ""  # one id per run, kept by --resume (e.g. to tell what this run already paid for)
+    attempt_id: str = ""  # one id per invocation: a resumed run's second attempt has a new one
 
 
 class Op:
@@ -53,6 +55,10 @@ class Op:
     example: ClassVar[dict[str, Any] | None] = None
     resources: ClassVar[Resources] = Resources()
     reads_text: ClassVar[bool] = True  # needs input.text_key (chat and preference ops do not)
+    # On an exception, the runner bisects the batch to quarantine only the rows that fail. Ops whose
+    # calls cost something (LLM requests) set this False: they report per-row failures themselves,
+    # and an exception quarantines the batch once instead of re-sending its rows.
+    isolate_errors: ClassVar[bool] = True
 
     def __init__(self, params: OpParams | None = None, ctx: OpContext | None = None):
         self.params = params if params is not None else self.Params()

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.errors import RecipeError, did_you_mean
 from pipeline.ops import Op, OpContext, OpParams
+from pipeline.outdir import expand_path
 from pipeline.registry import all_ops, get_op
 
 INPUT_FORMATS = ("auto", "jsonl", "jsonl.gz", "jsonl.zst", "parquet", "warc")
@@ -42,6 +43,11 @@ class InputSpec(_Strict):
     def _one_or_many(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
 
+    @field_validator("paths")
+    @classmethod
+    def _expand(cls, v: list[str]) -> list[str]:
+        return [p if p.startswith("demo:") else expand_path(p) for p in v]
+
 
 class OutputSpec(_Strict):
     path: str = Field(description="output directory")
@@ -49,6 +55,21 @@ class OutputSpec(_Strict):
     rows_per_shard: int = Field(100_000, gt=0, description="at most this many rows per output file")
     keep_stats: bool = Field(False, description="keep filter stats in a '__stats__' column")
     trace_samples: int = Field(20, ge=0, description="dropped samples kept per op in trace/")
+
+    @field_validator("path")
+    @classmethod
+    def _expand(cls, v: str) -> str:
+        return expand_path(v)
+
+
+class PolicySpec(_Strict):
+    """When a run counts as failed although it ran to the end. A failed run exits non-zero, writes its
+    ledger (for diagnosis) but no ``_SUCCESS``, and keeps its work, so ``--resume`` (with a changed
+    policy) can still finish it."""
+
+    max_quarantine_fraction: float = Field(
+        0.1, ge=0, le=1, description="fail the run when more than this share of rows (read + created) went to "
+        "quarantine: a wrong text_key, format or endpoint shows up as a failure, not as an empty success")
 
 
 class ExecutorSpec(_Strict):
@@ -66,6 +87,7 @@ class RecipeModel(_Strict):
     input: InputSpec
     output: OutputSpec
     executor: ExecutorSpec = ExecutorSpec()
+    policy: PolicySpec = PolicySpec()
     seed: int = 0
     process: list[Any] = Field(default_factory=list)
 
@@ -84,9 +106,10 @@ class OpSpec(BaseModel):
     params: OpParams
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    def build(self, text_key: str, id_key: str, seed: int) -> Op:
+    def build(self, text_key: str, id_key: str, seed: int, run_id: str = "", attempt_id: str = "") -> Op:
         cls = get_op(self.name)
-        ctx = OpContext(text_key=text_key, id_key=id_key, seed=seed, index=self.index, key=self.key)
+        ctx = OpContext(text_key=text_key, id_key=id_key, seed=seed, index=self.index, key=self.key, run_id=run_id,
+                        attempt_id=attempt_id)
         return cls(self.params, ctx)
 
 
@@ -98,6 +121,8 @@ class Recipe:
         self.ops = ops
         self.source = source
         self.raw = raw
+        self.run_id = ""  # set by the driver from the output's manifest (kept across --resume)
+        self.attempt_id = ""  # set by the driver for each invocation
 
     @property
     def input(self) -> InputSpec:
@@ -111,6 +136,10 @@ class Recipe:
     def executor(self) -> ExecutorSpec:
         return self.model.executor
 
+    @property
+    def policy(self) -> PolicySpec:
+        return self.model.policy
+
     def build_ops(self) -> list[Op]:
         """The recipe's ops, each followed by the ops it expands into (``Op.expand``)."""
         ops: list[Op] = []
@@ -118,14 +147,15 @@ class Recipe:
             if self.input.text_key is None and get_op(s.name).reads_text and not getattr(s.params, "field", None):
                 raise RecipeError(f"{self.source}: process[{s.index}] '{s.name}' reads the text column, but "
                                   "input.text_key is null; set input.text_key to the column holding the text (or the op's field)")
-            op = s.build(self.input.text_key or "", self.input.id_key, self.model.seed)
+            op = s.build(self.input.text_key or "", self.input.id_key, self.model.seed, self.run_id, self.attempt_id)
             ops.append(op)
             ops.extend(op.expand())
         return ops
 
     def fingerprint(self) -> str:
         """Hash of everything that decides the output (not workers, not the output path)."""
-        body = {k: v for k, v in self.model.model_dump(mode="json").items() if k not in ("executor", "name", "description")}
+        body = {k: v for k, v in self.model.model_dump(mode="json").items()
+                if k not in ("executor", "policy", "name", "description")}
         body["output"] = {k: v for k, v in body["output"].items() if k != "path"}
         body["process"] = [{s.name: s.params.model_dump(mode="json")} for s in self.ops]
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
@@ -169,7 +199,7 @@ def apply_set(raw: dict[str, Any], assignment: str, source: str) -> None:
     if "=" not in assignment:
         raise RecipeError(f"--set {assignment!r}: expected key=value")
     path, text = assignment.split("=", 1)
-    value = yaml.safe_load(text) if text else ""
+    value = load_yaml(text, f"--set {assignment!r}: value {text!r}") if text else ""
     keys = [k for k in path.strip().split(".") if k]
     if not keys:
         raise RecipeError(f"--set {assignment!r}: empty key")
@@ -218,6 +248,86 @@ def _list_step(node: list, key: str, assignment: str) -> Any:
     return item
 
 
+# --------------------------------------------------------------------------- YAML
+MAX_ALIAS_NODES = 10_000  # nodes that aliases may add to a document when it is expanded as a tree
+
+
+class _AliasLimit(Exception):  # noqa: N818
+    def __init__(self, line: int, problem: str):
+        super().__init__(problem)
+        self.line, self.problem = line, problem
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses documents whose aliases expand too far.
+
+    PyYAML shares one node between an anchor and its aliases, so a few hundred bytes of nested
+    aliases ("billion laughs") load quickly into a small shared graph — and then everything that
+    walks the recipe as a tree (``${VAR}`` interpolation, validation, the fingerprint) expands it
+    exponentially: minutes and gigabytes for a 500-byte file. The expanded size is counted on the
+    composed graph before anything is built (memoised, so linear in the distinct nodes), and a
+    recursive alias, which would expand forever, is refused too. A few anchors shared by several
+    ops add a few hundred nodes at most.
+    """
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_expansion(node)
+        return super().construct_document(node)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return node.value
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Raise ``_AliasLimit`` at the first node whose tree expansion adds more than
+    ``MAX_ALIAS_NODES`` nodes to the document, or that contains itself."""
+    distinct: set[int] = set()
+    stack = [root]
+    while stack:
+        n = stack.pop()
+        if id(n) not in distinct:
+            distinct.add(id(n))
+            stack += _children(n)
+    limit = len(distinct) + MAX_ALIAS_NODES
+    size: dict[int, int] = {}
+    open_: set[int] = set()
+    stack = [(root, False)]
+    while stack:  # iterative post-order: deeply nested YAML must not hit the recursion limit
+        n, done = stack.pop()
+        if done:
+            open_.discard(id(n))
+            size[id(n)] = total = 1 + sum(size[id(c)] for c in _children(n))
+            if total > limit:
+                raise _AliasLimit(n.start_mark.line + 1, f"too many YAML aliases: they expand the document by more "
+                                  f"than {MAX_ALIAS_NODES} nodes (limit {MAX_ALIAS_NODES}; an alias bomb?)")
+            continue
+        if id(n) in size:
+            continue
+        if id(n) in open_:
+            raise _AliasLimit(n.start_mark.line + 1, "recursive YAML alias: the node contains itself")
+        open_.add(id(n))
+        stack.append((n, True))
+        stack += [(c, False) for c in _children(n) if id(c) not in size]
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """YAML text -> Python data, with ``BoundedLoader``; every problem is a ``RecipeError`` that
+    names ``source`` and the line (and column) of the problem."""
+    try:
+        return yaml.load(text, Loader=BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+    except _AliasLimit as e:
+        raise RecipeError(f"{source}: line {e.line}: {e.problem}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise RecipeError(f"{source}:{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+
+
 # --------------------------------------------------------------------------- loading
 def find_recipe(name_or_path: str) -> Path:
     """A path to a recipe file, or the name of a shipped recipe (``fineweb``)."""
@@ -253,12 +363,7 @@ def load_recipe(name_or_path: str, sets: list[str] | None = None, *, inputs: lis
 def parse_recipe(text: str, source: str = "<recipe>", sets: list[str] | None = None, *,
                  inputs: list[str] | None = None, output: str | None = None,
                  executor: str | None = None, workers: int | None = None) -> Recipe:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise RecipeError(f"{source}:{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    raw = load_yaml(text, source)
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: a recipe is a mapping with input, output and process; got {type(raw).__name__}")
     raw = interpolate(raw, source)

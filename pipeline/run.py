@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import shutil
 import time
+import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import OutputError
-from pipeline.executors.passes import load_json, ops_for
+import polars as pl
+
+from pipeline import outdir
+from pipeline.errors import OutputError, RunFailed
+from pipeline.executors.passes import REASON, ROW, SHARD, load_json, ops_for, write_decisions
+from pipeline.faults import crash_point
 from pipeline.io.inputs import Shard, plan_shards, resolve_inputs
-from pipeline.io.writers import write_json_atomic, write_jsonl_records_atomic
+from pipeline.io.writers import write_bytes_atomic, write_json_atomic, write_jsonl_records_atomic
 from pipeline.layout import Layout
 from pipeline.ledger import Ledger
 from pipeline.recipe import Recipe
@@ -26,19 +32,54 @@ class RunResult:
     seconds: float
 
 
+def input_roots(paths: list[str]) -> list[str]:
+    """The directories and files a recipe's input paths name (globs by their fixed part)."""
+    from pipeline.io.inputs import _glob_root as glob_root
+
+    return [glob_root(p) if any(c in p for c in "*?[") else p for p in paths if not p.startswith("demo:")]
+
+
+def check_output_path(layout: Layout) -> None:
+    """Read-only checks before anything is touched: the output is a directory of ours (or empty, or
+    new) and holds nothing thresher did not write."""
+    out = layout.out
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"the output path '{out}' is a file, not a directory; choose another --output")
+    if not out.is_dir():
+        return
+    present = [f for f in outdir.list_files(out) if f != outdir.LOCK_NAME]
+    if not present:
+        return
+    if outdir.owned_files(out, present) is None:
+        raise OutputError(f"output directory '{out}' is not empty and is not a thresher output (it holds "
+                          f"{outdir.describe(present)}); choose another --output")
+
+
 def prepare_output(layout: Layout, recipe: Recipe, shards: list[Shard], resume: bool, overwrite: bool) -> bool:
-    """Make the output directory ready. Returns True when a finished run is being resumed."""
+    """Make the output directory ready (under the output lock). Sets ``recipe.run_id``. Returns
+    True when a finished run is being resumed."""
     manifest = {"recipe": recipe.fingerprint(), "source": recipe.source,
                 "shards": [[s.rel, s.format, s.start, s.end, s.size] for s in shards]}
     out = layout.out
-    if out.exists() and any(out.iterdir()):
-        ours = layout.success.exists() or layout.manifest.exists()
-        if not ours:
-            raise OutputError(f"output directory '{out}' is not empty and is not a thresher output; "
-                              "choose another --output")
-        if resume:
-            if layout.success.exists():
-                return True
+    present = [f for f in outdir.list_files(out) if f != outdir.LOCK_NAME] if out.is_dir() else []
+    if present:
+        owned = outdir.owned_files(out, present)
+        if owned is None:
+            raise OutputError(f"output directory '{out}' is not empty and is not a thresher output (it holds "
+                              f"{outdir.describe(present)}); choose another --output")
+        finished = layout.success.is_file() and (out / outdir.MANIFEST_NAME).is_file()
+        unfinished = layout.manifest.is_file()
+        foreign = sorted(set(present) - owned)
+        if foreign and (overwrite or resume or not unfinished or finished):
+            raise OutputError(f"output directory '{out}' holds files thresher did not write ({outdir.describe(foreign)}); "
+                              "move them or choose another --output — nothing was deleted")
+        if resume and finished:
+            old = outdir._read_json(out / outdir.MANIFEST_NAME) or {}
+            recipe.run_id = old.get("run_id", "")
+            if layout.work.exists():  # a crash after _SUCCESS, before the scratch was removed
+                outdir.remove_owned(out, {f for f in owned if f.startswith(outdir.WORK_NAME + "/")})
+            return True
+        if resume and unfinished:
             old = load_json(layout.manifest)
             if old.get("recipe") != manifest["recipe"]:
                 raise OutputError(f"cannot resume '{out}': the recipe changed since the interrupted run "
@@ -46,14 +87,21 @@ def prepare_output(layout: Layout, recipe: Recipe, shards: list[Shard], resume: 
             if old.get("shards") != manifest["shards"]:
                 raise OutputError(f"cannot resume '{out}': the input files changed since the interrupted run "
                                   "(use --overwrite to start again)")
+            recipe.run_id = old.get("run_id") or _new_run_id()
             return False
-        if layout.manifest.exists() and not layout.success.exists() and not overwrite:
+        if unfinished and not finished and not overwrite:
             raise OutputError(f"output directory '{out}' holds an unfinished run; "
                               "pass --resume to finish it or --overwrite to start again")
-        shutil.rmtree(out)  # a finished earlier run of ours (or --overwrite): replace it
+        outdir.remove_owned(out, owned)  # an earlier run of ours (finished, or --overwrite): replace it
+    recipe.run_id = _new_run_id()
+    manifest["run_id"] = recipe.run_id
     layout.work.mkdir(parents=True, exist_ok=True)
     write_json_atomic(layout.manifest, manifest)
     return False
+
+
+def _new_run_id() -> str:
+    return uuid.uuid4().hex
 
 
 def make_executor(recipe: Recipe):
@@ -68,15 +116,35 @@ def make_executor(recipe: Recipe):
 
 def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, progress=None) -> RunResult:
     t0 = time.perf_counter()
+    recipe.attempt_id = uuid.uuid4().hex
     files = resolve_inputs(recipe.input.paths, recipe.input.format)  # every input problem, before work
     shards = plan_shards(files, recipe.input.shard_size_mb)
     layout = Layout(recipe.output.path)
-    out = str(layout.out)
-    ops, stages = ops_for(recipe)
-    for op in ops:
+    outdir.check_not_overlapping(layout.out, input_roots(recipe.input.paths), [f[0] for f in files])
+    check_output_path(layout)
+    for op in recipe.build_ops():
         op.prepare()  # fetch models and lists now: a missing asset stops the run before any data is read
-    if prepare_output(layout, recipe, shards, resume, overwrite):
-        return _result_from_disk(layout, time.perf_counter() - t0)
+    with outdir.OutputLock(layout.out).acquire() as lock:
+        if prepare_output(layout, recipe, shards, resume, overwrite):
+            return _result_from_disk(layout, time.perf_counter() - t0)
+        lock.note_run(recipe.run_id)
+        try:
+            timings = _run_passes(recipe, layout, shards, progress)
+            timings["seconds"] = _since(t0)
+            result = finish(layout, recipe, shards, len(ops_for(recipe)[1]), timings)
+        except RunFailed:
+            raise  # finish wrote its ledger
+        except Exception as e:
+            _write_failed_ledger(layout, recipe, shards, e)
+            raise
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _run_passes(recipe: Recipe, layout: Layout, shards: list[Shard], progress) -> dict:
+    """Every pass not done yet (and its resolve), on the recipe's executor. Returns the timings."""
+    _, stages = ops_for(recipe)
+    out = str(layout.out)
     timings: dict = {"executor": recipe.executor.type, "passes": []}  # this invocation's wall seconds
     t_start = time.perf_counter()
     with make_executor(recipe) as executor:
@@ -91,16 +159,98 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, progre
             executor.run_pass(recipe, out, k, todo, lambda _s, task=task: progress.advance(task) if progress else None,
                               context=f"pass {k} (ops: {names})")
             record = {"pass": k, "shards": len(todo), "seconds": _since(t_pass)}
+            _check_policy(layout, recipe, shards, k)  # a run that is failing stops at the end of the pass
             if stage.barrier is not None and not layout.resolved(k).exists():
                 t_resolve = time.perf_counter()
-                executor.resolve(recipe, out, k, len(shards))
+                if _rows_kept(layout, k, shards):
+                    executor.resolve(recipe, out, k, len(shards))
+                else:  # nothing reached the global op: nothing to decide
+                    write_decisions(layout, k, stage.barrier, pl.DataFrame(
+                        {SHARD: [], ROW: [], REASON: []}, schema={SHARD: pl.Int32, ROW: pl.Int64, REASON: pl.Utf8}),
+                        {}, 0.0)
                 record["resolve"] = stage.barrier.ctx.key
                 record["resolve_seconds"] = _since(t_resolve)
             timings["passes"].append(record)
-    timings["seconds"] = _since(t0)
-    result = finish(layout, recipe, shards, len(stages), timings)
-    result.seconds = time.perf_counter() - t0
-    return result
+    return timings
+
+
+def _rows_kept(layout: Layout, k: int, shards: list[Shard]) -> int:
+    return sum((layout.read_done(k, s.index) or {}).get("rows_out", 0) for s in shards)
+
+
+def _gather(layout: Layout, recipe: Recipe, shards: list[Shard], n_passes: int, strict: bool = True) -> Ledger:
+    """The ledger of passes 0..n_passes-1 from their done markers (and resolve records)."""
+    ops, stages = ops_for(recipe)
+    ledger = Ledger([(op.ctx.key, op.name, op.ctx.index) for op in ops])
+    for k in range(n_passes):
+        for s in shards:
+            done = layout.read_done(k, s.index)
+            if done is None:
+                if strict:
+                    raise OutputError(f"pass {k} shard {s.index} has no done marker; the run is incomplete")
+                continue
+            ledger.merge(Ledger.from_dict({"ops": done["ledger"]}))
+        if stages[k].barrier is not None and layout.resolved(k).exists():
+            info = load_json(layout.resolved(k))
+            entry = ledger[info["op"]]
+            entry.seconds += info["seconds"]
+            entry.counters.update(info.get("counters", {}))
+    return ledger
+
+
+def quarantine_share(ledger: Ledger) -> tuple[int, int]:
+    """(rows quarantined, rows that could have been: read + created)."""
+    t = ledger.totals()
+    return t["quarantined"], t["input"] + t["created"]
+
+
+def _policy_error(recipe: Recipe, ledger: Ledger, out: Path) -> str | None:
+    bad, total = quarantine_share(ledger)
+    limit = recipe.policy.max_quarantine_fraction
+    if not total or bad / total <= limit:
+        return None
+    reasons = Counter()
+    for e in ledger.entries.values():
+        for r, n in e.quarantined.items():
+            reasons[f"{e.key}: {r}"] += n
+    top = "; ".join(f"{r} ({n:,})" for r, n in reasons.most_common(3))
+    return (f"{bad:,} of {total:,} rows ({bad / total:.1%}) went to quarantine, more than "
+            f"policy.max_quarantine_fraction={limit:g} — {top}. See {out}/quarantine/ and {out}/ledger.json; "
+            "after fixing the cause, --overwrite (or --resume --set policy.max_quarantine_fraction=... to accept them)")
+
+
+def _check_policy(layout: Layout, recipe: Recipe, shards: list[Shard], k: int) -> None:
+    ledger = _gather(layout, recipe, shards, k + 1, strict=False)
+    msg = _policy_error(recipe, ledger, layout.out)
+    if msg:
+        _write_ledger(layout, recipe, shards, ledger, None, status="failed", error=msg)
+        raise RunFailed(msg)
+
+
+def _write_failed_ledger(layout: Layout, recipe: Recipe, shards: list[Shard], err: BaseException) -> None:
+    """Best effort: what the finished shards recorded, and why the run failed (for diagnosis)."""
+    try:
+        ledger = _gather(layout, recipe, shards, len(ops_for(recipe)[1]), strict=False)
+        _write_ledger(layout, recipe, shards, ledger, None, status="failed", error=f"{type(err).__name__}: {err}")
+    except Exception:  # noqa: BLE001 - never hide the run's own error behind this one
+        pass
+
+
+def _write_ledger(layout: Layout, recipe: Recipe, shards: list[Shard], ledger: Ledger, output_rows: int | None,
+                  status: str, error: str | None = None, files: list[str] | None = None,
+                  timings: dict | None = None) -> dict:
+    report = ledger.to_dict(output_rows)
+    report["status"] = status
+    report["balanced"] = status == "succeeded"
+    if error:
+        report["error"] = error
+    report["run"] = {"recipe": recipe.model.name or Path(recipe.source).stem, "source": recipe.source,
+                     "fingerprint": recipe.fingerprint(), "run_id": recipe.run_id, "executor": recipe.executor.type,
+                     "shards": len(shards), "files": files or []}
+    if timings is not None:
+        report["run"]["timings"] = timings
+    write_json_atomic(layout.ledger, report)
+    return report
 
 
 def _since(t: float) -> float:
@@ -108,47 +258,52 @@ def _since(t: float) -> float:
 
 
 def finish(layout: Layout, recipe: Recipe, shards: list[Shard], n_passes: int, timings: dict | None = None) -> RunResult:
-    ops, stages = ops_for(recipe)
-    ledger = Ledger([(op.ctx.key, op.name, op.ctx.index) for op in ops])
+    """Gather the ledger, check it, and commit the output. The order makes every crash point
+    resumable: trace and ledger, then ``_thresher.json`` (the list of files this run wrote, which
+    is what lets a later run delete them), then ``_SUCCESS``, and only then the scratch ``_work/``
+    (a crash before that leaves a complete output whose leftovers the next run removes)."""
+    crash_point("before-commit")
+    ops, _ = ops_for(recipe)
+    ledger = _gather(layout, recipe, shards, n_passes)
     trace: dict[str, list[dict]] = {op.ctx.key: [] for op in ops}
     files: list[str] = []
     output_rows = 0
     for k in range(n_passes):
         for s in shards:
             done = layout.read_done(k, s.index)
-            if done is None:
-                raise OutputError(f"pass {k} shard {s.index} has no done marker; the run is incomplete")
-            ledger.merge(Ledger.from_dict({"ops": done["ledger"]}))
             for key, recs in done["trace"].items():
                 room = recipe.output.trace_samples - len(trace[key])
                 trace[key].extend(recs[: max(0, room)])
             if k == n_passes - 1:
                 output_rows += done["rows_out"]
                 files += [f"data/{f}" for f in done["files"]]
-        if stages[k].barrier is not None:
-            info = load_json(layout.resolved(k))
-            entry = ledger[info["op"]]
-            entry.seconds += info["seconds"]
-            entry.counters.update(info.get("counters", {}))
-    report = ledger.to_dict(output_rows)
-    report["run"] = {"recipe": recipe.model.name or Path(recipe.source).stem, "source": recipe.source,
-                     "fingerprint": recipe.fingerprint(), "executor": recipe.executor.type,
-                     "shards": len(shards), "files": files}
-    if timings is not None:
-        report["run"]["timings"] = timings
     try:
         ledger.check_balance(output_rows)
-        report["balanced"] = True
-    except Exception:
-        report["balanced"] = False
-        write_json_atomic(layout.ledger, report)
+    except Exception as e:
+        _write_ledger(layout, recipe, shards, ledger, output_rows, "failed", str(e), files, timings)
         raise
+    msg = _policy_error(recipe, ledger, layout.out)
+    if msg:
+        _write_ledger(layout, recipe, shards, ledger, output_rows, "failed", msg, files, timings)
+        raise RunFailed(msg)
+    written = list(files)
     for op in ops:
         if trace[op.ctx.key]:
-            write_jsonl_records_atomic(layout.trace / f"{op.ctx.index:02d}-{op.ctx.key}.jsonl", trace[op.ctx.key])
-    write_json_atomic(layout.ledger, report)
+            path = layout.trace / f"{op.ctx.index:02d}-{op.ctx.key}.jsonl"
+            write_jsonl_records_atomic(path, trace[op.ctx.key])
+            written.append(f"trace/{path.name}")
+    crash_point("after-trace")
+    _write_ledger(layout, recipe, shards, ledger, output_rows, "succeeded", None, files, timings)
+    crash_point("after-ledger")
+    if layout.quarantine.is_dir():
+        written += sorted(f"quarantine/{f.name}" for f in layout.quarantine.glob("pass*.jsonl"))
+    written.append(outdir.LEDGER_NAME)
+    write_json_atomic(layout.out / outdir.MANIFEST_NAME, {"run_id": recipe.run_id, "recipe": recipe.fingerprint(),
+                                                         "files": written})
+    crash_point("after-manifest")
+    write_bytes_atomic(layout.success, b"ok\n")
+    crash_point("after-success")
     shutil.rmtree(layout.work, ignore_errors=True)
-    layout.success.write_text("ok\n")
     return RunResult(layout.out, ledger, output_rows, files, 0.0)
 
 

@@ -14,17 +14,22 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 
+from pipeline.errors import ThresherError
 from pipeline.io.readers import RAW_SNIPPET, quarantine_record
 from pipeline.ledger import Ledger
 from pipeline.ops import Filter, GlobalOp, Mapper, MapResult, Op
 
 STATS_COL = "__stats__"
 TRACE_TEXT = 500
+# Each row's line in its input file, added by the reader and carried through the passes (never
+# written to the output), so a row an op quarantines is named by file and line like a bad input line.
+LINE = "__thresher_line__"
 
 
 class BatchRunner:
-    def __init__(self, ops: list[Op], text_key: str, id_key: str, keep_stats: bool, trace_n: int):
+    def __init__(self, ops: list[Op], text_key: str, id_key: str, keep_stats: bool, trace_n: int, source: str = ""):
         self.ops = ops
+        self.source = source  # the input file of the rows (its display name)
         self.text_key = text_key
         self.id_key = id_key
         self.keep_stats = keep_stats
@@ -35,24 +40,35 @@ class BatchRunner:
     # ------------------------------------------------------------------------------ helpers
     def _row_raw(self, table: pa.Table, i: int, skip_nulls: bool = False) -> str:
         row = table.slice(i, 1).to_pylist()[0]
+        row.pop(LINE, None)
         if skip_nulls:  # fields this row never had (other rows' columns) are null here
             row = {k: v for k, v in row.items() if v is not None}
         return json.dumps(row, ensure_ascii=False, default=str)[:RAW_SNIPPET]
 
+    def _where(self, table: pa.Table) -> tuple[list, list]:
+        """(ids, input lines) of the rows of ``table``; a line is 0 where it is not known (rows a
+        1:N op made)."""
+        n = table.num_rows
+        ids = table.column(self.id_key).to_pylist() if self.id_key in table.column_names else [None] * n
+        lines = table.column(LINE).fill_null(0).to_pylist() if LINE in table.column_names else [0] * n
+        return ids, lines
+
     def _quarantine_rows(self, op: Op, table: pa.Table, err: BaseException) -> None:
-        ids = table.column(self.id_key).to_pylist() if self.id_key in table.column_names else [None] * table.num_rows
+        ids, lines = self._where(table)
         reason = f"{type(err).__name__}: {err}"[:300]
         for i in range(table.num_rows):
             self.quarantine.append(quarantine_record(
-                str(ids[i]), 0, reason, op.ctx.key, self._row_raw(table, i), row_id=ids[i]))
+                self.source or str(ids[i]), lines[i], reason, op.ctx.key, self._row_raw(table, i), row_id=ids[i]))
 
     def guarded(self, op: Op, fn: Callable[[pa.Table], object], table: pa.Table, ledger: Ledger):
         """Call ``fn(table)``; on error, bisect to isolate failing rows and quarantine them.
         Returns (result parts, kept sub-tables) aligned with each other."""
         try:
             return [fn(table)], [table]
+        except ThresherError:
+            raise  # the user must fix something (a rejected API key, a missing model): stop the run
         except Exception as err:  # noqa: BLE001 - any op error sends its rows to quarantine
-            if table.num_rows <= 1:
+            if table.num_rows <= 1 or not op.isolate_errors:
                 self._quarantine_rows(op, table, err)
                 ledger[op.ctx.key].quarantined[f"op error: {type(err).__name__}"] += table.num_rows
                 return [], []
@@ -139,10 +155,10 @@ class BatchRunner:
         if not marks or not any(marks):
             return table
         bad = np.array([m is not None for m in marks], dtype=bool)
-        ids = source.column(self.id_key).to_pylist() if self.id_key in source.column_names else [None] * source.num_rows
+        ids, lines = self._where(source)
         for i in np.flatnonzero(bad):
             reason = marks[i]
-            self.quarantine.append(quarantine_record(str(ids[i]), 0, reason, op.ctx.key,
+            self.quarantine.append(quarantine_record(self.source or str(ids[i]), lines[i], reason, op.ctx.key,
                                                      self._row_raw(source, int(i), skip_nulls=True), row_id=ids[i]))
             entry.quarantined[reason.split(" (")[0]] += 1
         if result.drop:

@@ -17,10 +17,29 @@ settings.register_profile("thresher", deadline=None)
 settings.load_profile("thresher")
 
 
+@pytest.fixture(scope="session")
+def _session_cache(tmp_path_factory):
+    """One model/LLM cache for the session, set in the environment before anything (a local Ray's
+    workers included) starts, so every process of the test run finds the assets the driver fetched."""
+    import os
+
+    cache = str(tmp_path_factory.getbasetemp() / "thresher-cache")
+    saved = os.environ.get("THRESHER_CACHE")
+    os.environ["THRESHER_CACHE"] = cache
+    yield cache
+    if saved is None:
+        os.environ.pop("THRESHER_CACHE", None)
+    else:
+        os.environ["THRESHER_CACHE"] = saved
+
+
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    cache = tmp_path_factory.getbasetemp() / "thresher-cache"
-    monkeypatch.setenv("THRESHER_CACHE", str(cache))
+def _isolated_cache(_session_cache, monkeypatch):
+    monkeypatch.setenv("THRESHER_CACHE", _session_cache)
+
+
+# for tests of quarantine itself, whose tiny inputs are mostly bad rows on purpose
+ACCEPT_BAD_ROWS = {"max_quarantine_fraction": 1.0}
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -90,8 +109,8 @@ def sample_docs(n: int, seed: int = 0) -> list[dict]:
 
 
 @pytest.fixture(scope="session")
-def local_ray():
-    """One local Ray (2 CPUs) for the whole test session."""
+def local_ray(_session_cache):
+    """One local Ray (2 CPUs) for the whole test session (its workers inherit the session's cache)."""
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     yield ray

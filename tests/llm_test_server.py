@@ -1,7 +1,9 @@
 """A TEST SERVER that speaks the OpenAI chat-completions protocol (POST /v1/chat/completions), for
 the one edge thresher cannot reach in tests: a hosted or self-served LLM. It answers
 deterministically from the request and injects the faults real servers produce: 429 with
-Retry-After, 500s, slow responses and malformed bodies, on a script of upcoming requests."""
+Retry-After, 500s, slow responses, malformed bodies, responses trickled a byte at a time, corrupt
+gzip, 400s that echo the caller's key and 401s, on a script of upcoming requests; and it can demand
+a key for every request."""
 
 from __future__ import annotations
 
@@ -21,12 +23,24 @@ def default_answer(body: dict) -> str:
 
 
 class ChatTestServer:
-    """``faults``: a queue of actions for the next requests ("429", "500", "slow", "malformed",
-    "ok"); afterwards every request is answered. ``answer(body) -> str`` makes the reply."""
+    """``faults``: a queue of actions for the next requests, afterwards every request is answered:
 
-    def __init__(self, answer=default_answer, slow_s: float = 2.0, require_key: str | None = None):
+    - "ok": answered; "429" (Retry-After 0.05 s), "500", "401": that status;
+    - "slow": answered after ``slow_s``; "malformed": a 200 whose JSON stops half-way;
+    - "trickle": the whole answer, status line included, one byte every ``trickle_s`` (each read
+      of the client gets data in time; only a deadline on the whole request ends it);
+    - "badgzip": a 200 marked ``Content-Encoding: gzip`` whose body is not gzip;
+    - "echo_key_400": a 400 whose body echoes the Authorization header and a URL with the key.
+
+    ``require_key``: every request without ``Authorization: Bearer <key>`` gets a 401.
+    ``answer(body) -> str`` makes the reply; None answers that request with a 500 (a fault aimed
+    at chosen prompts, whatever order concurrent requests arrive in)."""
+
+    def __init__(self, answer=default_answer, slow_s: float = 2.0, require_key: str | None = None,
+                 trickle_s: float = 0.05):
         self.answer = answer
         self.slow_s = slow_s
+        self.trickle_s = trickle_s
         self.require_key = require_key
         self.faults: deque[str] = deque()
         self.requests: list[dict] = []
@@ -62,6 +76,24 @@ class ChatTestServer:
                     return self._send(429, {"error": {"message": "rate limited"}}, {"Retry-After": "0.05"})
                 if action == "500":
                     return self._send(500, {"error": {"message": "boom"}})
+                if action == "401":
+                    return self._send(401, {"error": {"message": "invalid api key"}})
+                if action == "echo_key_400":
+                    auth = self.headers.get("Authorization") or ""
+                    key = auth.removeprefix("Bearer ")
+                    return self._send(400, {"error": {"message": f"bad request from {auth}; key {key} is not "
+                                                                 f"allowed, see https://llm.test/keys?api_key={key}"}})
+                if action == "badgzip":
+                    raw = b"this is not gzip at all"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Encoding", "gzip")
+                    self.send_header("Content-Length", str(len(raw)))
+                    self.end_headers()
+                    self.wfile.write(raw)
+                    return None
+                if action == "trickle":
+                    return self._trickle(body)
                 if action == "slow":
                     time.sleep(server.slow_s)
                 if action == "malformed":
@@ -72,13 +104,31 @@ class ChatTestServer:
                     self.end_headers()
                     self.wfile.write(raw)
                     return None
+                payload = self._completion(body)
+                if payload is None:
+                    return self._send(500, {"error": {"message": "cannot answer this one"}})
+                return self._send(200, payload)
+
+            def _completion(self, body):
                 text = server.answer(body)
+                if text is None:
+                    return None
                 words = sum(len(m["content"].split()) for m in body["messages"])
-                return self._send(200, {"id": "chatcmpl-test", "object": "chat.completion", "model": body.get("model"),
-                                        "choices": [{"index": 0, "finish_reason": "stop",
-                                                     "message": {"role": "assistant", "content": text}}],
-                                        "usage": {"prompt_tokens": words, "completion_tokens": len(text.split()),
-                                                  "total_tokens": words + len(text.split())}})
+                return {"id": "chatcmpl-test", "object": "chat.completion", "model": body.get("model"),
+                        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                        "usage": {"prompt_tokens": words, "completion_tokens": len(text.split()),
+                                  "total_tokens": words + len(text.split())}}
+
+            def _trickle(self, body):
+                payload = json.dumps(self._completion(body) or {}).encode()
+                raw = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                       + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+                self.close_connection = True
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up
+                    for i in range(len(raw)):  # bounded: one pass over the response
+                        self.wfile.write(raw[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(server.trickle_s)
 
             def _send(self, code, payload, headers=None):
                 raw = json.dumps(payload).encode()

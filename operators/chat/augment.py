@@ -2,7 +2,7 @@
 novelty filter, Evol-Instruct-style refinement, QA pairs from documents, and LLM2LLM-style
 targeted augmentation of hard rows. Prompt templates are parameters; answers are parsed
 tolerantly (JSON first, then numbered or bulleted lists) and rows whose answers cannot be parsed
-go to quarantine."""
+go to quarantine, as do rows whose requests failed (with the request's error)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import xxhash
 from pydantic import Field
 
 from operators.chat.formats import MESSAGES
-from operators.chat.llmop import LLMOp, set_column
+from operators.chat.llmop import LLMOp, request_error, set_column
 from operators.common.chat import turn_text
 from pipeline.llm import LLMConfig
 from pipeline.ops import MapResult, OpParams
@@ -145,11 +145,12 @@ class LLMExpandInstructions(LLMOp):
             rng = np.random.default_rng(xxhash.xxh64_intdigest(f"{self.ctx.seed}:{out.ids[g]}".encode()))
             picks = rng.choice(len(seen), size=min(p.examples, len(seen)), replace=False) if seen else []
             prompts.append(p.template.format(examples="\n".join(f"- {seen[i]}" for i in picks), n=p.n))
-        for g, (text,) in zip(groups, self._ask_k(prompts, 1), strict=True):
+        for g, (c,) in zip(groups, self._ask_k(prompts, 1), strict=True):
+            text = c.text
             tasks = parse_list(text, "tasks")
             if tasks is None:  # a placeholder row, quarantined with the answer
                 out.add(g, [{"role": "user", "content": (text or "")[:2000]}], "#expand-failed",
-                        "generator answer unparseable (no task list)")
+                        f"llm request failed ({c.error})" if text is None else "generator answer unparseable (no task list)")
                 continue
             for j, task in enumerate(str(t).strip() for t in tasks):
                 if not task or any(rouge_l(task, s) >= p.max_rouge_l for s in seen):
@@ -183,11 +184,15 @@ class LLMEvolveInstruction(LLMOp):
         last_user = [max((i for i, m in enumerate(c or []) if m["role"] == "user"), default=-1) for c in convs]
         prompts = [tmpl.format(instruction=c[i]["content"] if i >= 0 else "") for c, i in zip(convs, last_user, strict=True)]
         marks, source = [], []
-        for k, (text,) in enumerate(self._ask_k(prompts, 1)):
+        for k, asked in enumerate(self._ask_k(prompts, 1)):
             i = last_user[k]
             old = convs[k][i]["content"] if i >= 0 else None
-            new = clean_rewrite(text)
+            new = clean_rewrite(asked[0].text)
             source.append(old)
+            failed = request_error(asked)
+            if i >= 0 and failed:
+                marks.append(f"llm request failed ({failed})")
+                continue
             if i < 0 or new is None or new == old:
                 marks.append("rewrite unusable (" + ("no user turn" if i < 0 else "empty or unchanged") + ")")
                 continue
@@ -222,11 +227,12 @@ class LLMQAFromText(LLMOp):
         texts = batch.column(p.field or self.text_key).to_pylist()
         prompts = [p.template.format(text=(t or "")[: p.max_chars], n=p.n) for t in texts]
         out = _Out(batch, self.ctx.id_key, keep_inputs=False)
-        for i, (text,) in enumerate(self._ask_k(prompts, 1)):
-            pairs = [x for x in (parse_list(text, "pairs") or []) if isinstance(x, dict)
+        for i, (c,) in enumerate(self._ask_k(prompts, 1)):
+            pairs = [x for x in (parse_list(c.text, "pairs") or []) if isinstance(x, dict)
                      and str(x.get("question", "")).strip() and str(x.get("answer", "")).strip()]
             if not pairs:
-                out.add(i, [], "", "generator answer unparseable (no question-answer pairs)")
+                out.add(i, [], "", f"llm request failed ({c.error})" if c.text is None
+                        else "generator answer unparseable (no question-answer pairs)")
                 continue
             for j, qa in enumerate(pairs):
                 out.add(i, [{"role": "user", "content": str(qa["question"]).strip()},
@@ -261,11 +267,12 @@ class LLMTargetedAugment(LLMOp):
         hard = [i for i, s in enumerate(scores) if s is not None and s < p.threshold]
         out = _Out(batch, self.ctx.id_key, keep_inputs=True)
         answers = self._ask_k([p.template.format(instruction=user[i], n=p.n) for i in hard], 1)
-        for i, (text,) in zip(hard, answers, strict=True):
+        for i, (c,) in zip(hard, answers, strict=True):
+            text = c.text
             tasks = parse_list(text, "tasks")
             if tasks is None:
                 out.add(i, [{"role": "user", "content": (text or "")[:2000]}], "#augment-failed",
-                        "teacher answer unparseable (no task list)")
+                        f"llm request failed ({c.error})" if text is None else "teacher answer unparseable (no task list)")
                 continue
             for j, task in enumerate(str(t).strip() for t in tasks[: p.n]):
                 if task:

@@ -7,7 +7,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from operators.chat.formats import MESSAGES
-from operators.chat.llmop import LLMOp
+from operators.chat.llmop import LLMOp, request_error
 from pipeline.llm import LLMConfig
 from pipeline.ops import MapResult, OpParams
 from pipeline.registry import register
@@ -46,15 +46,13 @@ class LLMRespond(LLMOp):
             todo.append((i, msgs))
             bodies.append(self.client.body(msgs))
         marks: list[str | None] = [None] * batch.num_rows
-        for (i, msgs), c in zip(todo, self.client.complete_many(bodies), strict=True):
+        for (i, msgs), c in zip(todo, self._complete(bodies), strict=True):
             if c.text is None:
                 marks[i] = f"llm request failed ({c.error})"
             elif not c.text.strip():
                 marks[i] = "llm answer empty"
             else:
                 convs[i] = [*msgs, {"role": "assistant", "content": c.text}]
-        for k, v in self.client.take_counters().items():
-            self.record(k, v)
         idx = batch.column_names.index("messages")
         return MapResult(batch.set_column(idx, "messages", pa.array(convs, MESSAGES)), quarantine=marks)
 
@@ -64,7 +62,7 @@ class LLMCandidates(LLMOp):
     """Sample N answers per prompt (seeds seed..seed+N-1, temperature from ``llm``) into
     ``candidates`` — the first step of synthetic preference data: prompts -> N responses -> judge
     (``llm_judge target: candidates`` or ``heuristic_score``) -> ``preference_pairs``. A prompt
-    with fewer than two answers goes to quarantine."""
+    with fewer than two answers goes to quarantine, with the error of its failed requests."""
 
     name = "llm_candidates"
 
@@ -82,14 +80,15 @@ class LLMCandidates(LLMOp):
         prompts = [m[:-1] if m and m[-1]["role"] == "assistant" else (m or []) for m in convs]
         base = p.llm.seed or 0
         bodies = [self.client.body(m, seed=base + j) for m in prompts for j in range(p.n)]
-        done = self.client.complete_many(bodies)
-        for k, v in self.client.take_counters().items():
-            self.record(k, v)
+        done = self._complete(bodies)
         cands, marks = [], []
         for i in range(len(prompts)):
-            texts = [c.text for c in done[i * p.n:(i + 1) * p.n] if c.text and c.text.strip()]
+            mine = done[i * p.n:(i + 1) * p.n]
+            texts = [c.text for c in mine if c.text and c.text.strip()]
             cands.append([{"content": t, "rank": None, "score": None} for t in texts])
-            marks.append(None if len(texts) >= 2 else f"fewer than 2 answers ({len(texts)} of {p.n})")
+            why = request_error(mine)
+            marks.append(None if len(texts) >= 2 else
+                         f"fewer than 2 answers ({len(texts)} of {p.n})" + (f": {why}" if why else ": the others were empty"))
         out = batch.set_column(batch.column_names.index("messages"), "messages", pa.array(prompts, MESSAGES))
         col = pa.array(cands, CANDIDATES)
         out = out.set_column(out.column_names.index("candidates"), "candidates", col) if "candidates" in out.column_names \

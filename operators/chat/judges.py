@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from operators.chat.formats import CANDIDATES
-from operators.chat.llmop import LLMOp, set_column
+from operators.chat.llmop import LLMOp, request_error, set_column
 from operators.common.chat import turn_text
 from pipeline.llm import LLMConfig
 from pipeline.ops import Mapper, MapResult, OpParams
@@ -83,9 +83,11 @@ def parse_winner(text: str) -> str | None:
 class LLMJudge(LLMOp):
     """Score each row's last answer on a rubric (1..scale_max), K times if asked; the mean goes to
     ``judge_score`` and the agreement to ``judge_confidence`` (1 - spread / scale). Rows whose
-    judgements cannot be parsed go to quarantine; with ``min_confidence``, unconfident rows are
-    dropped (CLEAR-style: keep only confident judgements). With ``target: candidates``, every
-    candidate gets a score instead (for ``preference_pairs``)."""
+    judgements cannot be parsed, or whose requests all failed, go to quarantine (with the parse
+    failure or the request error); with ``min_confidence``, unconfident rows are dropped (CLEAR-style:
+    keep only confident judgements). With ``target: candidates``, every candidate gets a score
+    instead (for ``preference_pairs``); a row none of whose candidates could be judged because the
+    requests failed goes to quarantine with the error."""
 
     name = "llm_judge"
 
@@ -110,12 +112,15 @@ class LLMJudge(LLMOp):
                 for m, a in zip(batch.column("messages").to_pylist(), answers, strict=True)]
         prompts = [POINTWISE.format(rubric=rubric, question=q, answer=a, max=p.scale_max) for q, a in zip(question, last, strict=True)]
         scores, conf, marks = [], [], []
-        for texts in self._ask_k(prompts, p.samples):
+        for asked in self._ask_k(prompts, p.samples):
+            texts = [c.text for c in asked]
             vals = [v for v in (parse_score(t, p.scale_max) for t in texts) if v is not None]
             if not vals:
                 scores.append(None)
                 conf.append(None)
-                marks.append("judge answer unparseable (no score in: " + (texts[0] or "no answer")[:80] + ")")
+                answered = [t for t in texts if t is not None]
+                marks.append("judge answer unparseable (no score in: " + (answered[0] or "no answer")[:80] + ")"
+                             if answered else f"llm request failed ({request_error(asked)})")
                 continue
             scores.append(statistics.fmean(vals))
             spread = (max(vals) - min(vals)) / p.scale_max if len(vals) > 1 else 0.0
@@ -132,10 +137,15 @@ class LLMJudge(LLMOp):
         flat = [(i, j) for i, cs in enumerate(cands) for j in range(len(cs or []))]
         prompts = [POINTWISE.format(rubric=rubric, question=question[i], answer=cands[i][j]["content"], max=p.scale_max)
                    for i, j in flat]
-        for (i, j), texts in zip(flat, self._ask_k(prompts, p.samples), strict=True):
-            vals = [v for v in (parse_score(t, p.scale_max) for t in texts) if v is not None]
+        asked_by_row: list[list] = [[] for _ in cands]
+        for (i, j), asked in zip(flat, self._ask_k(prompts, p.samples), strict=True):
+            vals = [v for v in (parse_score(c.text, p.scale_max) for c in asked) if v is not None]
             cands[i][j] = dict(cands[i][j], score=statistics.fmean(vals) if vals else None)
-        return MapResult(set_column(batch, "candidates", pa.array(cands, CANDIDATES)))
+            asked_by_row[i] += asked
+        # a row is quarantined only when every request for it failed: then no score exists to pair on
+        marks = [f"llm request failed ({request_error(a)})" if a and all(c.text is None for c in a) else None
+                 for a in asked_by_row]
+        return MapResult(set_column(batch, "candidates", pa.array(cands, CANDIDATES)), quarantine=marks)
 
 
 @register
@@ -161,14 +171,17 @@ class LLMPairwiseJudge(LLMOp):
         b = turn_text(batch.column("rejected"), ("assistant",)).to_pylist()
         prompts = [PAIRWISE.format(question=qi, a=ai, b=bi) for qi, ai, bi in zip(q, a, b, strict=True)]
         prompts += [PAIRWISE.format(question=qi, a=bi, b=ai) for qi, ai, bi in zip(q, a, b, strict=True)]
-        answers = [t[0] for t in self._ask_k(prompts, 1)]
+        asked = [t[0] for t in self._ask_k(prompts, 1)]
         n = batch.num_rows
         verdicts, marks = [], []
-        for first, second in zip(answers[:n], answers[n:], strict=True):
+        for c1, c2 in zip(asked[:n], asked[n:], strict=True):
+            first, second = c1.text, c2.text
             w1, w2 = parse_winner(first), parse_winner(second)
             if w1 is None or w2 is None:
                 verdicts.append(None)
-                marks.append("judge answer unparseable (no winner in: " + ((first if w1 is None else second) or "no answer")[:80] + ")")
+                failed = request_error([c1, c2])
+                marks.append(f"llm request failed ({failed})" if failed else "judge answer unparseable (no winner in: "
+                             + ((first if w1 is None else second) or "no answer")[:80] + ")")
                 continue
             marks.append(None)
             one = {"A": "chosen", "B": "rejected", "tie": "tie"}[w1]

@@ -30,6 +30,12 @@ class HtmlExtract(Mapper):
 
     example = {"html_key": "html", "favor": "precision"}
 
+    @property
+    def text_source_columns(self) -> tuple[str, ...]:
+        """The column this op makes the text from. The reader accepts rows that have it and no text
+        (JSONL of crawled pages), instead of quarantining them for a text field they need not have."""
+        return (self.params.html_key,)
+
     def setup(self) -> None:
         import trafilatura
 

@@ -18,14 +18,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.io.inputs import Shard
-from pipeline.io.readers import read_shard
+from pipeline.io.readers import read_shard, text_source_columns
 from pipeline.io.writers import ShardWriter, shard_prefix, write_json_atomic, write_jsonl_records_atomic
 from pipeline.layout import Layout
 from pipeline.ledger import READ, Ledger
 from pipeline.ops import GlobalOp, Op
 from pipeline.plan import Stage, make_plan
 from pipeline.recipe import Recipe
-from pipeline.runner import BatchRunner
+from pipeline.runner import LINE, BatchRunner
 
 ROW = "__row"
 SHARD = "__shard"
@@ -36,7 +36,7 @@ _OPS_CACHE: dict[str, tuple[list[Op], list[Stage]]] = {}
 
 def ops_for(recipe: Recipe) -> tuple[list[Op], list[Stage]]:
     """Build the recipe's ops once per worker process (models load once per worker)."""
-    key = recipe.fingerprint()
+    key = f"{recipe.fingerprint()}:{getattr(recipe, 'run_id', '')}:{getattr(recipe, 'attempt_id', '')}"
     if key not in _OPS_CACHE:
         ops = recipe.build_ops()
         _OPS_CACHE[key] = (ops, make_plan(ops))
@@ -134,7 +134,7 @@ class PassSink:
         if table.num_rows == 0:
             return
         if self.final:
-            self.writer.write(table)
+            self.writer.write(table.drop_columns([LINE]) if LINE in table.column_names else table)
             self.rows += table.num_rows
             return
         barrier = self.barrier
@@ -179,7 +179,7 @@ def run_pass_shard(recipe: Recipe, out_dir: str, k: int, shard: Shard) -> dict:
     layout.pass_dir(k).mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     ledger = empty_ledger(ops)
-    runner = make_runner(recipe, stage)
+    runner = make_runner(recipe, stage, shard.rel)
     sink = PassSink(recipe, layout, k, shard.index, stage)
     quarantine: list[dict] = []
     try:
@@ -201,9 +201,10 @@ def run_pass_shard(recipe: Recipe, out_dir: str, k: int, shard: Shard) -> dict:
     return done
 
 
-def make_runner(recipe: Recipe, stage: Stage) -> BatchRunner:
+def make_runner(recipe: Recipe, stage: Stage, source: str = "") -> BatchRunner:
+    """The batch runner of one stage; ``source`` names the input file (for quarantine records)."""
     return BatchRunner(stage.local_ops, recipe.input.text_key, recipe.input.id_key,
-                       recipe.output.keep_stats, recipe.output.trace_samples)
+                       recipe.output.keep_stats, recipe.output.trace_samples, source)
 
 
 def source(recipe: Recipe, layout: Layout, k: int, shard: Shard, stages: list[Stage], ledger: Ledger,
@@ -214,7 +215,8 @@ def source(recipe: Recipe, layout: Layout, k: int, shard: Shard, stages: list[St
         block_bytes = int(recipe.executor.batch_size_mb * (1 << 20))
         read = ledger[READ]
         t0 = time.perf_counter()
-        for rb in read_shard(shard, recipe.input.text_key, recipe.input.id_key, block_bytes):
+        for rb in read_shard(shard, recipe.input.text_key, recipe.input.id_key, block_bytes,
+                             alt_text_keys=text_source_columns(stages[0].local_ops)):
             read.rows_in += rb.table.num_rows + len(rb.quarantined)
             read.rows_out += rb.table.num_rows
             for q in rb.quarantined:
@@ -222,7 +224,10 @@ def source(recipe: Recipe, layout: Layout, k: int, shard: Shard, stages: list[St
             read.counters.update(rb.counters)
             quarantine.extend(rb.quarantined)
             read.seconds += time.perf_counter() - t0
-            yield rb.table
+            table = rb.table
+            if rb.lines is not None and table.num_rows:  # provenance for rows an op quarantines later
+                table = table.append_column(LINE, pa.array(rb.lines, pa.int64()))
+            yield table
             t0 = time.perf_counter()
         return
     barrier = stages[k - 1].barrier

@@ -6,13 +6,20 @@ shuffles (see ``ray_data`` and ``ray_shuffle``).
 block's outputs are written atomically under names fixed by the block, so a retry rewrites the same
 files and cannot duplicate or lose rows. Done markers are written by the driver after a pass, so a
 driver that dies mid-pass leaves that pass to be redone by ``--resume``.
+
+A local Ray started here is this run's alone: ``__exit__`` shuts it down, and a watchdog process
+(``ray_watchdog``) tears it down completely when the driver dies without getting there (SIGKILL,
+OOM killer) — Ray itself stops its head processes then, but leaves the raylet's agents and workers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -26,6 +33,7 @@ class RayExecutor:
         self.workers = workers
         self.address = address or os.environ.get("RAY_ADDRESS")
         self._started = False
+        self._watchdog: subprocess.Popen | None = None
 
     def __enter__(self) -> RayExecutor:
         try:
@@ -54,17 +62,24 @@ class RayExecutor:
                 if saved is None:
                     os.environ.pop("POLARS_MAX_THREADS", None)
             self._started = True
+            if not self.address:
+                self._watchdog = _start_watchdog()
         from pipeline.executors.ray_shuffle import configure_data_context
 
         configure_data_context()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._started:
-            import ray
+        try:
+            if self._started:
+                import ray
 
-            ray.shutdown()
-            self._started = False
+                ray.shutdown()
+                self._started = False
+        finally:  # after the shutdown, so the watchdog finds nothing left to stop (or stops what is)
+            if self._watchdog is not None:
+                _stop_watchdog(self._watchdog)
+                self._watchdog = None
 
     @property
     def parallelism(self) -> int:
@@ -100,6 +115,55 @@ class RayExecutor:
         if decided is None:
             return resolve_pass(recipe, out, k, n_shards)
         return write_decisions(layout, k, barrier, decided, barrier.take_counters(), time.perf_counter() - t0)
+
+
+def _start_watchdog() -> subprocess.Popen | None:
+    """Start ``ray_watchdog`` for the local Ray this process has just started (see its docstring:
+    without it a SIGKILLed driver leaves Ray's agents and workers running, ~220 MB and more).
+
+    The roots it gets are the processes Ray reports it started for this node, kept only if they are
+    our own children — so a Ray this process merely connected to is never watched. Its output goes to
+    the session's log directory, not to the driver's stdout/stderr: a caller reading those pipes would
+    otherwise wait for the watchdog too. ``None`` if Ray's (private) node API is not there."""
+    import psutil
+    import ray
+
+    try:
+        node = ray._private.worker.global_worker.node
+        session_dir = node.get_session_dir_path()
+        pids = {info.process.pid for infos in node.all_processes.values() for info in infos}
+    except Exception:  # a private API: without it the run goes on as before, unwatched
+        return None
+    roots = sorted(pids & {c.pid for c in psutil.Process().children()})
+    if not roots:
+        return None
+    import pipeline
+
+    env = dict(os.environ)  # find this very package, however the driver found it
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(os.path.dirname(pipeline.__file__)),
+                                                      env.get("PYTHONPATH")]))
+    try:
+        with open(os.path.join(session_dir, "logs", "thresher_watchdog.log"), "ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "pipeline.executors.ray_watchdog", str(os.getpid()), session_dir,
+                 *map(str, roots)], stdin=subprocess.PIPE, stdout=log, stderr=log, env=env, start_new_session=True)
+    except OSError as e:  # the run itself can go on; only a killed driver would leave processes behind
+        warnings.warn(f"cannot start the Ray watchdog ({e}): if this run is killed, stop its Ray by hand",
+                      RuntimeWarning, stacklevel=2)
+        return None
+
+
+def _stop_watchdog(proc: subprocess.Popen) -> None:
+    """After ``ray.shutdown()``: tell the watchdog to stop what is left of the session (normally
+    nothing) and wait for it, so no stray process outlives the run. If it takes too long it is
+    left to finish alone (it is in its own session and only ever stops the session's processes)."""
+    from pipeline.executors.ray_watchdog import GRACE_S
+
+    with contextlib.suppress(OSError):  # a watchdog that is gone already
+        proc.stdin.write(b"stop\n")
+        proc.stdin.close()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=2 * GRACE_S + 10)
 
 
 @contextlib.contextmanager

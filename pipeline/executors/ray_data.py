@@ -59,7 +59,7 @@ def read_blocks(batch: pa.Table, recipe: Recipe, out: str, k: int, shards: dict[
     ops, stages = ops_for(recipe)
     for index in batch["shard"].to_pylist():
         ledger = empty_ledger(ops)
-        runner = make_runner(recipe, stages[k])
+        runner = make_runner(recipe, stages[k], shards[index].rel)
         quarantine: list[dict] = []
         block = 0
         for table in source(recipe, layout, k, shards[index], stages, ledger, runner, quarantine):
@@ -73,7 +73,7 @@ def _block_row(shard: int, block: int, table: pa.Table, ledger: Ledger, runner, 
     """One block as a Ray Data row, with what reading it added to the ledger, trace and quarantine
     (taken out of them, so the next block reports only its own)."""
     stats = {"ledger": ledger.take(), "trace": {key: v[:] for key, v in runner.trace.items() if v},
-             "quarantine": quarantine + runner.quarantine}
+             "quarantine": quarantine + runner.quarantine, "source": runner.source}
     for v in runner.trace.values():
         v.clear()
     quarantine.clear()
@@ -104,7 +104,7 @@ def process_blocks(batch: pa.Table, recipe: Recipe, out: str, k: int) -> pa.Tabl
         clean_partial(layout, k, shard, stage.barrier is None, piece)
         ledger = empty_ledger(ops)
         ledger.merge(Ledger.from_dict({"ops": stats["ledger"]}))
-        runner = make_runner(recipe, stage)
+        runner = make_runner(recipe, stage, stats.get("source", ""))
         sink = PassSink(recipe, layout, k, shard, stage, piece)
         try:
             if table.num_rows:

@@ -8,12 +8,15 @@ so the output layout is the same for any number of workers.
 
 from __future__ import annotations
 
-import glob
+import contextlib
+import fnmatch
 import gzip
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
@@ -31,8 +34,8 @@ _SCAN_BLOCK = 16 << 20
 @dataclass(frozen=True)
 class Shard:
     index: int
-    path: str  # absolute path
-    rel: str  # name used in ids, quarantine records and messages
+    path: str  # absolute path; undecodable bytes of a file name kept as surrogate escapes (os.fsdecode)
+    rel: str  # name used in ids, quarantine records and messages: always valid UTF-8 (see display_name)
     format: str  # jsonl | jsonl.gz | jsonl.zst | json (an array) | parquet | warc
     start: int = 0  # byte offset (jsonl) or first row group (parquet)
     end: int = -1  # byte end (exclusive, -1 = end of file) or row-group end (parquet)
@@ -41,6 +44,20 @@ class Shard:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def display_name(name: str) -> str:
+    r"""``name`` as valid UTF-8 text: bytes of the file name that are not UTF-8 (which Python holds as
+    surrogate escapes) are written ``\xe9``. Ids, quarantine records and the manifest are JSON in
+    UTF-8, which cannot carry the surrogates; the escaped form is the same on every run, so ids derived
+    from it and ``--resume`` stay stable."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def open_native(path: str) -> pa.NativeFile:
+    """An Arrow file for ``path``. pyarrow encodes a ``str`` path as strict UTF-8, which fails for a
+    name with undecodable bytes; the bytes of the name (``os.fsencode``) open any file."""
+    return pa.OSFile(os.fsencode(path))
 
 
 def detect_format(path: str, declared: str = "auto") -> str | None:
@@ -66,9 +83,9 @@ def load_json_array(path: str, name: str | None = None) -> list:
         items = json.loads(raw.decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         where = f" at line {e.lineno}, column {e.colno}" if isinstance(e, json.JSONDecodeError) else ""
-        raise InputError(f"input file '{name or path}': not valid JSON{where}: {e}") from None
+        raise InputError(f"input file '{name or display_name(path)}': not valid JSON{where}: {e}") from None
     if not isinstance(items, list):
-        raise InputError(f"input file '{name or path}': expected a JSON array of records")
+        raise InputError(f"input file '{name or display_name(path)}': expected a JSON array of records")
     return items
 
 
@@ -84,6 +101,9 @@ def _starts_with_bracket(path: str) -> bool:
 def resolve_inputs(paths: list[str], declared: str = "auto") -> list[tuple[str, str, str]]:
     """Expand files, directories and globs into (abs path, rel name, format), sorted and unique.
 
+    A file is read once however many ways it is reached (two globs, a symlink beside its target):
+    files are told apart by (device, inode), not by path. Directory symlinks are followed, but a
+    directory is never searched twice, so a symlink loop ends the walk instead of repeating it.
     Every problem (missing path, unreadable file, unknown format, corrupt compressed header)
     is reported here, before any work starts.
     """
@@ -95,70 +115,164 @@ def resolve_inputs(paths: list[str], declared: str = "auto") -> list[tuple[str, 
             f = demo_path(p[5:])
             found.append((str(f), f.name))
             continue
-        if any(c in p for c in "*?["):
-            matches = sorted(glob.glob(p, recursive=True))
-            files = [m for m in matches if os.path.isfile(m)]
+        if _has_magic(p):
+            files = [m for m in sorted(_glob(p)) if os.path.isfile(m)]
             if not files:
-                raise InputError(f"input glob '{p}' matches no files")
+                raise InputError(f"input glob '{display_name(p)}' matches no files")
             root = _glob_root(p)
             found += [(os.path.abspath(m), os.path.relpath(m, root)) for m in files]
         elif os.path.isdir(p):
             base = os.path.join(p, "data") if os.path.isfile(os.path.join(p, "_SUCCESS")) else p
-            files = sorted(str(f) for f in Path(base).rglob("*")
-                           if f.is_file() and detect_format(str(f), declared) and not f.name.startswith((".", "_")))
+            files = sorted(f for f in _walk_files(base)
+                           if detect_format(f, declared) and not os.path.basename(f).startswith((".", "_")))
             if not files:
-                raise InputError(f"input directory '{p}' holds no jsonl/jsonl.gz/jsonl.zst/parquet/warc files")
+                raise InputError(f"input directory '{display_name(p)}' holds no jsonl/jsonl.gz/jsonl.zst/parquet/warc files")
             found += [(os.path.abspath(f), os.path.relpath(f, base)) for f in files]
         elif os.path.exists(p):
             found.append((os.path.abspath(p), os.path.basename(p)))
         else:
-            raise InputError(f"input path '{p}' does not exist")
+            raise InputError(f"input path '{display_name(p)}' does not exist")
     if not found:
         raise InputError("no input paths given")
     out: list[tuple[str, str, str]] = []
-    seen: set[str] = set()
+    seen: set[tuple[int, int]] = set()
     for absp, rel in found:
-        if absp in seen:
+        st = os.stat(absp)
+        if (st.st_dev, st.st_ino) in seen:
             continue
-        seen.add(absp)
+        seen.add((st.st_dev, st.st_ino))
         fmt = detect_format(absp, declared)
         if fmt is None:
-            raise InputError(f"input file '{absp}': unknown format (extension); "
+            raise InputError(f"input file '{display_name(absp)}': unknown format (extension); "
                              "set input.format to jsonl, jsonl.gz, jsonl.zst or parquet")
         _check_readable(absp, fmt)
-        out.append((absp, rel, fmt))
+        out.append((absp, display_name(rel), fmt))
     return out
+
+
+def _has_magic(s: str) -> bool:
+    return any(c in s for c in "*?[")
 
 
 def _glob_root(pattern: str) -> str:
     parts = Path(pattern).parts
     root = []
     for part in parts:
-        if any(c in part for c in "*?["):
+        if _has_magic(part):
             break
         root.append(part)
     return str(Path(*root)) if root else "."
 
 
+def _scan(path: str) -> list[tuple[str, bool]]:
+    """(name, is a directory, following symlinks) of a directory's entries; [] if it cannot be listed."""
+    try:
+        with os.scandir(path) as it:
+            entries = []
+            for e in it:
+                try:
+                    is_dir = e.is_dir()
+                except OSError:
+                    is_dir = False
+                entries.append((e.name, is_dir))
+            return entries
+    except OSError:
+        return []
+
+
+def _dir_key(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _glob(pattern: str) -> Iterator[str]:
+    """``glob.glob(pattern, recursive=True)`` that cannot loop. ``glob`` follows directory symlinks
+    under ``**`` with no memory of where it has been, so ``dir/loop -> ..`` makes it list every file
+    once per nesting level until the path is too long. Here each directory is searched at most once
+    for each remaining part of the pattern. Same matching rules as ``glob``: ``**`` is any number of
+    directories, and wildcards do not match names that start with a dot unless the pattern does."""
+    root = _glob_root(pattern)
+    parts = Path(pattern).parts[len(Path(root).parts) if root != "." else 0:]
+    searched: set[tuple[int, int, int]] = set()
+    stack = [(root, 0)]
+    while stack:
+        d, i = stack.pop()
+        key = _dir_key(d)
+        if key is None or (*key, i) in searched:
+            continue
+        searched.add((*key, i))
+        part, last = parts[i], i == len(parts) - 1
+        if part == "**":
+            if last:  # like glob: 'd/**' matches everything below d
+                yield from (os.path.join(d, n) for n, _ in _scan(d) if not n.startswith("."))
+            else:
+                stack.append((d, i + 1))  # ** matches no directory
+            stack += [(os.path.join(d, n), i) for n, is_dir in _scan(d) if is_dir and not n.startswith(".")]
+        elif _has_magic(part):
+            for name, is_dir in _scan(d):
+                if name.startswith(".") and not part.startswith("."):
+                    continue
+                if fnmatch.fnmatch(name, part):
+                    if last:
+                        yield os.path.join(d, name)
+                    elif is_dir:
+                        stack.append((os.path.join(d, name), i + 1))
+        else:
+            path = os.path.join(d, part)
+            if last:
+                if os.path.lexists(path):
+                    yield path
+            elif os.path.isdir(path):
+                stack.append((path, i + 1))
+
+
+def _walk_files(base: str) -> Iterator[str]:
+    """Every file below ``base``, following directory symlinks but entering each directory (by
+    device and inode) once: a symlink loop, or two links to one directory, adds nothing."""
+    entered: set[tuple[int, int]] = set()
+    stack = [base]
+    while stack:
+        d = stack.pop()
+        key = _dir_key(d)
+        if key is None or key in entered:
+            continue
+        entered.add(key)
+        for name, is_dir in _scan(d):
+            path = os.path.join(d, name)
+            if is_dir:
+                stack.append(path)
+            elif os.path.isfile(path):
+                yield path
+
+
 def _check_readable(path: str, fmt: str) -> None:
+    """Open each file and read its header now, so a wrong format fails before any work. A
+    compressed file that is only cut short passes: its whole lines are read and its tail goes to
+    quarantine (see ``readers.iter_blocks``)."""
+    name = display_name(path)
     if not os.access(path, os.R_OK):
-        raise InputError(f"input file '{path}' is not readable (permission denied)")
+        raise InputError(f"input file '{name}' is not readable (permission denied)")
     try:
         if fmt == "parquet":
-            pq.ParquetFile(path).metadata  # noqa: B018 - reads and checks the footer
+            with open_native(path) as f:
+                pq.ParquetFile(f).metadata  # noqa: B018 - reads and checks the footer
         elif fmt == "warc":
             from warcio.archiveiterator import ArchiveIterator
 
             with open(path, "rb") as f:
                 next(iter(ArchiveIterator(f)), None)
         elif fmt == "jsonl.gz":
-            with gzip.open(path, "rb") as f:
+            # EOFError: a valid start, cut short before the first byte of data: read in part
+            with gzip.open(path, "rb") as f, contextlib.suppress(EOFError):
                 f.read(1)
         elif fmt == "jsonl.zst":
             with open(path, "rb") as f:
                 magic = f.read(4)
             if magic and magic != b"\x28\xb5\x2f\xfd":
-                raise InputError(f"input file '{path}' is not zstd-compressed (bad magic number)")
+                raise InputError(f"input file '{name}' is not zstd-compressed (bad magic number)")
         elif fmt == "json":  # an array cannot be read in parts: check its syntax now, before any work
             load_json_array(path)
         else:
@@ -167,7 +281,7 @@ def _check_readable(path: str, fmt: str) -> None:
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001 - any failure to open is the same user error
-        raise InputError(f"input file '{path}' cannot be read as {fmt}: {e}") from None
+        raise InputError(f"input file '{name}' cannot be read as {fmt}: {e}") from None
 
 
 def plan_shards(files: list[tuple[str, str, str]], shard_size_mb: float) -> list[Shard]:
@@ -180,7 +294,8 @@ def plan_shards(files: list[tuple[str, str, str]], shard_size_mb: float) -> list
             for start, end, line in _jsonl_ranges(absp, size, target):
                 shards.append(Shard(len(shards), absp, rel, fmt, start, end, line, end - start))
         elif fmt == "parquet":
-            md = pq.ParquetFile(absp).metadata
+            with open_native(absp) as f:
+                md = pq.ParquetFile(f).metadata
             groups = [(md.row_group(i).num_rows, md.row_group(i).total_byte_size) for i in range(md.num_row_groups)]
             g0, rows_before, acc, row0 = 0, 0, 0, 0
             for i, (rows, nbytes) in enumerate(groups):

@@ -2,13 +2,18 @@
 
 Fast path: a block of whole lines goes through ``pyarrow.json`` at C++ speed. Only a block
 that fails (malformed JSON, invalid UTF-8, a type conflict) is re-read line by line in Python
-to find the bad lines, so clean data never pays for the checks.
+to find the bad lines, so clean data never pays for the checks. Likewise a compressed file is
+decompressed by Arrow; only one that turns out truncated or corrupt is decoded again in Python,
+to keep every whole line before the damage and quarantine the rest.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import os
+import re
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,10 +23,11 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 import xxhash
 
-from pipeline.io.inputs import Shard, load_json_array
+from pipeline.io.inputs import Shard, load_json_array, open_native
 
 RAW_SNIPPET = 2000
 _COMPRESSION = {"jsonl": None, "jsonl.gz": "gzip", "jsonl.zst": "zstd"}
+_SALVAGE_STEP = 64 << 10  # compressed bytes per Python decoder call when salvaging a damaged file
 
 
 @dataclass
@@ -29,6 +35,7 @@ class ReadBatch:
     table: pa.Table
     quarantined: list[dict] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
+    lines: np.ndarray | None = None  # the input line (row, for Parquet) of each row, where known
 
 
 def _kind(t: pa.DataType) -> str:
@@ -66,9 +73,10 @@ def _value_kind(v) -> str:
 class JsonlBlockParser:
     """Parses blocks of one file, keeping the file's schema so types stay consistent across blocks."""
 
-    def __init__(self, rel: str, text_key: str | None):
+    def __init__(self, rel: str, text_key: str | None, alt_text_keys: Iterable[str] = ()):
         self.rel = rel
         self.text_key = text_key
+        self.alt_text_keys = tuple(alt_text_keys)
         self.schema: pa.Schema | None = None  # known (non-null) field types of this file
         self.order: list[str] = []  # column order of the file (first appearance)
 
@@ -110,7 +118,7 @@ class JsonlBlockParser:
 
     def _finish(self, table: pa.Table, lines: np.ndarray, bad: list[dict], block: bytes):
         """Quarantine rows without text, then learn the types of what is left."""
-        table, lines, more = split_missing_text(table, lines, self.rel, self.text_key)
+        table, lines, more = split_missing_text(table, lines, self.rel, self.text_key, self.alt_text_keys)
         return self._learn(table, block), lines, bad + more
 
     def _parse_slow(self, block: bytes, first_line: int) -> tuple[pa.Table | None, np.ndarray, list[dict]]:
@@ -128,9 +136,12 @@ class JsonlBlockParser:
                 bad.append(self._q(line, f"invalid UTF-8 at byte {e.start}", raw))
                 continue
             try:
-                obj = json.loads(text)
+                obj = json.loads(text, object_pairs_hook=_unique_keys)
             except json.JSONDecodeError as e:
                 bad.append(self._q(line, f"malformed JSON: {e.msg} (column {e.colno})", raw))
+                continue
+            except _DuplicateKey as e:
+                bad.append(self._q(line, f"malformed JSON: duplicate key '{e.key}'", raw))
                 continue
             if not isinstance(obj, dict):
                 bad.append(self._q(line, f"not a JSON object (got {_value_kind(obj)})", raw))
@@ -149,17 +160,34 @@ class JsonlBlockParser:
                 continue
             keep_raw.append(raw)
             keep_lines.append(line)
-        if not keep_raw:
+        table, payload = self._read_accepted(keep_raw, keep_lines, bad)
+        if table is None:
             return None, np.zeros(0, dtype=np.int64), bad
-        payload = b"\n".join(keep_raw) + b"\n"
-        try:
-            table = pajson.read_json(pa.BufferReader(payload), parse_options=self._parse_options(),
-                                     read_options=pajson.ReadOptions(use_threads=False, block_size=len(payload) + 1))
-        except pa.ArrowInvalid:
-            # numbers that widen (int column, float value): let pyarrow infer this block alone
-            table = pajson.read_json(pa.BufferReader(payload),
-                                     read_options=pajson.ReadOptions(use_threads=False, block_size=len(payload) + 1))
         return self._finish(table, np.asarray(keep_lines, dtype=np.int64), bad, payload)
+
+    def _read_accepted(self, raws: list[bytes], lines: list[int], bad: list[dict]) -> tuple[pa.Table | None, bytes]:
+        """pyarrow reads the lines Python accepted. A line it still rejects (where the two parsers
+        differ: a number beyond a double, an unpaired surrogate escape) goes to quarantine with
+        pyarrow's message, found by the row number in it, so it cannot abort the run; ``raws`` and
+        ``lines`` lose it in place."""
+        while raws:
+            payload = b"\n".join(raws) + b"\n"
+            opts = pajson.ReadOptions(use_threads=False, block_size=len(payload) + 1)
+            try:
+                try:
+                    return pajson.read_json(pa.BufferReader(payload), parse_options=self._parse_options(),
+                                            read_options=opts), payload
+                except pa.ArrowInvalid:
+                    # numbers that widen (int column, float value): let pyarrow infer this block alone
+                    return pajson.read_json(pa.BufferReader(payload), read_options=opts), payload
+            except pa.ArrowInvalid as e:
+                m = _ARROW_ROW.search(str(e))
+                if m is None or int(m.group(2)) >= len(raws):
+                    raise
+                i = int(m.group(2))
+                bad.append(self._q(lines[i], f"malformed JSON: {m.group(1)}", raws[i]))
+                del raws[i], lines[i]
+        return None, b""
 
     def _expected_kinds(self, rows: list[dict]) -> dict[str, str]:
         """Field kinds: from the file's schema where known, else the kind of the field's first
@@ -175,6 +203,25 @@ class JsonlBlockParser:
 
     def _q(self, line: int, reason: str, raw: bytes) -> dict:
         return quarantine_record(self.rel, line, reason, "read", raw.decode("utf-8", "replace")[:RAW_SNIPPET])
+
+
+_ARROW_ROW = re.compile(r"(?:JSON parse error: )?(.*?)\.? in row (\d+)")
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """json ``object_pairs_hook``: Python keeps the last of repeated keys, pyarrow refuses the line,
+    so a repeated key is a bad record here too."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return obj
 
 
 def quarantine_record(source: str, line: int, reason: str, stage: str, raw: str, row_id=None) -> dict:
@@ -197,27 +244,24 @@ def _line_numbers(block: bytes, first_line: int, nrows: int, nlines: int | None 
     return first_line + idx[:nrows]
 
 
+class StreamCut(Exception):  # noqa: N818 - an event of reading, not a failure of the program
+    """A compressed input ends early or is corrupt. ``iter_blocks`` raises it after yielding every
+    whole line before the damage; ``line`` is where the lost tail starts, ``raw`` its partial line."""
+
+    def __init__(self, line: int, reason: str, raw: bytes):
+        super().__init__(reason)
+        self.line, self.reason, self.raw = line, reason, raw
+
+
 def iter_blocks(shard: Shard, block_bytes: int) -> Iterator[tuple[bytes, int, int]]:
-    """Blocks of whole lines from a JSONL shard: (bytes, number of its first line, lines in it)."""
+    """Blocks of whole lines from a JSONL shard: (bytes, number of its first line, lines in it).
+    Raises ``StreamCut`` after the last whole line of a truncated or corrupt compressed file."""
     comp = _COMPRESSION[shard.format]
-    stream = pa.input_stream(shard.path, compression=comp) if comp else open(shard.path, "rb")  # noqa: SIM115
-    with stream:
-        remaining = None
-        if comp is None:
-            stream.seek(shard.start)
-            end = shard.end if shard.end >= 0 else None
-            remaining = None if end is None else end - shard.start
-        line = shard.first_line
-        carry = b""
-        while True:
-            want = block_bytes if remaining is None else min(block_bytes, remaining)
-            chunk = stream.read(want) if want > 0 else b""
-            if remaining is not None:
-                remaining -= len(chunk)
-            if not chunk:
-                if carry:
-                    yield carry, line, carry.count(b"\n") + 1
-                return
+    chunks = _decompressed_chunks(shard, comp, block_bytes) if comp else _plain_chunks(shard, block_bytes)
+    line = shard.first_line
+    carry = b""
+    try:
+        for chunk in chunks:
             buf = carry + chunk if carry else chunk
             cut = buf.rfind(b"\n")
             if cut < 0:
@@ -227,6 +271,114 @@ def iter_blocks(shard: Shard, block_bytes: int) -> Iterator[tuple[bytes, int, in
             n = block.count(b"\n")
             yield block, line, n
             line += n
+    except _Damaged as e:
+        raise StreamCut(line, e.reason, carry) from None
+    if carry:
+        yield carry, line, carry.count(b"\n") + 1
+
+
+def _plain_chunks(shard: Shard, block_bytes: int) -> Iterator[bytes]:
+    with open(shard.path, "rb") as f:
+        f.seek(shard.start)
+        remaining = None if shard.end < 0 else shard.end - shard.start
+        while True:
+            want = block_bytes if remaining is None else min(block_bytes, remaining)
+            chunk = f.read(want) if want > 0 else b""
+            if not chunk:
+                return
+            if remaining is not None:
+                remaining -= len(chunk)
+            yield chunk
+
+
+class _Damaged(Exception):  # noqa: N818
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _decompressed_chunks(shard: Shard, comp: str, block_bytes: int) -> Iterator[bytes]:
+    """Arrow's decoder at C++ speed. When it fails, what it had decoded in the failing read is
+    lost, so the file is decoded again from the start with Python's decoders in small steps, which
+    give every byte before the damage; only this rare path pays for that."""
+    done = 0
+    try:
+        with pa.input_stream(open_native(shard.path), compression=comp) as stream:
+            while chunk := stream.read(block_bytes):
+                done += len(chunk)
+                yield chunk
+        return
+    except OSError:
+        pass  # truncated or corrupt: salvage below (the reason comes from the Python decoder)
+    yield from _salvage(shard.path, comp, done, block_bytes)
+
+
+def _decoder(comp: str):
+    if comp == "gzip":
+        return zlib.decompressobj(zlib.MAX_WBITS | 16)
+    import zstandard
+
+    return zstandard.ZstdDecompressor().decompressobj()
+
+
+def _salvage(path: str, comp: str, skip: int, block_bytes: int) -> Iterator[bytes]:
+    """The decompressed bytes after offset ``skip`` that decode before the damage, in pieces of
+    about ``block_bytes``; then ``_Damaged`` with the reason (or a clean end, if Python's decoder
+    reads the whole file). Members (gzip) or frames (zstd) written one after another are all read.
+
+    A decoder call that fails discards what it decoded, so the member is decoded again up to the
+    failing step and that step is fed byte by byte: every byte before the damage is kept."""
+    import zstandard
+
+    errors = (zlib.error, zstandard.ZstdError)
+    out_pos = 0  # decompressed bytes decoded so far
+    pending: list[bytes] = []
+    pending_size = 0
+
+    def take(out: bytes) -> None:
+        nonlocal out_pos, pending_size
+        if out_pos + len(out) > skip:
+            piece = out[max(0, skip - out_pos):]
+            pending.append(piece)
+            pending_size += len(piece)
+        out_pos += len(out)
+
+    damage = None
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        start = 0  # file offset of the current member
+        while damage is None and start < size:
+            dec, off = _decoder(comp), start
+            f.seek(start)
+            while not dec.eof and (raw := f.read(_SALVAGE_STEP)):
+                try:
+                    out = dec.decompress(raw)
+                except errors:
+                    dec = _decoder(comp)  # again, quietly, up to this step (its output was taken already)
+                    f.seek(start)
+                    while (left := off - f.tell()) > 0:
+                        dec.decompress(f.read(min(_SALVAGE_STEP, left)))
+                    for i in range(len(raw)):
+                        try:
+                            take(dec.decompress(raw[i:i + 1]))
+                        except errors as e:
+                            damage = f"corrupt compressed stream: {comp}: {e} (after {out_pos} bytes of data)"
+                            break
+                    break
+                take(out)
+                off += len(raw)
+                if pending_size >= block_bytes:
+                    yield b"".join(pending)
+                    pending.clear()
+                    pending_size = 0
+            if damage is None and not dec.eof:
+                damage = (f"truncated compressed stream: the {comp} data ends without its end marker "
+                          f"(the file was cut short after {out_pos} bytes of data)")
+            start = off - len(dec.unused_data)  # the next member, if any
+    if pending:
+        yield b"".join(pending)
+    if damage is not None:
+        raise _Damaged(damage)
 
 
 def iter_array_blocks(shard: Shard, block_bytes: int) -> Iterator[tuple[bytes, int, int]]:
@@ -245,10 +397,24 @@ def iter_array_blocks(shard: Shard, block_bytes: int) -> Iterator[tuple[bytes, i
         yield b"\n".join(lines) + b"\n", first, len(lines)
 
 
-def read_shard(shard: Shard, text_key: str | None, id_key: str, block_bytes: int) -> Iterator[ReadBatch]:
-    """Stream a shard as batches with a text column checked and an id on every row."""
+def text_source_columns(ops: Iterable) -> tuple[str, ...]:
+    """Columns the first ops fill the text from (``html_extract``'s html): a row that has one of
+    them needs no text of its own. Only ops before the first one that reads the text count."""
+    cols: list[str] = []
+    for op in ops:
+        if hasattr(op, "text_source_columns"):
+            cols += [c for c in op.text_source_columns if c not in cols]
+        elif getattr(op, "reads_text", True):
+            break
+    return tuple(cols)
+
+
+def read_shard(shard: Shard, text_key: str | None, id_key: str, block_bytes: int,
+               alt_text_keys: Iterable[str] = ()) -> Iterator[ReadBatch]:
+    """Stream a shard as batches with a text column checked and an id on every row. Rows without
+    text are valid when one of ``alt_text_keys`` is set (the ops make the text from it)."""
     if shard.format == "parquet":
-        yield from _read_parquet(shard, text_key, id_key, block_bytes)
+        yield from _read_parquet(shard, text_key, id_key, block_bytes, tuple(alt_text_keys))
         return
     if shard.format == "warc":
         from pipeline.io.warc import read_warc
@@ -256,18 +422,28 @@ def read_shard(shard: Shard, text_key: str | None, id_key: str, block_bytes: int
         for table, bad, counters in read_warc(shard, id_key):
             yield ReadBatch(table, bad, counters)
         return
-    parser = JsonlBlockParser(shard.rel, text_key)
+    parser = JsonlBlockParser(shard.rel, text_key, alt_text_keys)
     blocks = iter_array_blocks(shard, block_bytes) if shard.format == "json" else iter_blocks(shard, block_bytes)
-    for block, first_line, nlines in blocks:
-        table, lines, bad = parser.parse(block, first_line, nlines)
-        if table is None:
-            yield ReadBatch(pa.table({}), bad)
-            continue
-        yield ReadBatch(_ensure_ids(table, lines, shard.rel, id_key), bad)
+    try:
+        for block, first_line, nlines in blocks:
+            table, lines, bad = parser.parse(block, first_line, nlines)
+            if table is None:
+                yield ReadBatch(pa.table({}), bad)
+                continue
+            yield ReadBatch(_ensure_ids(table, lines, shard.rel, id_key), bad, lines=lines)
+    except StreamCut as cut:  # the lost tail of a damaged compressed file: one record, counted like any other
+        raw = cut.raw[:RAW_SNIPPET].decode("utf-8", "replace")
+        yield ReadBatch(pa.table({}), [quarantine_record(shard.rel, cut.line, cut.reason, "read", raw)])
 
 
-def _read_parquet(shard: Shard, text_key: str, id_key: str, block_bytes: int) -> Iterator[ReadBatch]:
-    pf = pq.ParquetFile(shard.path)
+def _read_parquet(shard: Shard, text_key: str, id_key: str, block_bytes: int,
+                  alt_text_keys: tuple[str, ...] = ()) -> Iterator[ReadBatch]:
+    with open_native(shard.path) as f:
+        yield from _read_parquet_file(pq.ParquetFile(f), shard, text_key, id_key, block_bytes, alt_text_keys)
+
+
+def _read_parquet_file(pf: pq.ParquetFile, shard: Shard, text_key: str, id_key: str, block_bytes: int,
+                       alt_text_keys: tuple[str, ...]) -> Iterator[ReadBatch]:
     groups = list(range(shard.start, shard.end)) if shard.end >= 0 else None
     if groups == []:
         return
@@ -284,35 +460,43 @@ def _read_parquet(shard: Shard, text_key: str, id_key: str, block_bytes: int) ->
             yield ReadBatch(pa.table({}), [quarantine_record(shard.rel, int(x), f"field '{text_key}': expected string, got {table.schema.field(text_key).type}", "read", "")
                                            for x in lines])
             continue
-        table, lines, bad = split_missing_text(table, lines, shard.rel, text_key)
-        yield ReadBatch(_ensure_ids(table, lines, shard.rel, id_key), bad)
+        table, lines, bad = split_missing_text(table, lines, shard.rel, text_key, alt_text_keys)
+        yield ReadBatch(_ensure_ids(table, lines, shard.rel, id_key), bad, lines=lines)
 
 
 def _is_string(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
-def split_missing_text(table: pa.Table, lines: np.ndarray, rel: str, text_key: str | None
-                       ) -> tuple[pa.Table, np.ndarray, list[dict]]:
-    """Rows with a missing or null text field go to quarantine. Columns that only those rows
-    had are dropped, so bad records do not add all-null columns to the good ones. Data without a
-    text column (``text_key`` None) passes through."""
+def split_missing_text(table: pa.Table, lines: np.ndarray, rel: str, text_key: str | None,
+                       alt_text_keys: Iterable[str] = ()) -> tuple[pa.Table, np.ndarray, list[dict]]:
+    """Rows with a missing or null text field go to quarantine, unless one of ``alt_text_keys``
+    (a column the recipe's first ops make the text from, e.g. html) is set in that row. Columns
+    that only the quarantined rows had are dropped, so bad records do not add all-null columns to
+    the good ones. Data without a text column (``text_key`` None) passes through."""
     if not text_key:
         return table, lines, []
 
     def raw(t: pa.Table, i: int) -> str:
         return json.dumps(t.slice(i, 1).to_pylist()[0], ensure_ascii=False, default=str)[:RAW_SNIPPET]
 
-    if text_key not in table.column_names:
+    has_text = text_key in table.column_names
+    text = table.column(text_key) if has_text else None
+    if has_text and not text.null_count:
+        return table, lines, []
+    alts = [c for c in alt_text_keys if c in table.column_names and c != text_key]
+    if not has_text and not alts:
         return (table.slice(0, 0), lines[:0],
                 [quarantine_record(rel, int(x), f"missing text field '{text_key}'", "read", raw(table, i))
                  for i, x in enumerate(lines)])
-    text = table.column(text_key)
-    if not text.null_count:
+    null = pc.is_null(text).to_numpy(zero_copy_only=False) if has_text else np.ones(table.num_rows, dtype=bool)
+    for c in alts:  # the text will be made from this column: rows that have it are fine
+        null = null & pc.is_null(table.column(c)).to_numpy(zero_copy_only=False)
+    if not null.any():
         return table, lines, []
-    null = pc.is_null(text).to_numpy(zero_copy_only=False)
+    reason = f"missing or null text field '{text_key}'" if has_text else f"missing text field '{text_key}'"
     removed = table.filter(pa.array(null))
-    bad = [quarantine_record(rel, int(lines[i]), f"missing or null text field '{text_key}'", "read", raw(removed, j))
+    bad = [quarantine_record(rel, int(lines[i]), reason, "read", raw(removed, j))
            for j, i in enumerate(np.flatnonzero(null))]
     kept = table.filter(pa.array(~null))
     only_bad = [c for c in kept.column_names

@@ -113,6 +113,17 @@ def write_json_atomic(path: str | os.PathLike, obj) -> None:
     os.replace(tmp, path)
 
 
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """``data`` at ``path`` durably: temp file, fsync, rename (readers never see a partial file)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def write_jsonl_records_atomic(path: str | os.PathLike, records: list[dict]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from operators.common.chat import (
     to_hh,
 )
 from pipeline.errors import InputError, RecipeError
-from tests.conftest import make_recipe, read_output, read_quarantine, run_recipe, write_jsonl
+from tests.conftest import ACCEPT_BAD_ROWS, make_recipe, read_output, read_quarantine, run_recipe, write_jsonl
 
 CHAT_INPUT = {"text_key": None}
 
@@ -81,7 +81,8 @@ def test_chat_format_run_quarantines_broken_rows_and_balances(tmp_path):
         {"id": "x1", "foo": "bar"},  # unknown format
     ]
     src = write_jsonl(tmp_path / "chat.jsonl", rows)
-    res = run_recipe([src], tmp_path / "out", [{"chat_format": {}}, {"chat_export": {"to": "sft"}}], input=CHAT_INPUT)
+    res = run_recipe([src], tmp_path / "out", [{"chat_format": {}}, {"chat_export": {"to": "sft"}}], input=CHAT_INPUT,
+                     policy=ACCEPT_BAD_ROWS)
     out = read_output(tmp_path / "out")
     assert [r["id"] for r in out] == ["a1", "o1"]
     assert out[0]["messages"][-1] == {"role": "assistant", "content": "hi"}
@@ -102,7 +103,7 @@ def test_a_text_op_on_data_without_text_is_refused(tmp_path):
 def test_json_array_input_with_item_numbers(tmp_path):
     f = tmp_path / "demo.json"
     f.write_text(json.dumps([{"instruction": "a", "output": "b"}, 7, {"instruction": "c", "output": "d"}]))
-    run_recipe([f], tmp_path / "out", [{"chat_format": {}}], input=CHAT_INPUT)
+    run_recipe([f], tmp_path / "out", [{"chat_format": {}}], input=CHAT_INPUT, policy=ACCEPT_BAD_ROWS)
     assert len(read_output(tmp_path / "out")) == 2
     (bad,) = read_quarantine(tmp_path / "out")
     assert bad["line"] == 2 and "not a JSON object" in bad["reason"]
@@ -167,7 +168,8 @@ def test_llm_respond_answers_caches_and_quarantines(tmp_path):
         server.faults.extend(["500"] * 3)  # q0's request fails for good (max_retries 2), the rest succeed
         llm = {"base_url": server.url, "model": "m", "max_retries": 2, "backoff_s": 0.01, "concurrency": 1,
                "cache_dir": str(tmp_path / "cache")}
-        res = run_recipe([src], tmp_path / "out", [{"llm_respond": {"llm": llm}}], input=CHAT_INPUT)
+        res = run_recipe([src], tmp_path / "out", [{"llm_respond": {"llm": llm}}], input=CHAT_INPUT,
+                         policy=ACCEPT_BAD_ROWS)
         out = {r["id"]: r for r in read_output(tmp_path / "out")}
         assert set(out) == {f"q{i}" for i in range(1, 6)} | {"done"}
         assert out["q3"]["messages"][-1] == {"role": "assistant", "content": "reply to: question 3"}
@@ -177,7 +179,7 @@ def test_llm_respond_answers_caches_and_quarantines(tmp_path):
         c = res.ledger["llm_respond"].counters
         assert c["llm_requests"] == 6 and c["llm_failed"] == 1 and c["llm_retries"] == 2
         n = len(server.requests)
-        run_recipe([src], tmp_path / "again", [{"llm_respond": {"llm": llm}}], input=CHAT_INPUT)
+        run_recipe([src], tmp_path / "again", [{"llm_respond": {"llm": llm}}], input=CHAT_INPUT, policy=ACCEPT_BAD_ROWS)
         assert len(server.requests) == n + 1  # only the failed one is asked again; the rest come from the cache
 
 
@@ -391,13 +393,14 @@ def test_augmentation_ops(tmp_path):
         assert new == ["Compose a haiku about rivers", "List three prime numbers"]  # the near-copy failed ROUGE-L
         assert res.ledger["llm_expand_instructions"].counters["not_novel"] == 1
 
-        res = run_recipe([src], tmp_path / "evo", [{"llm_evolve_instruction": {"llm": llm}}], input=CHAT_INPUT)
+        res = run_recipe([src], tmp_path / "evo", [{"llm_evolve_instruction": {"llm": llm}}], input=CHAT_INPUT,
+                         policy=ACCEPT_BAD_ROWS)
         evo = {r["id"]: r for r in read_output(tmp_path / "evo")}
         assert evo["s1"]["messages"][-1]["content"] == "Explain how a bicycle gear works Explain each step."
         assert evo["s1"]["source_instruction"] == "Explain how a bicycle gear works"
         assert "s-broken" not in evo and res.ledger["llm_evolve_instruction"].quarantined == {"rewrite unusable": 1}
 
-        res = run_recipe([docs], tmp_path / "qa", [{"llm_qa_from_text": {"llm": llm, "n": 2}}])
+        res = run_recipe([docs], tmp_path / "qa", [{"llm_qa_from_text": {"llm": llm, "n": 2}}], policy=ACCEPT_BAD_ROWS)
         qa = read_output(tmp_path / "qa")
         assert [r["id"] for r in qa] == ["d1#qa0", "d1#qa1"] and qa[0]["messages"][1]["content"] == "The river."
         (bad,) = read_quarantine(tmp_path / "qa")

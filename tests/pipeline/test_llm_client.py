@@ -1,11 +1,12 @@
 """The chat-completions client against a local test server that speaks the protocol (including
-429s, 500s, slow and malformed responses)."""
+429s, 500s, slow and malformed responses). The faults of issue 12 (trickled answers, corrupt gzip,
+echoed keys, rejected keys, unreachable servers, spend across --resume) are in test_llm_faults.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipeline.errors import ThresherError
+from pipeline.errors import FatalOpError
 from pipeline.llm import ChatClient, LLMConfig
 from tests.llm_test_server import ChatTestServer
 
@@ -64,7 +65,12 @@ def test_key_from_the_environment_and_a_clear_rejection(tmp_path, monkeypatch):
         monkeypatch.setenv("MY_LLM_KEY", "s3cret")
         ok = _client(server, tmp_path, api_key_env="MY_LLM_KEY")
         assert ok.complete(_ask(ok, "hi")).text == "reply to: hi"
-        monkeypatch.setenv("MY_LLM_KEY", "wrong")
+        monkeypatch.setenv("MY_LLM_KEY", "wrong-key-value")
         bad = _client(server, tmp_path, api_key_env="MY_LLM_KEY", cache=False)
-        with pytest.raises(ThresherError, match="set MY_LLM_KEY"):
+        with pytest.raises(FatalOpError, match="set MY_LLM_KEY") as err:
             bad.complete(_ask(bad, "hi"))
+        assert "wrong-key-value" not in str(err.value)
+        monkeypatch.delenv("MY_LLM_KEY")
+        unset = _client(server, tmp_path, api_key_env="MY_LLM_KEY", cache=False)
+        with pytest.raises(FatalOpError, match="no key was sent: set MY_LLM_KEY"):
+            unset.complete(_ask(unset, "hi"))

@@ -12,7 +12,15 @@ from pipeline.errors import OutputError
 from pipeline.ops import Mapper
 from pipeline.plan import make_plan
 from pipeline.registry import _REGISTRY, register
-from tests.conftest import make_recipe, read_output, read_quarantine, run_recipe, sample_docs, write_jsonl
+from tests.conftest import (
+    ACCEPT_BAD_ROWS,
+    make_recipe,
+    read_output,
+    read_quarantine,
+    run_recipe,
+    sample_docs,
+    write_jsonl,
+)
 
 PROCESS = [
     {"unicode_normalize": {"form": "NFKC"}},
@@ -36,13 +44,16 @@ def corpus(tmp_path, files=3, n=400):
 def snapshot(out):
     files = {}
     for f in sorted(out.rglob("*")):
-        if f.is_file() and f.name != "ledger.json":
+        if f.is_file() and f.name not in ("ledger.json", "_thresher.json"):
             files[str(f.relative_to(out))] = f.read_bytes()
     ledger = json.loads((out / "ledger.json").read_text())
     for e in ledger["ops"].values():
         e.pop("seconds")
     ledger["run"].pop("timings")  # wall seconds
-    return files, ledger
+    assert len(ledger["run"].pop("run_id")) == 32  # each run's own id (kept by --resume)
+    manifest = json.loads((out / "_thresher.json").read_text())
+    manifest.pop("run_id")
+    return files, ledger, manifest
 
 
 def test_plan_fuses_local_ops_and_breaks_at_global_ops():
@@ -142,6 +153,35 @@ def test_op_error_quarantines_only_failing_rows(tmp_path, exploding_op):
     assert all(r["stage"] == exploding_op and "cannot handle BOOM" in r["reason"] for r in q)
     led = json.loads((tmp_path / "o" / "ledger.json").read_text())
     assert led["balanced"] and led["ops"][exploding_op]["quarantined"] == {"op error: ValueError": 2}
+
+
+def test_rows_an_op_quarantines_name_their_file_and_line(tmp_path, exploding_op):
+    """They recorded the row id as `source` and 0 as `line`. Now file and line, like a bad input
+    line, also after a global op (pass 1); the line column is never written out."""
+    docs = [{"id": f"r{i}", "text": f"row {i}" + (" BOOM" if i in (3, 17) else "")} for i in range(40)]
+    docs.insert(10, {"id": "dup", "text": "row 5"})  # line 11, a duplicate for exact_dedup
+    src = write_jsonl(tmp_path / "in" / "b.jsonl", docs)
+    lines = {"r3": 4, "r17": 19}
+    for process in ([{exploding_op: {}}, {"exact_dedup": {}}], [{"exact_dedup": {}}, {exploding_op: {}}]):
+        out = tmp_path / f"o{len(list(tmp_path.iterdir()))}"
+        res = run_recipe([src], out, process, policy=ACCEPT_BAD_ROWS)
+        q = sorted(read_quarantine(out), key=lambda r: r["line"])
+        assert [(r["source"], r["line"], r["id"], r["stage"]) for r in q] == [
+            ("b.jsonl", lines[i], i, exploding_op) for i in ("r3", "r17")]
+        rows = read_output(out)
+        assert res.output_rows == len(rows) == 38 and all(set(r) == {"id", "text"} for r in rows)
+
+
+def test_rows_an_op_quarantines_on_ray_name_their_file_and_line(tmp_path, local_ray):
+    rows = [{"id": "a1", "instruction": "Say hi", "output": "hi"}, {"id": "a1b", "instruction": "Say hi", "output": "x"},
+            {"id": "x1", "foo": "bar"}, {"id": "a2", "instruction": "Say bye", "output": "bye"}]
+    src = write_jsonl(tmp_path / "chat.jsonl", rows)
+    for process in ([{"chat_format": {}}], [{"exact_dedup": {"field": "id"}}, {"chat_format": {}}]):
+        out = tmp_path / f"o{len(process)}"
+        run_recipe([src], out, process, input={"text_key": None}, executor={"type": "ray"}, policy=ACCEPT_BAD_ROWS)
+        (q,) = read_quarantine(out)
+        assert (q["source"], q["line"], q["id"]) == ("chat.jsonl", 3, "x1") and q["reason"].startswith("unknown")
+        assert all("__thresher_line__" not in r for r in read_output(out))
 
 
 def test_exact_dedup_keeps_first_in_input_order_across_shards(tmp_path):

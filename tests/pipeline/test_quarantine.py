@@ -7,7 +7,7 @@ import json
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import read_output, read_quarantine, run_recipe
+from tests.conftest import ACCEPT_BAD_ROWS, read_output, read_quarantine, run_recipe
 
 GOOD = "good"
 BAD_KINDS = {
@@ -50,7 +50,7 @@ def test_bad_lines_quarantined_good_rows_kept_ledger_balanced(tmp_path_factory, 
     data, good, bad = build(kinds)
     src = tmp / "input.jsonl"
     src.write_bytes(data)
-    res = run_recipe([src], tmp / "out", [], executor={"batch_size_mb": block_kb / 1024})
+    res = run_recipe([src], tmp / "out", [], executor={"batch_size_mb": block_kb / 1024}, policy=ACCEPT_BAD_ROWS)
     # good rows come out unchanged, in order
     assert read_output(tmp / "out") == good
     # every bad line is in quarantine with its file, line and reason
@@ -74,7 +74,7 @@ def test_parquet_null_text_goes_to_quarantine(tmp_path):
 
     src = tmp_path / "a.parquet"
     pq.write_table(pa.table({"id": ["a", "b", "c"], "text": ["x", None, "z"]}), src)
-    res = run_recipe([src], tmp_path / "out", [])
+    res = run_recipe([src], tmp_path / "out", [], policy=ACCEPT_BAD_ROWS)
     assert res.output_rows == 2
     q = read_quarantine(tmp_path / "out")
     assert [(r["line"], r["reason"]) for r in q] == [(2, "missing or null text field 'text'")]
@@ -83,6 +83,6 @@ def test_parquet_null_text_goes_to_quarantine(tmp_path):
 def test_quarantine_keeps_the_raw_record(tmp_path):
     src = tmp_path / "a.jsonl"
     src.write_text('{"text": "ok"}\n{"text": "broken\n')
-    run_recipe([src], tmp_path / "out", [])
+    run_recipe([src], tmp_path / "out", [], policy=ACCEPT_BAD_ROWS)
     (rec,) = read_quarantine(tmp_path / "out")
     assert rec["raw"] == '{"text": "broken' and rec["line"] == 2 and rec["stage"] == "read"

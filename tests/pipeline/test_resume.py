@@ -85,23 +85,11 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, kill_in_pass, ex
     assert res.returncode == 2 and "--resume" in res.stderr
 
     assert cli("run", str(recipe), "-q", "--resume").wait(timeout=300) == 0
-    if executor == "ray":
-        _reap_orphaned_ray_agents()
     assert (killed_out / "_SUCCESS").exists()
     assert data_files(killed_out) == data_files(clean_out)
     assert ledger_counts(killed_out) == ledger_counts(clean_out)
     rows = read_output(killed_out)
     assert len({r["id"] for r in rows}) == len(rows)  # no duplicated rows
-
-
-def _reap_orphaned_ray_agents() -> None:
-    """The killed driver's local Ray leaves its agents behind (re-parented to init): stop them."""
-    import psutil
-
-    for p in psutil.process_iter(["name", "cmdline", "ppid"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if p.info["ppid"] == 1 and cmd.startswith("ray::") and "Agent" in cmd:
-            p.kill()
 
 
 def test_resume_refuses_a_changed_recipe(tmp_path):
