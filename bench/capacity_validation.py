@@ -13,12 +13,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from capacity.hardware import get_gpu  # noqa: E402
-from capacity.models import Model, catalogue, get_model  # noqa: E402
-from capacity.roofline import IDEAL, forward  # noqa: E402
-from capacity.serving import ServeInputs, kv_cache_blocks  # noqa: E402
-from capacity.stats import LengthStats  # noqa: E402
-from capacity.training import gpu_hours, mfu  # noqa: E402
+from thresher.capacity.hardware import get_gpu  # noqa: E402
+from thresher.capacity.models import Model, catalogue, get_model  # noqa: E402
+from thresher.capacity.roofline import IDEAL, forward  # noqa: E402
+from thresher.capacity.serving import ServeInputs, kv_cache_blocks  # noqa: E402
+from thresher.capacity.stats import LengthStats  # noqa: E402
+from thresher.capacity.training import gpu_hours, mfu  # noqa: E402
 
 
 def main() -> None:

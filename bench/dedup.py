@@ -87,7 +87,7 @@ def one_kb_docs(corpus: Path, out: Path, n: int) -> Path:
 def thresher_signatures(path: Path) -> float:
     import pyarrow.json as pj
 
-    from operators.common.minhash import permutations, signatures
+    from thresher.operators.common.minhash import permutations, signatures
 
     text = pj.read_json(path)["text"]
     a, b = permutations(128, 1)
@@ -117,7 +117,7 @@ def run_thresher(work: Path, corpus: Path, name: str) -> tuple[float, int, int]:
         "output": {"path": str(out), "rows_per_shard": 1_000_000, "trace_samples": 0},
         "executor": {"type": "local", "workers": 2},
         "process": [{"minhash_dedup": {"threshold": 0.8, "num_perm": 112, "bands": 14, "rows": 8, "ngram": 5}}]}))
-    wall, rss = run_measured([sys.executable, "-m", "pipeline.cli", "run", str(r), "-q"], env={"PYTHONPATH": str(ROOT)})
+    wall, rss = run_measured([sys.executable, "-m", "thresher", "run", str(r), "-q"], env={"PYTHONPATH": str(ROOT)})
     kept = json.loads((out / "ledger.json").read_text())["totals"]["output"]
     shutil.rmtree(out, ignore_errors=True)
     return wall, rss, kept

@@ -85,7 +85,7 @@ def run_thresher(work: Path, inp: Path, process: list, workers: int, name: str) 
     out = work / f"out-thresher-{name}"
     shutil.rmtree(out, ignore_errors=True)
     r = recipe(work / f"recipe-{name}.yaml", inp, out, process, workers)
-    wall, rss = run_measured([sys.executable, "-m", "pipeline.cli", "run", str(r), "-q"],
+    wall, rss = run_measured([sys.executable, "-m", "thresher", "run", str(r), "-q"],
                              env={"PYTHONPATH": str(ROOT)})
     return wall, rss, out
 
@@ -105,8 +105,8 @@ def thresher_reasons(subset: Path, process: list) -> dict[str, str]:
     import pyarrow.json as pj
     import yaml
 
-    from pipeline.ops import Filter
-    from pipeline.recipe import parse_recipe
+    from thresher.pipeline.ops import Filter, first_failing
+    from thresher.pipeline.recipe import parse_recipe
 
     r = parse_recipe(yaml.safe_dump({"input": {"paths": [str(subset)]}, "output": {"path": "x"}, "process": process}))
     table = pj.read_json(subset)
@@ -115,12 +115,10 @@ def thresher_reasons(subset: Path, process: list) -> dict[str, str]:
         op.ensure_setup()
         if isinstance(op, Filter):
             masks = op.drop_reasons(op.compute_stats(table))
-            ids = table["id"].to_pylist()
-            keep = np.ones(table.num_rows, dtype=bool)
-            for name, m in masks.items():
-                for i in np.flatnonzero(m & keep):
-                    reasons[ids[i]] = f"{op.name}:{name}"
-                keep &= ~np.asarray(m)
+            ids, names = table["id"].to_pylist(), list(masks)
+            keep, first = first_failing(masks, table.num_rows)  # the runner's decision
+            for i in np.flatnonzero(~keep):
+                reasons[ids[i]] = f"{op.name}:{names[first[i]]}"
             table = table.filter(pa.array(keep))
         else:
             table = op.process(table)

@@ -64,7 +64,7 @@ def main() -> None:
         shutil.rmtree(outdir, ignore_errors=True)
         recipe = work / f"zero-op-{fmt}.yaml"
         recipe.write_text(RECIPE.format(inp=src, out=outdir, fmt=fmt, workers=args.workers))
-        t_eng, m_eng = run_measured([py, "-m", "pipeline.cli", "run", str(recipe), "-q"],
+        t_eng, m_eng = run_measured([py, "-m", "thresher", "run", str(recipe), "-q"],
                                     env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])})
         shutil.rmtree(outdir, ignore_errors=True)
         rows.append((fmt, t_plain, m_plain, t_eng, m_eng))

@@ -80,7 +80,7 @@ def _run_once(work: Path, corpus: Path, executor: str, workers: int) -> tuple[fl
         "input": {"paths": [str(corpus)], "shard_size_mb": 32},
         "output": {"path": str(out), "rows_per_shard": 1_000_000, "trace_samples": 0},
         "executor": spec, "seed": 42, "process": PROCESS}))
-    wall, pss = run_measured([sys.executable, "-m", "pipeline.cli", "run", str(recipe), "-q"],
+    wall, pss = run_measured([sys.executable, "-m", "thresher", "run", str(recipe), "-q"],
                              env={"PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"},
                              interval=0.25, metric="pss")
     timings = json.loads((out / "ledger.json").read_text())["run"]["timings"]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from capacity.hardware import GPU
-from capacity.models import Model
-from capacity.roofline import BF16, IDEAL, Precision, forward
+from thresher.capacity.hardware import GPU
+from thresher.capacity.models import Model
+from thresher.capacity.roofline import BF16, IDEAL, Precision, forward
 
 
 def _plt():

@@ -9,7 +9,7 @@ import json
 import re
 from pathlib import Path
 
-from pipeline.errors import ThresherError
+from thresher.pipeline.errors import ThresherError
 
 
 def add_parser(sub) -> None:
@@ -91,7 +91,7 @@ def parse_duration(s: str) -> float:
 
 
 def parse_quant(s: str):
-    from capacity.roofline import Precision
+    from thresher.capacity.roofline import Precision
 
     m = re.fullmatch(r"w(\d+)a(\d+)(?:kv(\d+))?", s.lower())
     if not m:
@@ -101,7 +101,7 @@ def parse_quant(s: str):
 
 
 def _gpus(args) -> list:
-    from capacity.hardware import catalogue, get_gpu
+    from thresher.capacity.hardware import catalogue, get_gpu
 
     if args.gpu:
         names = [g for g in args.gpu.split(",") if g]
@@ -112,10 +112,10 @@ def _gpus(args) -> list:
 
 
 def cmd_train(args) -> int:
-    from capacity.models import get_model
-    from capacity.search import METHODS, RECOMPUTE, search
-    from capacity.stats import LengthStats
-    from capacity.training import LORA_TARGETS, TrainInputs
+    from thresher.capacity.models import get_model
+    from thresher.capacity.search import METHODS, RECOMPUTE, search
+    from thresher.capacity.stats import LengthStats
+    from thresher.capacity.training import LORA_TARGETS, TrainInputs
 
     model = get_model(args.model)
     if args.data:
@@ -141,7 +141,7 @@ def cmd_train(args) -> int:
     if not res.ranked:
         out["why"] = _why_none(model, gpus, base, res, deadline, args)
     if args.chart and res.ranked:
-        from capacity.charts import memory_chart, roofline_chart
+        from thresher.capacity.charts import memory_chart, roofline_chart
 
         best = res.ranked[0]
         out["charts"] = memory_chart([best], Path(args.chart) / "train-memory") + roofline_chart(
@@ -155,7 +155,7 @@ def cmd_train(args) -> int:
 
 def _why_none(model, gpus, base, res, deadline, args) -> str:
     """Why nothing qualified, and what would: the overflowing component, or the best miss."""
-    from capacity.training import plan_training
+    from thresher.capacity.training import plan_training
 
     if not res.fitting:
         g = gpus[0]
@@ -181,7 +181,7 @@ def _why_none(model, gpus, base, res, deadline, args) -> str:
 
 
 def _what_fits(model, gpus, base, args) -> str:
-    from capacity.search import search
+    from thresher.capacity.search import search
 
     wider = search(model, gpus, base, None, None)
     if not wider.fitting:
@@ -226,9 +226,9 @@ def _print_train(out: dict, data) -> None:
 
 
 def cmd_serve(args) -> int:
-    from capacity.models import get_model
-    from capacity.serving import ServeInputs, plan_serving
-    from capacity.stats import LengthStats
+    from thresher.capacity.models import get_model
+    from thresher.capacity.serving import ServeInputs, plan_serving
+    from thresher.capacity.stats import LengthStats
 
     model = get_model(args.model)
     if args.data:
@@ -245,7 +245,7 @@ def cmd_serve(args) -> int:
     out = {"model": model.key, "prompt": prompt.summary(), "output": output.summary(), "rate": args.rate,
            "plans": [p.to_dict() for p in plans]}
     if args.chart:
-        from capacity.charts import roofline_chart
+        from thresher.capacity.charts import roofline_chart
 
         best = plans[0]
         gpu = [g for g in _gpus(args) if g.key == best.gpu][0]
@@ -284,8 +284,8 @@ def _print_serve(out: dict) -> None:
 
 
 def cmd_roofline(args) -> int:
-    from capacity.models import get_model
-    from capacity.roofline import CALIBRATED, IDEAL, forward, ridge_point
+    from thresher.capacity.models import get_model
+    from thresher.capacity.roofline import CALIBRATED, IDEAL, forward, ridge_point
 
     model = get_model(args.model)
     gpus = _gpus(args)
@@ -302,7 +302,7 @@ def cmd_roofline(args) -> int:
             {"op": o.name, "count": o.count, "flops": o.flops, "bytes": o.bytes, "intensity": o.intensity,
              "bound": o.bound, "time_us": o.time * 1e6} for o in f.ops]}
     if args.chart:
-        from capacity.charts import roofline_chart
+        from thresher.capacity.charts import roofline_chart
 
         out["charts"] = roofline_chart(model, gpu, args.batch, args.seq, Path(args.chart) / "roofline", precision=p)
     if args.json:

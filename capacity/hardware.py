@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.errors import ThresherError
+from thresher.pipeline.errors import ThresherError
 
 CATALOGUE = Path(__file__).parent / "data" / "hardware.yaml"
 DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.errors import ThresherError
+from thresher.pipeline.errors import ThresherError
 
 CATALOGUE = Path(__file__).parent / "data" / "models.yaml"
 NON_GATED = {"gpt2", "gpt_neox", "gptj", "mpt", "opt", "falcon", "bloom", "phi"}  # plain 2-matrix MLPs

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from capacity.hardware import GPU
-from capacity.models import Model
+from thresher.capacity.hardware import GPU
+from thresher.capacity.models import Model
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from capacity.hardware import GPU
-from capacity.models import Model
-from capacity.training import TrainInputs, TrainPlan, plan_training
+from thresher.capacity.hardware import GPU
+from thresher.capacity.models import Model
+from thresher.capacity.training import TrainInputs, TrainPlan, plan_training
 
 COUNTS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 METHODS = ("full", "lora", "qlora")

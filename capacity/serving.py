@@ -7,10 +7,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from capacity.hardware import GPU
-from capacity.models import Model
-from capacity.roofline import CALIBRATED, IDEAL, Efficiency, Precision, forward
-from capacity.stats import LengthStats
+from thresher.capacity.hardware import GPU
+from thresher.capacity.models import Model
+from thresher.capacity.roofline import CALIBRATED, IDEAL, Efficiency, Precision, forward
+from thresher.capacity.stats import LengthStats
 
 GIB = 1 << 30
 # CUDA reports ~1% less than the marketed capacity (an A100-80GB shows 79.15 GiB of 80 in

@@ -14,8 +14,8 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
-from pipeline.errors import ThresherError
-from pipeline.tokenizers import token_counter
+from thresher.pipeline.errors import ThresherError
+from thresher.pipeline.tokenizers import token_counter
 
 
 @dataclass

@@ -24,10 +24,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from capacity.hardware import GPU
-from capacity.models import Model
-from capacity.serving import CUDA_VISIBLE, GIB
-from capacity.stats import LengthStats
+from thresher.capacity.hardware import GPU
+from thresher.capacity.models import Model
+from thresher.capacity.serving import CUDA_VISIBLE, GIB
+from thresher.capacity.stats import LengthStats
 
 NF4_BITS = 4 + 0.127  # QLoRA §3: NF4 + double-quantized block constants
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

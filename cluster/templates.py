@@ -22,8 +22,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.errors import ThresherError
-from pipeline.recipe import load_recipe
+from thresher.pipeline.errors import ThresherError
+from thresher.pipeline.recipe import load_recipe
 
 MB_PER_CORE_SECOND = 2.0
 TARGET_SECONDS = 3600
@@ -41,7 +41,7 @@ class Size:
 
 
 def size_for(recipe_name: str, sets: list[str] | None = None, input_gb: float | None = None) -> Size:
-    from pipeline.io.inputs import resolve_inputs
+    from thresher.pipeline.io.inputs import resolve_inputs
 
     recipe = load_recipe(recipe_name, sets)
     ops = recipe.build_ops()
@@ -139,7 +139,7 @@ def kuberay_manifests(recipe: str, size: Size) -> list[dict]:
     ray_cluster = {"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": name},
                    "spec": cluster_spec}
     ray_job = {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": {"name": f"{name}-job"},
-               "spec": {"entrypoint": f"python -m pipeline.cli run {Path(recipe).name} --executor ray -q",
+               "spec": {"entrypoint": f"python -m thresher run {Path(recipe).name} --executor ray -q",
                         "shutdownAfterJobFinishes": True, "ttlSecondsAfterFinished": 3600,
                         "rayClusterSpec": cluster_spec,
                         "submitterPodTemplate": {"spec": {"restartPolicy": "Never", "containers": [

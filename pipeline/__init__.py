@@ -1,3 +1,3 @@
 """thresher's engine: recipes, the operator framework, planning, executors, IO and the ledger."""
 
-__version__ = "0.1.0"
+from thresher import __version__  # noqa: F401 - the version is written once, in thresher/__init__.py

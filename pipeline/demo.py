@@ -13,6 +13,8 @@ import os
 import random
 from pathlib import Path
 
+from thresher.pipeline.assets import cache_dir
+
 DEMO_VERSION = 2
 
 _SUBJECTS = ["The river", "Our small town", "The new library", "A local farmer", "The city council",
@@ -122,20 +124,16 @@ def make_demo_records(n: int = 2000, seed: int = 7) -> list[str]:
     return lines
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("THRESHER_CACHE", Path.home() / ".cache" / "thresher"))
-
-
 def demo_path(name: str = "quickstart") -> Path:
     """Path of a built-in demo corpus, generated on first use (atomically)."""
-    from pipeline.demo_chat import DEMOS
+    from thresher.pipeline.demo_chat import DEMOS
 
     if name != "quickstart" and name not in DEMOS:
-        from pipeline.errors import InputError
+        from thresher.pipeline.errors import InputError
 
         raise InputError(f"unknown demo corpus 'demo:{name}' (available: demo:quickstart, "
                          + ", ".join(f"demo:{k}" for k in DEMOS) + ")")
-    path = cache_dir() / "demo" / f"{name}-v{DEMO_VERSION}.jsonl"
+    path = cache_dir("demo", f"{name}-v{DEMO_VERSION}.jsonl")
     if not path.exists():
         if name == "quickstart":
             write_demo(path)

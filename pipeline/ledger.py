@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from pipeline.errors import LedgerImbalance
+from thresher.pipeline.errors import LedgerImbalance
 
 READ = "read"  # the pseudo-op for the reader: rows seen, bad records quarantined
 
@@ -126,28 +126,3 @@ class Ledger:
         led = cls()
         led.entries = {k: OpEntry.from_dict(k, v) for k, v in d["ops"].items()}
         return led
-
-    def table(self, output_rows: int):
-        """Rich renderables for the terminal: the funnel, then the reasons and counters."""
-        from rich.console import Group
-        from rich.table import Table
-
-        funnel = Table(title="ledger", title_justify="left")
-        funnel.add_column("op", no_wrap=True)
-        for col in ("in", "out", "dropped", "quarantined", "s"):
-            funnel.add_column(col, justify="right", no_wrap=True)
-        why = Table(title="why", title_justify="left")
-        why.add_column("op", no_wrap=True)
-        why.add_column("", no_wrap=True)
-        why.add_column("reason / counter")
-        why.add_column("rows", justify="right", no_wrap=True)
-        for e in self.entries.values():
-            funnel.add_row(e.key, f"{e.rows_in:,}", f"{e.rows_out:,}", f"{e.n_dropped:,}",
-                           f"{e.n_quarantined:,}", f"{e.seconds:.2f}")
-            for kind, counter in (("dropped", e.dropped), ("quarantined", e.quarantined), ("counter", e.counters)):
-                for reason, n in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])):
-                    why.add_row(e.key, kind, reason, f"{n:,}")
-        tot = self.totals()
-        funnel.caption = (f"input {tot['input']:,} = output {output_rows:,} + dropped {tot['dropped']:,} + "
-                          f"quarantined {tot['quarantined']:,}" + (f" - created {tot['created']:,}" if tot["created"] else ""))
-        return Group(funnel, why) if why.row_count else funnel

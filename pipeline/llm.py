@@ -34,9 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipeline.errors import FatalOpError, ThresherError
+from thresher.pipeline.assets import cache_dir
+from thresher.pipeline.errors import FatalOpError, ThresherError
+from thresher.pipeline.ops import typed_env_values
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +80,15 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
 
 
 class LLMConfig(BaseModel):
-    """The ``llm:`` block of an op's parameters."""
+    """The ``llm:`` block of an op's parameters; strict like ``OpParams`` (``max_tokens: true`` is an
+    error, not 1)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_env_values(cls, data):
+        return typed_env_values(cls, data)
 
     base_url: str = Field("${THRESHER_LLM_BASE_URL:-http://127.0.0.1:8000/v1}",
                           description="OpenAI-compatible API root (…/v1); ${VAR} is read from the environment")
@@ -149,7 +157,7 @@ class ChatClient:
         self.cfg = cfg
         self.run_id = run_id
         self.attempt_id = attempt_id
-        from pipeline.recipe import interpolate  # the recipe's own ${VAR:-default} rules
+        from thresher.pipeline.recipe import interpolate  # the recipe's own ${VAR:-default} rules
 
         self.base_url = interpolate(cfg.base_url, "llm", "base_url").rstrip("/")
         self._key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
@@ -158,8 +166,7 @@ class ChatClient:
         self._headers = {"Content-Type": "application/json"}
         if self._key:
             self._headers["Authorization"] = f"Bearer {self._key}"
-        root = cfg.cache_dir or os.path.join(os.environ.get("THRESHER_CACHE", os.path.expanduser("~/.cache/thresher")), "llm")
-        self.cache_dir = Path(root)
+        self.cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else cache_dir("llm")
         self.usage = Usage()
         self._http = None  # httpx.AsyncClient, made on the loop on first use
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -14,13 +14,71 @@ from typing import Any, ClassVar
 import numpy as np
 import polars as pl
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from thresher.pipeline.columns import DECISIONS_SCHEMA, REASON, ROW, SHARD
 
 
 class OpParams(BaseModel):
-    """Base of every op's parameter model: unknown keys are errors, values are validated strictly."""
+    """Base of every op's parameter model: an unknown key is an error, and so is a value of the wrong
+    type — nothing is coerced, so a YAML ``true`` for an int, ``"5"`` for an int or ``1`` for a bool
+    fails validation (naming the op, the parameter, the type expected and the value given) instead
+    of quietly becoming ``1``, ``5`` or ``True``. Defaults are validated too.
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    This is pydantic's strict mode, which still takes everything YAML gives for the types op
+    parameters use: an int for a float, a list for a ``list``, a string for a ``Literal``, a mapping
+    for a nested model, ``null`` for an optional field. It does *not* take a list for a ``tuple``, a
+    string for an ``Enum`` or a ``Path``: declare such parameters as ``list``, ``Literal`` and
+    ``str``. A nested model has its own config and is strict only if that says so (``LLMConfig``
+    does). A value that is a whole ``${VAR}`` (``min_words: ${MIN_WORDS:-50}``) is read as YAML when
+    the parameter is not text, as ``--set`` values are, so numbers and booleans can come from the
+    environment; inside longer strings, and for text parameters, it stays text."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_env_values(cls, data: Any) -> Any:
+        return typed_env_values(cls, data)
+
+
+class FromEnv(str):
+    """A recipe value that was a whole ``${VAR}``: text from the environment (see ``typed_env_values``)."""
+
+
+def typed_env_values(model: type[BaseModel], data: Any) -> Any:
+    """``data`` with each ``FromEnv`` value for a parameter that does not take text read as a YAML
+    scalar (``"50"`` -> 50, ``"true"`` -> True): the environment only holds strings, and strict
+    models would refuse them. Parameters that take text keep the string."""
+    if not isinstance(data, dict) or not any(isinstance(v, FromEnv) for v in data.values()):
+        return data
+    import yaml
+
+    out = dict(data)
+    for key, value in data.items():
+        field = model.model_fields.get(key)
+        if isinstance(value, FromEnv) and field is not None and not _accepts_text(field.annotation):
+            try:
+                parsed = yaml.safe_load(str(value))
+            except yaml.YAMLError:
+                continue
+            if parsed is None or isinstance(parsed, (bool, int, float)):
+                out[key] = parsed
+    return out
+
+
+def _accepts_text(annotation: Any) -> bool:
+    import types
+    import typing
+
+    if annotation is str:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return any(isinstance(a, str) for a in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts_text(a) for a in typing.get_args(annotation))
+    return False
 
 
 @dataclass(frozen=True)
@@ -55,6 +113,7 @@ class Op:
     example: ClassVar[dict[str, Any] | None] = None
     resources: ClassVar[Resources] = Resources()
     reads_text: ClassVar[bool] = True  # needs input.text_key (chat and preference ops do not)
+    aliases: ClassVar[tuple[str, ...]] = ()  # former names recipes may still use (deprecated)
     # On an exception, the runner bisects the batch to quarantine only the rows that fail. Ops whose
     # calls cost something (LLM requests) set this False: they report per-row failures themselves,
     # and an exception quarantines the batch once instead of re-sending its rows.
@@ -96,8 +155,9 @@ class Op:
 
     @classmethod
     def summary(cls) -> str:
-        doc = (cls.__doc__ or "").strip()
-        return doc.splitlines()[0].strip() if doc else ""
+        """The docstring's first sentence (``first_sentence``), for ``thresher ops``, the table in
+        docs/operators.md and the recipe schema."""
+        return first_sentence(cls.__doc__ or "")
 
     @classmethod
     def kind(cls) -> str:
@@ -106,6 +166,33 @@ class Op:
     @property
     def text_key(self) -> str:
         return self.ctx.text_key
+
+
+# words whose final "." does not end a sentence ("Rae et al. 2021, App. A", "e.g. the")
+_ABBREVIATIONS = ("e.g.", "i.e.", "et al.", "cf.", "vs.", "approx.", "app.", "fig.", "sec.", "eq.", "no.")
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a docstring or a recipe's description, for one-line listings.
+
+    The first *line* is often cut mid-sentence (docstrings wrap at 110 columns), so the first
+    paragraph's lines are joined (a line ending in "/" joins without a space) and cut after the
+    first ".", "?" or "!" that is followed by a capital letter (or a bracket or quote, then a
+    capital) — not after an abbreviation such as "et al." — or else at the paragraph's end."""
+    import re
+
+    lines: list[str] = []
+    for line in text.strip().splitlines():
+        if not line.strip():
+            break
+        lines.append(line.strip())
+    para = ""
+    for line in lines:
+        para += line if not para or para.endswith("/") else " " + line
+    for m in re.finditer(r"[.!?](?=\s+[(\"'`]*[A-Z])", para):
+        if not para[: m.end()].lower().endswith(_ABBREVIATIONS):
+            return para[: m.end()]
+    return para
 
 
 @dataclass
@@ -161,10 +248,22 @@ class Filter(Op):
 
     def keep(self, stats: dict[str, pa.Array]) -> np.ndarray:
         n = len(next(iter(stats.values()))) if stats else 0
-        keep = np.ones(n, dtype=bool)
-        for mask in self.drop_reasons(stats).values():
-            keep &= ~np.asarray(mask, dtype=bool)
-        return keep
+        return first_failing(self.drop_reasons(stats), n)[0]
+
+
+def first_failing(reasons: dict[str, Any], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The drop decision for ``n`` rows from ``{reason: mask}`` (a filter's ``drop_reasons``, or
+    what a mapper or a global op's apply returns): a row is dropped when any mask is true for it,
+    and its recorded reason is the *first* true one in the dict's order (rule order).
+
+    Returns ``(keep, reason_index)``: ``keep[i]`` is False for a dropped row, and
+    ``reason_index[i]`` is the position in ``list(reasons)`` of row i's first failing rule, or -1
+    for a kept row. The runner records drops with it, so every executor (and ``Filter.keep``)
+    decides alike."""
+    reason_index = np.full(n, -1, dtype=np.int32)
+    for j, mask in enumerate(reasons.values()):
+        reason_index[(reason_index < 0) & np.asarray(mask, dtype=bool)] = j
+    return reason_index < 0, reason_index
 
 
 @dataclass
@@ -184,7 +283,9 @@ class GlobalOp(Op):
     Fingerprints are tables with one row per input row; the executor adds ``__shard`` and
     ``__row`` (the row's ordinal within its shard) so ``resolve`` can refer to rows.
     ``resolve`` returns a polars DataFrame with columns ``__shard``, ``__row``, ``__reason``
-    (one row per row to drop) plus any extra columns ``apply`` wants.
+    (one row per row to drop) plus any extra columns ``apply`` wants. The names are
+    ``SHARD``, ``ROW`` and ``REASON`` in ``pipeline.columns``, whose ``drop_decisions`` and
+    ``no_decisions`` build such frames.
     """
 
     @classmethod
@@ -217,11 +318,11 @@ class GlobalOp(Op):
         if self.partition_key is None:
             return None
         parts = shuffle.group(fingerprints, self.partition_key, functools.partial(_resolve_partition, self))
-        out = shuffle.collect(parts, {"__shard": pl.Int32, "__row": pl.Int64, "__reason": pl.Utf8, COUNTERS: pl.Utf8})
-        for counters in out.filter(pl.col("__shard") < 0)[COUNTERS].to_list():
+        out = shuffle.collect(parts, {**DECISIONS_SCHEMA, COUNTERS: pl.Utf8})
+        for counters in out.filter(pl.col(SHARD) < 0)[COUNTERS].to_list():
             for k, v in json.loads(counters).items():
                 self.record(k, v)
-        return out.filter(pl.col("__shard") >= 0).drop(COUNTERS)
+        return out.filter(pl.col(SHARD) >= 0).drop(COUNTERS)
 
     def apply(self, batch: pa.Table, shard: int, rows: np.ndarray):
         """Transform the rows resolve kept (1:1); ``rows`` are their ordinals in the shard (the
@@ -235,8 +336,8 @@ COUNTERS = "__counters"
 
 def _resolve_partition(op: GlobalOp, df):
     """``resolve`` on one partition (in a Ray worker); its counters ride along in one extra row."""
-    decided = op.resolve(df.lazy()).select("__shard", "__row", "__reason")
-    counters = pl.DataFrame({"__shard": [-1], "__row": [-1], "__reason": [""], COUNTERS: [json.dumps(op.take_counters())]},
-                            schema={"__shard": pl.Int32, "__row": pl.Int64, "__reason": pl.Utf8, COUNTERS: pl.Utf8})
-    return pl.concat([decided.cast({"__shard": pl.Int32, "__row": pl.Int64}).with_columns(pl.lit(None, pl.Utf8).alias(COUNTERS)),
+    decided = op.resolve(df.lazy()).select(SHARD, ROW, REASON)
+    counters = pl.DataFrame({SHARD: [-1], ROW: [-1], REASON: [""], COUNTERS: [json.dumps(op.take_counters())]},
+                            schema={**DECISIONS_SCHEMA, COUNTERS: pl.Utf8})
+    return pl.concat([decided.cast({SHARD: pl.Int32, ROW: pl.Int64}).with_columns(pl.lit(None, pl.Utf8).alias(COUNTERS)),
                       counters])

@@ -27,7 +27,7 @@ import socket
 import time
 from pathlib import Path
 
-from pipeline.errors import OutputError
+from thresher.pipeline.errors import OutputError
 
 MANIFEST_NAME = "_thresher.json"  # a finished output's list of the files it wrote
 LOCK_NAME = "_thresher.lock"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipeline.ops import GlobalOp, Op
+from thresher.pipeline.ops import GlobalOp, Op
 
 
 @dataclass

@@ -15,10 +15,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pipeline.errors import RecipeError, did_you_mean
-from pipeline.ops import Op, OpContext, OpParams
-from pipeline.outdir import expand_path
-from pipeline.registry import all_ops, get_op
+from thresher.pipeline.columns import STATS
+from thresher.pipeline.errors import RecipeError, did_you_mean
+from thresher.pipeline.ops import FromEnv, Op, OpContext, OpParams
+from thresher.pipeline.outdir import expand_path
+from thresher.pipeline.registry import all_ops, get_op, resolve_alias
 
 INPUT_FORMATS = ("auto", "jsonl", "jsonl.gz", "jsonl.zst", "parquet", "warc")
 OUTPUT_FORMATS = ("jsonl", "jsonl.gz", "jsonl.zst", "parquet")
@@ -53,7 +54,7 @@ class OutputSpec(_Strict):
     path: str = Field(description="output directory")
     format: Literal["jsonl", "jsonl.gz", "jsonl.zst", "parquet"] = "jsonl"
     rows_per_shard: int = Field(100_000, gt=0, description="at most this many rows per output file")
-    keep_stats: bool = Field(False, description="keep filter stats in a '__stats__' column")
+    keep_stats: bool = Field(False, description=f"keep filter stats in a '{STATS}' column")
     trace_samples: int = Field(20, ge=0, description="dropped samples kept per op in trace/")
 
     @field_validator("path")
@@ -123,6 +124,7 @@ class Recipe:
         self.raw = raw
         self.run_id = ""  # set by the driver from the output's manifest (kept across --resume)
         self.attempt_id = ""  # set by the driver for each invocation
+        self.notes: list[str] = []  # deprecations met while loading (former op names)
 
     @property
     def input(self) -> InputSpec:
@@ -183,6 +185,8 @@ def interpolate(value: Any, source: str, where: str = "") -> Any:
         raise RecipeError(f"{source}: {where}: environment variable ${{{name}}} is not set "
                           f"(set it, or write ${{{name}:-default}} in the recipe)")
 
+    if _VAR.fullmatch(value):  # a whole ${VAR}: typed by the parameter that receives it (see FromEnv)
+        return FromEnv(_VAR.sub(sub, value))
     return _VAR.sub(sub, value)
 
 
@@ -344,7 +348,7 @@ def find_recipe(name_or_path: str) -> Path:
 
 
 def shipped_recipes() -> dict[str, Path]:
-    root = resources.files("recipes")
+    root = resources.files("thresher.recipes")
     return {Path(str(f)).stem: Path(str(f)) for f in root.iterdir() if str(f).endswith(".yaml")}
 
 
@@ -389,11 +393,14 @@ def parse_recipe(text: str, source: str = "<recipe>", sets: list[str] | None = N
         model = RecipeModel.model_validate(raw)
     except ValidationError as e:
         raise RecipeError(_explain(e, source, RecipeModel)) from None
-    ops = _validate_process(model.process, source)
-    return Recipe(model, ops, source, raw)
+    notes: list[str] = []
+    ops = _validate_process(model.process, source, notes)
+    recipe = Recipe(model, ops, source, raw)
+    recipe.notes = notes
+    return recipe
 
 
-def _validate_process(process: list[Any], source: str) -> list[OpSpec]:
+def _validate_process(process: list[Any], source: str, notes: list[str]) -> list[OpSpec]:
     known = all_ops()
     specs: list[OpSpec] = []
     seen: dict[str, int] = {}
@@ -403,6 +410,9 @@ def _validate_process(process: list[Any], source: str) -> list[OpSpec]:
         if not isinstance(entry, dict) or len(entry) != 1:
             raise RecipeError(f"{source}: process[{i}]: expected '- op_name: {{params}}', got {entry!r}")
         (name, params), = entry.items()
+        name, note = resolve_alias(name)
+        if note:
+            notes.append(f"{source}: process[{i}]: {note}")
         if name not in known:
             raise RecipeError(f"{source}: process[{i}]: unknown op '{name}'.{did_you_mean(name, known)} "
                               "Run `thresher ops` for the list.")
@@ -434,8 +444,17 @@ def _explain(err: ValidationError, source: str, model: type[BaseModel], where: s
         elif e["type"] == "missing":
             lines.append(f"{prefix}parameter '{loc}' is required")
         else:
-            lines.append(f"{prefix}parameter '{loc}': {e['msg']} (got {e.get('input')!r})")
+            given = e.get("input")
+            lines.append(f"{prefix}parameter '{loc}': {e['msg']} (got {given!r}, {_yaml_kind(given)})")
     return "\n".join(lines)
+
+
+def _yaml_kind(value: Any) -> str:
+    """What YAML made of a value, in YAML's words: ``true`` for an int, or ``"5"`` (quoted) for a
+    number, is refused (parameters are strict), and the message should show why."""
+    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", type(None): "null",
+             list: "a list", dict: "a mapping"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:

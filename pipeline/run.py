@@ -10,17 +10,16 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import polars as pl
-
-from pipeline import outdir
-from pipeline.errors import OutputError, RunFailed
-from pipeline.executors.passes import REASON, ROW, SHARD, load_json, ops_for, write_decisions
-from pipeline.faults import crash_point
-from pipeline.io.inputs import Shard, plan_shards, resolve_inputs
-from pipeline.io.writers import write_bytes_atomic, write_json_atomic, write_jsonl_records_atomic
-from pipeline.layout import Layout
-from pipeline.ledger import Ledger
-from pipeline.recipe import Recipe
+from thresher.pipeline import outdir
+from thresher.pipeline.columns import no_decisions
+from thresher.pipeline.errors import OutputError, RunFailed
+from thresher.pipeline.executors.passes import load_json, ops_for, write_decisions
+from thresher.pipeline.faults import crash_point
+from thresher.pipeline.io.inputs import Shard, plan_shards, resolve_inputs
+from thresher.pipeline.io.writers import write_bytes_atomic, write_json_atomic, write_jsonl_records_atomic
+from thresher.pipeline.layout import Layout
+from thresher.pipeline.ledger import Ledger
+from thresher.pipeline.recipe import Recipe
 
 
 @dataclass
@@ -34,7 +33,7 @@ class RunResult:
 
 def input_roots(paths: list[str]) -> list[str]:
     """The directories and files a recipe's input paths name (globs by their fixed part)."""
-    from pipeline.io.inputs import _glob_root as glob_root
+    from thresher.pipeline.io.inputs import _glob_root as glob_root
 
     return [glob_root(p) if any(c in p for c in "*?[") else p for p in paths if not p.startswith("demo:")]
 
@@ -106,10 +105,10 @@ def _new_run_id() -> str:
 
 def make_executor(recipe: Recipe):
     if recipe.executor.type == "ray":
-        from pipeline.executors.ray import RayExecutor
+        from thresher.pipeline.executors.ray import RayExecutor
 
         return RayExecutor(recipe.executor.workers, recipe.executor.address)
-    from pipeline.executors.local import LocalExecutor
+    from thresher.pipeline.executors.local import LocalExecutor
 
     return LocalExecutor(recipe.executor.workers)
 
@@ -165,9 +164,7 @@ def _run_passes(recipe: Recipe, layout: Layout, shards: list[Shard], progress) -
                 if _rows_kept(layout, k, shards):
                     executor.resolve(recipe, out, k, len(shards))
                 else:  # nothing reached the global op: nothing to decide
-                    write_decisions(layout, k, stage.barrier, pl.DataFrame(
-                        {SHARD: [], ROW: [], REASON: []}, schema={SHARD: pl.Int32, ROW: pl.Int64, REASON: pl.Utf8}),
-                        {}, 0.0)
+                    write_decisions(layout, k, stage.barrier, no_decisions(), {}, 0.0)
                 record["resolve"] = stage.barrier.ctx.key
                 record["resolve_seconds"] = _since(t_resolve)
             timings["passes"].append(record)

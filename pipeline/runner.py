@@ -14,16 +14,13 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 
-from pipeline.errors import ThresherError
-from pipeline.io.readers import RAW_SNIPPET, quarantine_record
-from pipeline.ledger import Ledger
-from pipeline.ops import Filter, GlobalOp, Mapper, MapResult, Op
+from thresher.pipeline.columns import LINE, STATS, set_column
+from thresher.pipeline.errors import ThresherError
+from thresher.pipeline.io.readers import RAW_SNIPPET, quarantine_record
+from thresher.pipeline.ledger import Ledger
+from thresher.pipeline.ops import Filter, GlobalOp, Mapper, MapResult, Op, first_failing
 
-STATS_COL = "__stats__"
 TRACE_TEXT = 500
-# Each row's line in its input file, added by the reader and carried through the passes (never
-# written to the output), so a row an op quarantines is named by file and line like a bad input line.
-LINE = "__thresher_line__"
 
 
 class BatchRunner:
@@ -137,13 +134,10 @@ class BatchRunner:
         return out
 
     def _apply_filter(self, op: Filter, table: pa.Table, stats: dict, entry) -> pa.Table:
-        stats = {k: _as_array(v) for k, v in stats.items()}
+        stats = {k: as_array(v) for k, v in stats.items()}
         for col in op.columns:
             if col in stats:
-                if col in table.column_names:
-                    table = table.set_column(table.column_names.index(col), col, stats[col])
-                else:
-                    table = table.append_column(col, stats[col])
+                table = set_column(table, col, stats[col])
         if self.keep_stats and stats:
             table = add_stats(table, op.ctx.key, stats)
         return self._drop(op, table, op.drop_reasons(stats), stats, entry)
@@ -167,13 +161,8 @@ class BatchRunner:
 
     def _drop(self, op: Op, table: pa.Table, reasons: dict, stats: dict, entry) -> pa.Table:
         """Drop the rows any reason marks; record the first reason of each, and trace samples."""
-        n = table.num_rows
-        reason_idx = np.full(n, -1, dtype=np.int32)
         names = list(reasons)
-        for j, name in enumerate(names):  # first failing rule is the recorded reason
-            m = np.asarray(reasons[name], dtype=bool)
-            reason_idx[(reason_idx < 0) & m] = j
-        keep = reason_idx < 0
+        keep, reason_idx = first_failing(reasons, table.num_rows)  # the first failing rule is recorded
         dropped_idx = np.flatnonzero(~keep)
         if len(dropped_idx):
             counts = np.bincount(reason_idx[dropped_idx], minlength=len(names))
@@ -193,16 +182,16 @@ class BatchRunner:
 def add_stats(table: pa.Table, key: str, stats: dict[str, pa.Array]) -> pa.Table:
     """Add this op's stats under ``__stats__.<op key>`` (a struct column)."""
     new = pa.StructArray.from_arrays(list(stats.values()), names=list(stats))
-    if STATS_COL in table.column_names:
-        old = table.column(STATS_COL).combine_chunks()
+    if STATS in table.column_names:
+        old = table.column(STATS).combine_chunks()
         fields = [old.field(i) for i in range(old.type.num_fields)] + [new]
         names = [old.type.field(i).name for i in range(old.type.num_fields)] + [key]
-        merged = pa.StructArray.from_arrays(fields, names=names)
-        return table.set_column(table.column_names.index(STATS_COL), STATS_COL, merged)
-    return table.append_column(STATS_COL, pa.StructArray.from_arrays([new], names=[key]))
+        return set_column(table, STATS, pa.StructArray.from_arrays(fields, names=names))
+    return table.append_column(STATS, pa.StructArray.from_arrays([new], names=[key]))
 
 
-def _as_array(v) -> pa.Array:
+def as_array(v) -> pa.Array:
+    """A stat as an Arrow array (filters may return numpy arrays, lists or chunked arrays)."""
     if isinstance(v, pa.ChunkedArray):
         return v.combine_chunks()
     if isinstance(v, pa.Array):

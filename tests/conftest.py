@@ -9,8 +9,8 @@ import pytest
 import yaml
 from hypothesis import settings
 
-from pipeline.recipe import parse_recipe
-from pipeline.run import run
+from thresher.pipeline.recipe import parse_recipe
+from thresher.pipeline.run import run
 
 # no per-example deadline: these machines are noisy and numba compiles on first use
 settings.register_profile("thresher", deadline=None)

@@ -15,12 +15,13 @@ import pyarrow as pa
 import xxhash
 from pydantic import Field
 
-from operators.chat.formats import MESSAGES
-from operators.chat.llmop import LLMOp, request_error, set_column
-from operators.common.chat import turn_text
-from pipeline.llm import LLMConfig
-from pipeline.ops import MapResult, OpParams
-from pipeline.registry import register
+from thresher.operators.chat.formats import MESSAGES
+from thresher.operators.chat.llmop import LLMOp, request_error
+from thresher.operators.common.chat import turn_text
+from thresher.pipeline.columns import set_column
+from thresher.pipeline.llm import LLMConfig
+from thresher.pipeline.ops import MapResult, OpParams
+from thresher.pipeline.registry import register
 
 EXPAND = ("You write new, diverse tasks for an assistant. Here are examples:\n{examples}\n\n"
           "Write {n} new tasks that differ from the examples in topic and form. "

@@ -9,9 +9,10 @@ import pyarrow as pa
 import xxhash
 from pydantic import Field
 
-from operators.chat.formats import CANDIDATES
-from pipeline.ops import GlobalOp, OpParams, Resources
-from pipeline.registry import register
+from thresher.operators.chat.formats import CANDIDATES, MESSAGES
+from thresher.pipeline.columns import ROW, SHARD, drop_decisions, no_decisions, set_column, state_rows
+from thresher.pipeline.ops import GlobalOp, OpParams, Resources
+from thresher.pipeline.registry import register
 
 
 def _prompt_keys(batch: pa.Table) -> np.ndarray:
@@ -29,10 +30,11 @@ def _prompt_keys(batch: pa.Table) -> np.ndarray:
 class GroupCandidates(GlobalOp):
     """Rows that share a prompt and each carry one scored answer (the last assistant turn, score in
     ``score_column``) become one row per prompt: the prompt in ``messages`` and every answer in
-    ``candidates`` (first row in input order kept; the others dropped as "merged into its prompt's
-    row"). Then ``preference_pairs`` pairs them."""
+    ``candidates`` (first row in input order kept; the others dropped as ``merged_into_prompt_row``).
+    Then ``preference_pairs`` pairs them."""
 
-    name = "group_candidates"
+    name = "candidates_group"
+    aliases = ("group_candidates",)
     reads_text = False
     resources = Resources(cpus=1.0, memory_mb=1024)
     metrics = {"prompts": "prompts with two or more answers"}
@@ -55,31 +57,25 @@ class GroupCandidates(GlobalOp):
                          "score": col(p.score_column), "rank": col(p.rank_column)})
 
     def resolve(self, fingerprints: pl.LazyFrame) -> pl.DataFrame:
-        df = fingerprints.sort(["__shard", "__row"]).collect()
+        df = fingerprints.sort([SHARD, ROW]).collect()
         first = df.group_by("key", maintain_order=True).agg(
-            pl.col("__shard").first(), pl.col("__row").first(),
+            pl.col(SHARD).first(), pl.col(ROW).first(),
             pl.struct(pl.col("answer").alias("content"), pl.col("rank").cast(pl.Int64), pl.col("score")).alias("candidates"),
             pl.len().alias("n"))
         self.record("prompts", first.filter(pl.col("n") > 1).height)
-        self.state = first.select("__shard", "__row", "candidates")
-        keep = first.select("__shard", "__row")
-        return df.join(keep, on=["__shard", "__row"], how="anti").select(
-            "__shard", "__row", pl.lit("merged into its prompt's row").alias("__reason"))
+        self.state = first.select(SHARD, ROW, "candidates")
+        keep = first.select(SHARD, ROW)
+        return drop_decisions(df.join(keep, on=[SHARD, ROW], how="anti"), "merged_into_prompt_row")
 
     def apply(self, batch: pa.Table, shard: int, rows: np.ndarray):
-        st = self.state.filter(pl.col("__shard") == shard)
-        pos = {int(r): i for i, r in enumerate(st["__row"].to_list())}
-        cands = st["candidates"].to_list()
-        out_c = [cands[pos[int(r)]] if int(r) in pos else None for r in rows]
+        st, pos = state_rows(self.state, shard, rows)
+        out_c = [None] * len(rows)
+        for i, c in zip(pos, st["candidates"].to_list(), strict=True):
+            out_c[i] = c
         msgs = batch.column("messages").to_pylist()
         prompts = [m[:-1] if m and m[-1]["role"] == "assistant" else m for m in msgs]
-        from operators.chat.formats import MESSAGES
-
-        out = batch.set_column(batch.column_names.index("messages"), "messages", pa.array(prompts, MESSAGES))
-        col = pa.array(out_c, CANDIDATES)
-        if "candidates" in out.column_names:
-            return out.set_column(out.column_names.index("candidates"), "candidates", col)
-        return out.append_column("candidates", col)
+        out = set_column(batch, "messages", pa.array(prompts, MESSAGES))
+        return set_column(out, "candidates", pa.array(out_c, CANDIDATES))
 
 
 @register
@@ -115,7 +111,7 @@ class LengthControlledScores(GlobalOp):
             slope = float(np.cov(x, y, bias=True)[0, 1] / x.var())
         self.record("slope_milli", round(slope * 1000))
         self.state = pl.DataFrame({"slope": [slope], "mean_x": [mean_x]})
-        return pl.DataFrame(schema={"__shard": pl.Int32, "__row": pl.Int64, "__reason": pl.Utf8})
+        return no_decisions()
 
     def apply(self, batch: pa.Table, shard: int, rows: np.ndarray):
         slope, mean_x = float(self.state["slope"][0]), float(self.state["mean_x"][0])
@@ -131,6 +127,4 @@ class LengthControlledScores(GlobalOp):
                 row.append(dict(c, score=None if s is None else float(s)))
             out.append(row if cs is not None else None)
         raw = pa.array([[c.get("score") for c in cs or []] for cs in cands], pa.list_(pa.float64()))
-        table = batch.set_column(batch.column_names.index(key), key, pa.array(out, CANDIDATES))
-        return table.append_column("raw_scores", raw) if "raw_scores" not in table.column_names else \
-            table.set_column(table.column_names.index("raw_scores"), "raw_scores", raw)
+        return set_column(set_column(batch, key, pa.array(out, CANDIDATES)), "raw_scores", raw)

@@ -4,22 +4,22 @@ assistant boilerplate, and decontamination against an evaluation set."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from operators.common.chat import turn_text
-from operators.common.minhash import word_ngram_hashes
-from operators.filter.langid import load_fasttext, one_line, predict_top
-from pipeline.assets import LID176, asset_path
-from pipeline.errors import ThresherError
-from pipeline.io.inputs import detect_format, load_json_array
-from pipeline.ops import Filter, OpParams, Resources
-from pipeline.registry import register
-from pipeline.tokenizers import token_counter
+from thresher.operators.common.chat import turn_text
+from thresher.operators.common.minhash import word_ngram_hashes
+from thresher.operators.filter.langid import load_fasttext, one_line, predict_top
+from thresher.pipeline.assets import LID176, asset_path
+from thresher.pipeline.columns import bounds_masks, over, under
+from thresher.pipeline.errors import ThresherError
+from thresher.pipeline.io.side_files import read_side_file
+from thresher.pipeline.ops import Filter, OpParams, Resources
+from thresher.pipeline.registry import register
+from thresher.pipeline.tokenizers import token_counter
 
 PROMPT_ROLES = ("system", "user")
 REPLY_ROLES = ("assistant",)
@@ -63,13 +63,10 @@ class ChatLengthFilter(Filter):
 
     def drop_reasons(self, stats: dict) -> dict:
         p = self.params
-        pt, rt = np.asarray(stats["prompt_tokens"]), np.asarray(stats["response_tokens"])
-        out = {"prompt too short": pt < p.min_prompt_tokens, "response too short": rt < p.min_response_tokens}
-        if p.max_prompt_tokens:
-            out["prompt too long"] = pt > p.max_prompt_tokens
-        if p.max_response_tokens:
-            out["response too long"] = rt > p.max_response_tokens
-        return out
+        prompt_short, prompt_long = bounds_masks(stats["prompt_tokens"], p.min_prompt_tokens, p.max_prompt_tokens)
+        reply_short, reply_long = bounds_masks(stats["response_tokens"], p.min_response_tokens, p.max_response_tokens)
+        return {"prompt_too_short": prompt_short, "response_too_short": reply_short,
+                "prompt_too_long": prompt_long, "response_too_long": reply_long}
 
 
 # Phrases of assistants that refuse or talk about being a model, as Data-Juicer's and the
@@ -107,7 +104,7 @@ class RefusalFilter(Filter):
         return {"refusal_phrases": pc.count_substring_regex(text, self._pattern)}
 
     def drop_reasons(self, stats: dict) -> dict:
-        return {"refusal or AI boilerplate": np.asarray(stats["refusal_phrases"]) > self.params.max_phrases}
+        return {"refusal_or_boilerplate": over(stats["refusal_phrases"], self.params.max_phrases)}
 
 
 def _normalised(text: pa.Array) -> pa.Array:
@@ -121,12 +118,13 @@ def _ngram_sets(text: pa.Array, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @register
-class Decontaminate(Filter):
+class DecontaminationFilter(Filter):
     """Drop rows whose prompts (or replies) share word n-grams with an evaluation set — a
     benchmark's test split — after lower-casing and removing punctuation (Brown et al., "Language
     Models are Few-Shot Learners", 2020, appendix C: 13-grams; items shorter than n count whole)."""
 
-    name = "decontaminate"
+    name = "decontamination_filter"
+    aliases = ("decontaminate",)
     reads_text = False
     stats = {"eval_ngram_hits": "n-grams also in the evaluation set"}
 
@@ -140,25 +138,10 @@ class Decontaminate(Filter):
     example = {"path": "gsm8k/test.jsonl", "field": "question", "ngram": 13}
 
     def setup(self) -> None:
-        import pyarrow.json as pj
-        import pyarrow.parquet as pq
-
-        path = Path(self.params.path)
-        if self.params.path.startswith("demo:"):
-            from pipeline.demo import demo_path
-
-            path = demo_path(self.params.path[5:])
-        if not path.is_file():
-            raise ThresherError(f"decontaminate: evaluation set '{path}' does not exist")
-        fmt = detect_format(str(path))
-        if fmt == "parquet":
-            t = pq.read_table(path)
-        elif fmt == "json":
-            t = pa.Table.from_pylist(load_json_array(str(path)))
-        else:
-            t = pj.read_json(path)
+        path = self.params.path
+        t = pa.Table.from_pylist(read_side_file(path, self.params.field, what=f"{self.name}: evaluation set"))
         if self.params.field not in t.column_names:
-            raise ThresherError(f"decontaminate: '{path}' has no field '{self.params.field}' "
+            raise ThresherError(f"{self.name}: '{path}' has no field '{self.params.field}' "
                                 f"(fields: {', '.join(t.column_names)})")
         flat, _ = _ngram_sets(pc.fill_null(t.column(self.params.field).combine_chunks().cast(pa.string()), ""),
                               self.params.ngram)
@@ -173,7 +156,7 @@ class Decontaminate(Filter):
         return {"eval_ngram_hits": cs[bounds[1:]] - cs[bounds[:-1]]}
 
     def drop_reasons(self, stats: dict) -> dict:
-        return {"overlaps the evaluation set": np.asarray(stats["eval_ngram_hits"]) > self.params.max_hits}
+        return {"overlaps_eval_set": over(stats["eval_ngram_hits"], self.params.max_hits)}
 
 
 @register
@@ -218,11 +201,11 @@ class ChatLanguageFilter(Filter):
         out = {}
         if p.languages:
             allowed = pa.array(p.languages, pa.string())
-            out["language not allowed"] = ~(pc.is_in(pl_, allowed).to_numpy(zero_copy_only=False)
+            out["language_not_allowed"] = ~(pc.is_in(pl_, allowed).to_numpy(zero_copy_only=False)
                                             & pc.is_in(rl, allowed).to_numpy(zero_copy_only=False))
-        out["language score too low"] = (np.minimum(stats["prompt_lang_score"].to_numpy(),
-                                                    stats["response_lang_score"].to_numpy()) < p.min_score)
-        out["answered in another language"] = (pc.not_equal(pl_, rl).to_numpy(zero_copy_only=False) if p.same_language
+        out["language_score_too_low"] = under(np.minimum(stats["prompt_lang_score"].to_numpy(),
+                                                         stats["response_lang_score"].to_numpy()), p.min_score)
+        out["answered_in_another_language"] = (pc.not_equal(pl_, rl).to_numpy(zero_copy_only=False) if p.same_language
                                                else np.zeros(n, dtype=bool))
         return out
 
@@ -255,7 +238,7 @@ class RelevanceFilter(Filter):
 
     def drop_reasons(self, stats: dict) -> dict:
         cov = stats["prompt_coverage"].to_numpy(zero_copy_only=False)
-        return {"response not about the prompt": np.nan_to_num(cov, nan=1.0) < self.params.min_coverage}
+        return {"response_off_topic": under(cov, self.params.min_coverage)}  # NaN: prompt too short to judge
 
 
 _WORD = re.compile(r"[^\W\d_]{4,}")

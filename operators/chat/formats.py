@@ -9,7 +9,7 @@ from typing import Literal
 import pyarrow as pa
 from pydantic import Field
 
-from operators.common.chat import (
+from thresher.operators.common.chat import (
     READERS,
     ChatFormatError,
     detect,
@@ -18,8 +18,9 @@ from operators.common.chat import (
     to_trl,
     turn_text,
 )
-from pipeline.ops import Mapper, MapResult, OpParams
-from pipeline.registry import register
+from thresher.pipeline.columns import set_column
+from thresher.pipeline.ops import Mapper, MapResult, OpParams
+from thresher.pipeline.registry import register
 
 TURN = pa.struct([("role", pa.string()), ("content", pa.string())])
 MESSAGES = pa.list_(TURN)
@@ -175,6 +176,4 @@ class ChatText(Mapper):
 
     def process(self, batch: pa.Table) -> pa.Table:
         text = turn_text(batch.column("messages"), tuple(self.params.roles))
-        if self.params.column in batch.column_names:
-            return batch.set_column(batch.column_names.index(self.params.column), self.params.column, text)
-        return batch.append_column(self.params.column, text)
+        return set_column(batch, self.params.column, text)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import pyarrow as pa
 from pydantic import Field
 
-from operators.chat.formats import MESSAGES
-from operators.chat.llmop import LLMOp, request_error
-from pipeline.llm import LLMConfig
-from pipeline.ops import MapResult, OpParams
-from pipeline.registry import register
+from thresher.operators.chat.formats import MESSAGES
+from thresher.operators.chat.llmop import LLMOp, request_error
+from thresher.pipeline.columns import set_column
+from thresher.pipeline.llm import LLMConfig
+from thresher.pipeline.ops import MapResult, OpParams
+from thresher.pipeline.registry import register
 
 
 @register
@@ -53,8 +54,7 @@ class LLMRespond(LLMOp):
                 marks[i] = "llm answer empty"
             else:
                 convs[i] = [*msgs, {"role": "assistant", "content": c.text}]
-        idx = batch.column_names.index("messages")
-        return MapResult(batch.set_column(idx, "messages", pa.array(convs, MESSAGES)), quarantine=marks)
+        return MapResult(set_column(batch, "messages", pa.array(convs, MESSAGES)), quarantine=marks)
 
 
 @register
@@ -73,7 +73,7 @@ class LLMCandidates(LLMOp):
     example = {"llm": {"model": "policy", "temperature": 0.8}, "n": 4}
 
     def process(self, batch: pa.Table) -> MapResult:
-        from operators.chat.formats import CANDIDATES
+        from thresher.operators.chat.formats import CANDIDATES
 
         p = self.params
         convs = batch.column("messages").to_pylist()
@@ -89,8 +89,5 @@ class LLMCandidates(LLMOp):
             why = request_error(mine)
             marks.append(None if len(texts) >= 2 else
                          f"fewer than 2 answers ({len(texts)} of {p.n})" + (f": {why}" if why else ": the others were empty"))
-        out = batch.set_column(batch.column_names.index("messages"), "messages", pa.array(prompts, MESSAGES))
-        col = pa.array(cands, CANDIDATES)
-        out = out.set_column(out.column_names.index("candidates"), "candidates", col) if "candidates" in out.column_names \
-            else out.append_column("candidates", col)
-        return MapResult(out, quarantine=marks)
+        out = set_column(batch, "messages", pa.array(prompts, MESSAGES))
+        return MapResult(set_column(out, "candidates", pa.array(cands, CANDIDATES)), quarantine=marks)

@@ -14,12 +14,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from operators.chat.formats import CANDIDATES
-from operators.chat.llmop import LLMOp, request_error, set_column
-from operators.common.chat import turn_text
-from pipeline.llm import LLMConfig
-from pipeline.ops import Mapper, MapResult, OpParams
-from pipeline.registry import register
+from thresher.operators.chat.formats import CANDIDATES
+from thresher.operators.chat.llmop import LLMOp, request_error
+from thresher.operators.common.chat import turn_text
+from thresher.pipeline.columns import set_column
+from thresher.pipeline.llm import LLMConfig
+from thresher.pipeline.ops import Mapper, MapResult, OpParams
+from thresher.pipeline.registry import register
 
 RUBRIC = ("Rate how well the answer serves the user: correct, complete, clear, honest, and no longer than needed. "
           "1 = useless or harmful, {max} = excellent.")
@@ -129,7 +130,7 @@ class LLMJudge(LLMOp):
         out = set_column(batch, "judge_score", pa.array(scores, pa.float64()))
         out = set_column(out, "judge_confidence", pa.array(conf, pa.float64()))
         low = np.array([c is not None and c < p.min_confidence for c in conf])
-        return MapResult(out, drop={"judge not confident": low} if p.min_confidence else None, quarantine=marks)
+        return MapResult(out, drop={"judge_not_confident": low} if p.min_confidence else None, quarantine=marks)
 
     def _candidates(self, batch: pa.Table, question: list[str], rubric: str) -> MapResult:
         p = self.params
@@ -193,7 +194,7 @@ class LLMPairwiseJudge(LLMOp):
             chosen, rejected = out.column("chosen"), out.column("rejected")
             out = set_column(out, "chosen", pc.if_else(swap, rejected, chosen))
             out = set_column(out, "rejected", pc.if_else(swap, chosen, rejected))
-        drop = {} if p.keep_ties else {"judged a tie": np.array([v == "tie" for v in verdicts])}
+        drop = {} if p.keep_ties else {"judged_tie": np.array([v == "tie" for v in verdicts])}
         return MapResult(out, drop=drop or None, quarantine=marks)
 
 
@@ -213,7 +214,7 @@ class HeuristicScore(Mapper):
     example = {"target": "candidates"}
 
     def score(self, answers: list[str], questions: list[str]) -> list[float]:
-        from operators.chat.filters import REFUSALS
+        from thresher.operators.chat.filters import REFUSALS
 
         out = []
         for a, q in zip(answers, questions, strict=True):

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import pyarrow as pa
-
-from pipeline.errors import FatalOpError
-from pipeline.llm import ChatClient, Completion
-from pipeline.ops import Mapper, Resources
+from thresher.pipeline.errors import FatalOpError
+from thresher.pipeline.llm import ChatClient, Completion
+from thresher.pipeline.ops import Mapper, Resources
 
 
 class LLMOp(Mapper):
@@ -61,10 +59,3 @@ def request_error(completions: Iterable[Completion]) -> str | None:
     if not failed:
         return None
     return failed[0] if len(done) == 1 else f"{len(failed)} of {len(done)} requests failed: {failed[0]}"
-
-
-def set_column(table: pa.Table, name: str, values) -> pa.Table:
-    """``table`` with column ``name`` replaced, or added."""
-    if name in table.column_names:
-        return table.set_column(table.column_names.index(name), name, values)
-    return table.append_column(name, values)

@@ -10,9 +10,9 @@ import pyarrow as pa
 import xxhash
 from pydantic import Field
 
-from operators.chat.formats import MESSAGES
-from pipeline.ops import Mapper, MapResult, OpParams
-from pipeline.registry import register
+from thresher.operators.chat.formats import MESSAGES
+from thresher.pipeline.ops import Mapper, MapResult, OpParams
+from thresher.pipeline.registry import register
 
 
 @register
@@ -82,7 +82,7 @@ class PreferencePairs(Mapper):
         p = self.params
         scored = [c for c in cands if c and isinstance(c.get("content"), str) and c["content"].strip()]
         if len(scored) < 2:
-            return [], "fewer than 2 candidates"
+            return [], "too_few_candidates"
         use_score = p.by == "score" or (p.by == "auto" and all(c.get("score") is not None for c in scored))
         if use_score:  # (text, goodness, the value written out)
             items = [(c["content"], float(c["score"]), float(c["score"])) for c in scored if c.get("score") is not None]
@@ -90,7 +90,7 @@ class PreferencePairs(Mapper):
             items = [(c["content"], -float(c["rank"]), float(c["rank"])) for c in scored if c.get("rank") is not None]
         items.sort(key=lambda x: -x[1])  # stable: input order breaks ties
         if len(items) < 2:
-            return [], f"fewer than 2 candidates with a {'score' if use_score else 'rank'}"
+            return [], "too_few_scored_candidates" if use_score else "too_few_ranked_candidates"
         if p.strategy == "best_vs_worst":
             options = [(items[0], items[-1])]
         elif p.strategy == "all_pairs":
@@ -110,4 +110,4 @@ class PreferencePairs(Mapper):
             else:
                 out.append((c, r, margin))
         out.sort(key=lambda x: -x[2])
-        return out[: p.max_pairs], "no pair passes margin, identity and length checks"
+        return out[: p.max_pairs], "no_valid_pair"  # none passes the margin, identity and length checks

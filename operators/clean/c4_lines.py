@@ -16,10 +16,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from operators.common.segments import join_kept, replace_where, split_flat
-from operators.common.tokenize import word_counts_and_longest
-from pipeline.ops import Mapper, OpParams
-from pipeline.registry import register
+from thresher.operators.common.segments import join_kept, replace_where, split_flat
+from thresher.operators.common.tokenize import word_counts_and_longest
+from thresher.pipeline.columns import set_column
+from thresher.pipeline.ops import Mapper, OpParams
+from thresher.pipeline.registry import register
 
 CITATION = r"\[\d*\]|\[edit\]|\[citation needed\]"
 POLICY_SUBSTRINGS = ["terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies"]
@@ -86,4 +87,4 @@ class C4LineFilter(Mapper):
         keep = ~drop
         self.record("lines_kept", int(keep.sum()))
         text = pc.utf8_trim_whitespace(join_kept(line, parent, keep, n_docs))
-        return batch.set_column(batch.column_names.index(self.text_key), self.text_key, text)
+        return set_column(batch, self.text_key, text)

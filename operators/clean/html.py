@@ -7,8 +7,9 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from pipeline.ops import Mapper, OpParams, Resources
-from pipeline.registry import register
+from thresher.pipeline.columns import set_column
+from thresher.pipeline.ops import Mapper, OpParams, Resources
+from thresher.pipeline.registry import register
 
 
 @register
@@ -63,8 +64,4 @@ class HtmlExtract(Mapper):
         empty = np.array([not t.strip() for t in texts], dtype=bool)
         col = pa.array(texts, pa.string())
         out = batch.drop_columns([p.html_key]) if p.drop_html and p.html_key in batch.column_names else batch
-        if self.text_key in out.column_names:
-            out = out.set_column(out.column_names.index(self.text_key), self.text_key, col)
-        else:
-            out = out.append_column(self.text_key, col)
-        return out, {"no_main_text": empty}
+        return set_column(out, self.text_key, col), {"no_main_text": empty}

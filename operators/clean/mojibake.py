@@ -7,15 +7,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from pipeline.ops import Mapper, OpParams
-from pipeline.registry import register
+from thresher.pipeline.columns import set_column
+from thresher.pipeline.ops import Mapper, OpParams
+from thresher.pipeline.registry import register
 
 
 @register
 class FixMojibake(Mapper):
     """Repair mojibake and broken Unicode with ftfy (pure-ASCII texts are skipped in bulk)."""
 
-    name = "fix_mojibake"
+    name = "mojibake_fix"
+    aliases = ("fix_mojibake",)
     metrics = {"texts_changed": "texts that ftfy changed"}
 
     class Params(OpParams):
@@ -48,4 +50,4 @@ class FixMojibake(Mapper):
         full = text.to_pylist()
         for i in changed:
             full[todo[i]] = fixed[i]
-        return batch.set_column(batch.column_names.index(self.text_key), self.text_key, pa.array(full, pa.string()))
+        return set_column(batch, self.text_key, pa.array(full, pa.string()))

@@ -8,12 +8,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from pipeline.ops import Mapper, OpParams
-from pipeline.registry import register
-
-
-def _set_text(batch: pa.Table, key: str, values) -> pa.Table:
-    return batch.set_column(batch.column_names.index(key), key, values)
+from thresher.pipeline.columns import set_column
+from thresher.pipeline.ops import Mapper, OpParams
+from thresher.pipeline.registry import register
 
 
 @register
@@ -28,7 +25,7 @@ class UnicodeNormalize(Mapper):
     example = {"form": "NFKC"}
 
     def process(self, batch: pa.Table) -> pa.Table:
-        return _set_text(batch, self.text_key, pc.utf8_normalize(batch[self.text_key], form=self.params.form))
+        return set_column(batch, self.text_key, pc.utf8_normalize(batch[self.text_key], form=self.params.form))
 
 
 # C0/C1 control characters except tab and newline, plus zero-width and BOM characters
@@ -63,4 +60,4 @@ class WhitespaceNormalize(Mapper):
         t = pc.replace_substring_regex(t, rf"\n{{{p.max_blank_lines + 2},}}", "\n" * (p.max_blank_lines + 1))
         if p.strip:
             t = pc.utf8_trim_whitespace(t)
-        return _set_text(batch, self.text_key, t)
+        return set_column(batch, self.text_key, t)

@@ -6,8 +6,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from pipeline.ops import Mapper, OpParams
-from pipeline.registry import register
+from thresher.pipeline.columns import set_column
+from thresher.pipeline.ops import Mapper, OpParams
+from thresher.pipeline.registry import register
 
 URL_PATTERN = r"(?i)\b(?:https?://|ftp://|www\.)[^\s<>\"'()\[\]{}]+[^\s<>\"'()\[\]{}.,;:!?]"
 EMAIL_PATTERN = r"(?i)\b[a-z0-9._%+\-]+@[a-z0-9\-]+(?:\.[a-z0-9\-]+)*\.[a-z]{2,}\b"
@@ -17,7 +18,8 @@ EMAIL_PATTERN = r"(?i)\b[a-z0-9._%+\-]+@[a-z0-9\-]+(?:\.[a-z0-9\-]+)*\.[a-z]{2,}
 class RemovePatterns(Mapper):
     """Remove URLs and/or e-mail addresses from the text (or replace them with a string)."""
 
-    name = "remove_urls_emails"
+    name = "url_email_remove"
+    aliases = ("remove_urls_emails",)
     metrics = {"urls": "URLs removed", "emails": "e-mail addresses removed"}
 
     class Params(OpParams):
@@ -34,4 +36,4 @@ class RemovePatterns(Mapper):
             if flag:
                 self.record(metric, int(pc.sum(pc.count_substring_regex(t, pattern)).as_py() or 0))
                 t = pc.replace_substring_regex(t, pattern, p.replacement)
-        return batch.set_column(batch.column_names.index(self.text_key), self.text_key, t)
+        return set_column(batch, self.text_key, t)

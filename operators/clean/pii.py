@@ -17,9 +17,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from operators.clean.patterns import EMAIL_PATTERN
-from pipeline.ops import Mapper, OpParams
-from pipeline.registry import register
+from thresher.operators.clean.patterns import EMAIL_PATTERN
+from thresher.pipeline.columns import set_column
+from thresher.pipeline.ops import Mapper, OpParams
+from thresher.pipeline.registry import register
 
 IPV4_CANDIDATE = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![.]?\d)")
 IPV6_CANDIDATE = re.compile(r"(?i)(?<![0-9a-f:])(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}(?![0-9a-f:])")
@@ -135,7 +136,7 @@ class PiiRedact(Mapper):
             t = pc.replace_substring_regex(t, EMAIL_PATTERN, self._ph("EMAIL"))
         if p.ibans or p.credit_cards or p.phones or p.ip_addresses:
             t = self._checked(t)
-        return batch.set_column(batch.column_names.index(self.text_key), self.text_key, t)
+        return set_column(batch, self.text_key, t)
 
     def _checked(self, t: pa.Array) -> pa.Array:
         """IBAN, card, IPv6 and phone: regex candidates, kept only if their check passes."""

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit
 
-from operators.common.tokenize import (
+from thresher.operators.common.tokenize import (
     _ASCII,
     FNV_OFFSET,
     FNV_PRIME,

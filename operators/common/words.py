@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from operators.common.tokenize import FLAG_LETTER, FLAG_SYMBOL, fnv1a, tokenize
+from thresher.operators.common.tokenize import FLAG_LETTER, FLAG_SYMBOL, fnv1a, tokenize
 
 
 class Tokens:

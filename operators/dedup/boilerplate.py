@@ -11,10 +11,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from operators.common.segments import join_kept, split_flat
-from operators.common.tokenize import string_hashes
-from pipeline.ops import GlobalOp, OpParams, Resources
-from pipeline.registry import register
+from thresher.operators.common.segments import join_kept, split_flat
+from thresher.operators.common.tokenize import string_hashes
+from thresher.pipeline.columns import no_decisions, set_column
+from thresher.pipeline.ops import GlobalOp, OpParams, Resources
+from thresher.pipeline.registry import register
 
 
 def _normalised_lines(text, lowercase: bool):
@@ -58,8 +59,7 @@ class BoilerplateLineRemove(GlobalOp):
                   .group_by("h").agg(pl.len().alias("docs")))
         self.state = counts.filter(pl.col("docs") > self.params.max_docs).select("h").collect()
         self.record("boilerplate_lines", self.state.height)
-        return pl.DataFrame({"__shard": [], "__row": [], "__reason": []},
-                            schema={"__shard": pl.Int32, "__row": pl.Int64, "__reason": pl.Utf8})
+        return no_decisions()
 
     def apply(self, batch: pa.Table, shard: int, rows: np.ndarray):
         p = self.params
@@ -69,6 +69,6 @@ class BoilerplateLineRemove(GlobalOp):
         remove = long & np.isin(string_hashes(norm), bad)
         self.record("lines_removed", int(remove.sum()))
         text = pc.utf8_trim_whitespace(join_kept(flat, parent, ~remove, n_docs))
-        out = batch.set_column(batch.column_names.index(self.text_key), self.text_key, text)
+        out = set_column(batch, self.text_key, text)
         empty = pc.equal(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)
         return out, {"only_boilerplate": empty}

@@ -14,8 +14,9 @@ import pyarrow.compute as pc
 import xxhash
 from pydantic import Field, model_validator
 
-from pipeline.ops import GlobalOp, OpParams, Resources
-from pipeline.registry import register
+from thresher.pipeline.columns import ROW, SHARD, drop_decisions
+from thresher.pipeline.ops import GlobalOp, OpParams, Resources
+from thresher.pipeline.registry import register
 
 _PUNCT = r"[\p{P}\p{S}]"
 
@@ -67,7 +68,7 @@ def keep_value(batch: pa.Table, params: KeepParams, text_key: str) -> pa.Array |
 class HashDedup(GlobalOp):
     """Shared machinery: fingerprint = 128-bit key hash (+ keep value); resolve = one row per key."""
 
-    reason = "exact duplicate"
+    reason = "exact_duplicate"
     resources = Resources(cpus=1.0, memory_mb=512)
     partition_key = "h_lo"  # keys decide independently: the Ray executor resolves hash partitions in parallel
     metrics = {"duplicate_groups": "keys seen more than once"}
@@ -85,16 +86,16 @@ class HashDedup(GlobalOp):
         return pa.table(cols)
 
     def resolve(self, fingerprints: pl.LazyFrame) -> pl.DataFrame:
-        lf = fingerprints.filter(~pl.col("skip")).sort(["__shard", "__row"]).with_row_index("__order")
+        lf = fingerprints.filter(~pl.col("skip")).sort([SHARD, ROW]).with_row_index("__order")
         if self.params.keep == "first":
             dup = lf.filter(~pl.struct("h_hi", "h_lo").is_first_distinct())
         else:  # the highest value; ties to input order
             lf = lf.with_columns(pl.col("value").fill_null(float("-inf")).fill_nan(float("-inf")))
             dup = (lf.sort(["h_hi", "h_lo", "value", "__order"], descending=[False, False, True, False])
                    .filter(~pl.struct("h_hi", "h_lo").is_first_distinct()))
-        dup = dup.select("__shard", "__row", "h_hi", "h_lo").collect()
+        dup = dup.select(SHARD, ROW, "h_hi", "h_lo").collect()
         self.record("duplicate_groups", dup.select(pl.struct("h_hi", "h_lo").n_unique()).item() if dup.height else 0)
-        return dup.select("__shard", "__row", pl.lit(self.reason).alias("__reason"))
+        return drop_decisions(dup, self.reason)
 
 
 @register
@@ -150,7 +151,7 @@ class UrlDedup(HashDedup):
     tracking parameters and parameter order do not count)."""
 
     name = "url_dedup"
-    reason = "duplicate URL"
+    reason = "url_duplicate"
 
     class Params(KeepParams):
         url_key: str = Field("url", description="column holding the URL")

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
-from operators.common.minhash import (
+from thresher.operators.common.minhash import (
     band_keys,
     jaccard_pairs,
     optimal_params,
@@ -34,10 +34,11 @@ from operators.common.minhash import (
     shingle_sets,
     signatures,
 )
-from operators.dedup.clusters import choose_keepers, components, size_histogram
-from operators.dedup.exact import keep_value
-from pipeline.ops import GlobalOp, OpParams, Resources
-from pipeline.registry import register
+from thresher.operators.dedup.clusters import choose_keepers, components, size_histogram
+from thresher.operators.dedup.exact import keep_value
+from thresher.pipeline.columns import ROW, SHARD, drop_decisions, set_column, state_rows
+from thresher.pipeline.ops import GlobalOp, OpParams, Resources
+from thresher.pipeline.registry import register
 
 ROWS_PER_PARTITION = 4_000_000  # band-key rows per spill partition
 ALL_PAIRS_MAX = 16  # buckets up to this size contribute all pairs for verification; larger ones a star
@@ -168,15 +169,14 @@ class MinHashDedup(GlobalOp):
         if p.index_path:
             self._save_index(fingerprints, clusters)
         local = clusters.filter(pl.col("gid") >= 0).with_columns(
-            (pl.col("gid") // (1 << 32)).cast(pl.Int32).alias("__shard"), (pl.col("gid") % (1 << 32)).alias("__row"))
+            (pl.col("gid") // (1 << 32)).cast(pl.Int32).alias(SHARD), (pl.col("gid") % (1 << 32)).alias(ROW))
         if p.mode == "mark":
-            self.state = local.select("__shard", "__row", pl.col("keeper").alias("dup_cluster"),
+            self.state = local.select(SHARD, ROW, pl.col("keeper").alias("dup_cluster"),
                                       (pl.col("gid") != pl.col("keeper")).alias("is_duplicate"))
-            return local.head(0).select("__shard", "__row", pl.lit("").alias("__reason"))
-        return (local.filter(pl.col("gid") != pl.col("keeper"))
-                .with_columns(pl.when(pl.col("keeper") < 0).then(pl.lit("near duplicate of an indexed document"))
-                              .otherwise(pl.lit("near duplicate")).alias("__reason"))
-                .select("__shard", "__row", "__reason"))
+            return drop_decisions(local.head(0), "")
+        return drop_decisions(local.filter(pl.col("gid") != pl.col("keeper")),
+                              pl.when(pl.col("keeper") < 0).then(pl.lit("near_duplicate_of_index"))
+                              .otherwise(pl.lit("near_duplicate")))
 
     def _band_rows(self, fingerprints: pl.LazyFrame) -> list[pl.LazyFrame]:
         """(gid, band, key) frames, one band at a time (so only one band's keys are ever in memory):
@@ -273,21 +273,17 @@ class MinHashDedup(GlobalOp):
     def apply(self, batch: pa.Table, shard: int, rows: np.ndarray):
         if self.params.mode != "mark":
             return batch
-        st = self.state.filter(pl.col("__shard") == shard) if self.state is not None else None
+        st, pos = state_rows(self.state, shard, rows)
         cluster = np.full(batch.num_rows, -1, dtype=np.int64)
         dup = np.zeros(batch.num_rows, dtype=bool)
         if st is not None and st.height:
-            pos = np.searchsorted(rows, st["__row"].to_numpy())
-            ok = (pos < len(rows)) & (rows[np.minimum(pos, len(rows) - 1)] == st["__row"].to_numpy())
-            cluster[pos[ok]] = st["dup_cluster"].to_numpy()[ok]
-            dup[pos[ok]] = st["is_duplicate"].to_numpy()[ok]
-        out = batch
-        for name, arr in (("dup_cluster", pa.array(cluster, mask=cluster < 0)), ("is_duplicate", pa.array(dup))):
-            out = out.set_column(out.column_names.index(name), name, arr) if name in out.column_names else out.append_column(name, arr)
-        return out
+            cluster[pos] = st["dup_cluster"].to_numpy()
+            dup[pos] = st["is_duplicate"].to_numpy()
+        out = set_column(batch, "dup_cluster", pa.array(cluster, mask=cluster < 0))
+        return set_column(out, "is_duplicate", pa.array(dup))
 
 
-_GID = ((pl.col("__shard").cast(pl.Int64) * (1 << 32)) + pl.col("__row")).alias("gid")  # input order
+_GID = ((pl.col(SHARD).cast(pl.Int64) * (1 << 32)) + pl.col(ROW)).alias("gid")  # input order
 _NO_EDGES = pl.DataFrame(schema={"s": pl.Int64, "d": pl.Int64})
 
 

@@ -17,11 +17,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from operators.common.segments import join_kept, split_flat
-from operators.common.tokenize import string_hashes
-from operators.dedup.exact import KeepParams, keep_value
-from pipeline.ops import GlobalOp, Resources
-from pipeline.registry import register
+from thresher.operators.common.segments import join_kept, split_flat
+from thresher.operators.common.tokenize import string_hashes
+from thresher.operators.dedup.exact import KeepParams, keep_value
+from thresher.pipeline.columns import ROW, SHARD, no_decisions, set_column, state_rows
+from thresher.pipeline.ops import GlobalOp, Resources
+from thresher.pipeline.registry import register
 
 SENTENCE_END = r"([.!?])\s+"  # a sentence ends at . ! ? followed by whitespace
 MARK = "\x1e"  # record separator: marks sentence boundaries before splitting
@@ -81,28 +82,25 @@ class SpanDedup(GlobalOp):
     def resolve(self, fingerprints: pl.LazyFrame) -> pl.DataFrame:
         value = pl.col("value").fill_null(float("-inf")).fill_nan(float("-inf")) if self.params.keep != "first" \
             else pl.lit(0.0)
-        exploded = (fingerprints.select("__shard", "__row", pl.col("units"), value.alias("value"))
+        exploded = (fingerprints.select(SHARD, ROW, pl.col("units"), value.alias("value"))
                     .with_columns(pl.int_ranges(0, pl.col("units").list.len()).alias("pos"))
                     .explode(["units", "pos"]).drop_nulls("units").filter(pl.col("units") != 0)
                     # the kept occurrence: highest value (longest / column), then input order
-                    .sort(["value", "__shard", "__row", "pos"], descending=[True, False, False, False]))
+                    .sort(["value", SHARD, ROW, "pos"], descending=[True, False, False, False]))
         self.state = (exploded.filter(~pl.col("units").is_first_distinct())
-                      .select("__shard", "__row", pl.col("pos").cast(pl.Int64)).collect())
-        return pl.DataFrame({"__shard": [], "__row": [], "__reason": []},
-                            schema={"__shard": pl.Int32, "__row": pl.Int64, "__reason": pl.Utf8})
+                      .select(SHARD, ROW, pl.col("pos").cast(pl.Int64)).collect())
+        return no_decisions()
 
     def apply(self, batch: pa.Table, shard: int, rows: np.ndarray):
         flat, parent, n_docs, joiner, _h = self._hashes(batch[self.text_key])
         remove = np.zeros(len(flat), dtype=bool)
-        if self.state is not None and self.state.height:
-            st = self.state.filter(pl.col("__shard") == shard)
-            local = np.searchsorted(rows, st["__row"].to_numpy())
-            ok = (local < len(rows)) & (rows[np.minimum(local, len(rows) - 1)] == st["__row"].to_numpy())
+        st, local = state_rows(self.state, shard, rows)
+        if st is not None and st.height:
             starts = np.zeros(n_docs + 1, dtype=np.int64)
             np.cumsum(np.bincount(parent, minlength=n_docs), out=starts[1:])
-            idx = starts[local[ok]] + st["pos"].to_numpy()[ok]
+            idx = starts[local] + st["pos"].to_numpy()
             remove[idx[idx < len(flat)]] = True
         self.record("spans_removed", int(remove.sum()))
         text = pc.utf8_trim_whitespace(join_kept(flat, parent, ~remove, n_docs, joiner))
-        out = batch.set_column(batch.column_names.index(self.text_key), self.text_key, text)
+        out = set_column(batch, self.text_key, text)
         return out, {"only_duplicate_spans": pc.equal(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)}

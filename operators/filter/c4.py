@@ -9,9 +9,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from operators.common.segments import per_doc_sum, split_flat
-from pipeline.ops import Filter, OpParams
-from pipeline.registry import register
+from thresher.operators.common.segments import per_doc_sum, split_flat
+from thresher.pipeline.columns import under
+from thresher.pipeline.ops import Filter, OpParams
+from thresher.pipeline.registry import register
 
 # a sentence ends at . ! ? (runs of them), optionally followed by closing quotes/brackets, then space or end
 SENTENCE_END = r"[.!?]+[\"'”’)\]]*(?:\s|$)"
@@ -55,9 +56,8 @@ class C4QualityFilter(Filter):
         none = np.zeros(n, dtype=bool)
         lorem = stats["has_lorem_ipsum"].to_numpy(zero_copy_only=False)
         curly = stats["has_curly_bracket"].to_numpy(zero_copy_only=False)
-        sents = stats["num_sentences"].to_numpy()
         return {
             "lorem_ipsum": lorem if p.filter_lorem_ipsum else none,
             "curly_bracket": curly if p.filter_curly_bracket else none,
-            "too_few_sentences": sents < p.min_num_sentences if p.min_num_sentences is not None else none,
+            "too_few_sentences": under(stats["num_sentences"], p.min_num_sentences),
         }

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from operators.common.tokenize import char_class_counts
-from operators.common.words import ratio
-from pipeline.ops import Filter, OpParams
-from pipeline.registry import register
+from thresher.operators.common.tokenize import char_class_counts
+from thresher.operators.common.words import ratio
+from thresher.pipeline.columns import bounds_masks
+from thresher.pipeline.ops import Filter, OpParams
+from thresher.pipeline.registry import register
 
 # Character classes come from one compiled pass (operators.common.tokenize.char_class_counts):
 # alphanumeric = letters + digits; special = punctuation and symbols + digits + whitespace, as
 # Data-Juicer counts punctuation, digits, whitespace and symbol characters.
-
-
-def _bounds(v: np.ndarray, lo: float | None, hi: float | None, low_name: str, high_name: str):
-    zero = np.zeros(len(v), dtype=bool)
-    return {low_name: v < lo if lo is not None else zero, high_name: v > hi if hi is not None else zero}
 
 
 @register
@@ -39,8 +34,8 @@ class AlphanumericFilter(Filter):
         return {"alnum_ratio": pa.array(ratio(c["letter"] + c["digit"], c["total"]))}
 
     def drop_reasons(self, stats):
-        return _bounds(stats["alnum_ratio"].to_numpy(), self.params.min_ratio, self.params.max_ratio,
-                       "alnum_ratio_too_low", "alnum_ratio_too_high")
+        low, high = bounds_masks(stats["alnum_ratio"], self.params.min_ratio, self.params.max_ratio)
+        return {"alnum_ratio_too_low": low, "alnum_ratio_too_high": high}
 
 
 @register
@@ -62,5 +57,5 @@ class SpecialCharactersFilter(Filter):
         return {"special_char_ratio": pa.array(ratio(c["punct"] + c["digit"] + c["space"], c["total"]))}
 
     def drop_reasons(self, stats):
-        return _bounds(stats["special_char_ratio"].to_numpy(), self.params.min_ratio, self.params.max_ratio,
-                       "special_char_ratio_too_low", "special_char_ratio_too_high")
+        low, high = bounds_masks(stats["special_char_ratio"], self.params.min_ratio, self.params.max_ratio)
+        return {"special_char_ratio_too_low": low, "special_char_ratio_too_high": high}

@@ -12,10 +12,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from operators.common.segments import per_doc_sum, segment_duplicates, split_flat
-from operators.common.words import Tokens, ratio
-from pipeline.ops import Filter, OpParams
-from pipeline.registry import register
+from thresher.operators.common.segments import per_doc_sum, segment_duplicates, split_flat
+from thresher.operators.common.words import Tokens, ratio
+from thresher.pipeline.columns import over, under
+from thresher.pipeline.ops import Filter, OpParams
+from thresher.pipeline.registry import register
 
 STOP_CHARS = (".", "'", '"', "!", "?")
 
@@ -68,15 +69,13 @@ class FineWebQualityFilter(Filter):
     def drop_reasons(self, stats):
         p = self.params
         s = {k: v.to_numpy(zero_copy_only=False) for k, v in stats.items()}
-        n = len(s["list_ratio"])
-        none = np.zeros(n, dtype=bool)
-        punct = s["line_punct_ratio"] < p.line_punct_thr if p.line_punct_thr is not None else none
+        punct = under(s["line_punct_ratio"], p.line_punct_thr)
         if p.line_punct_exclude_zero:
             punct = punct & (s["line_punct_ratio"] != 0)
         return {
             "empty": s["non_blank_lines"] == 0,
             "line_punct_ratio": punct,
-            "short_line_ratio": s["short_line_ratio"] > p.short_line_thr if p.short_line_thr is not None else none,
-            "char_dup_ratio": s["char_dup_ratio"] > p.char_duplicates_ratio if p.char_duplicates_ratio is not None else none,
-            "list_ratio": s["list_ratio"] > p.new_line_ratio if p.new_line_ratio is not None else none,
+            "short_line_ratio": over(s["short_line_ratio"], p.short_line_thr),
+            "char_dup_ratio": over(s["char_dup_ratio"], p.char_duplicates_ratio),
+            "list_ratio": over(s["list_ratio"], p.new_line_ratio),
         }

@@ -18,21 +18,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from operators.common.ngrams import dup_ngram_chars, top_ngram_chars
-from operators.common.segments import line_list, segment_duplicates, split_segments
-from operators.common.words import Tokens, ratio
-from pipeline.ops import Filter, OpParams
-from pipeline.registry import register
+from thresher.operators.common.ngrams import dup_ngram_chars, top_ngram_chars
+from thresher.operators.common.segments import line_list, segment_duplicates, split_segments
+from thresher.operators.common.words import Tokens, ratio
+from thresher.pipeline.columns import bounds_masks, over, under
+from thresher.pipeline.ops import Filter, OpParams
+from thresher.pipeline.registry import register
 
 GOPHER_STOP_WORDS = ["the", "be", "to", "of", "and", "that", "have", "with"]
-
-
-def _gt(v, thr):
-    return np.asarray(v) > thr if thr is not None else np.zeros(len(v), dtype=bool)
-
-
-def _lt(v, thr):
-    return np.asarray(v) < thr if thr is not None else np.zeros(len(v), dtype=bool)
 
 
 @register
@@ -92,18 +85,19 @@ class GopherQualityFilter(Filter):
 
     def drop_reasons(self, stats):
         p = self.params
-        s = {k: v.to_numpy(zero_copy_only=False) for k, v in stats.items()}
+        short_doc, long_doc = bounds_masks(stats["num_words"], p.min_doc_words, p.max_doc_words)
+        short_words, long_words = bounds_masks(stats["mean_word_length"], p.min_avg_word_length, p.max_avg_word_length)
         return {
-            "gopher_short_doc": _lt(s["num_words"], p.min_doc_words),
-            "gopher_long_doc": _gt(s["num_words"], p.max_doc_words),
-            "gopher_below_avg_word_length": _lt(s["mean_word_length"], p.min_avg_word_length),
-            "gopher_above_avg_word_length": _gt(s["mean_word_length"], p.max_avg_word_length),
-            "gopher_too_many_hashes": _gt(s["hash_ratio"], p.max_symbol_word_ratio),
-            "gopher_too_many_ellipsis": _gt(s["ellipsis_ratio"], p.max_symbol_word_ratio),
-            "gopher_too_many_bullet_lines": _gt(s["bullet_lines_ratio"], p.max_bullet_lines_ratio),
-            "gopher_too_many_end_ellipsis": _gt(s["ellipsis_lines_ratio"], p.max_ellipsis_lines_ratio),
-            "gopher_below_alpha_words_ratio": _lt(s["alpha_words_ratio"], p.min_alpha_words_ratio),
-            "gopher_too_few_stop_words": _lt(s["stop_words"], p.min_stop_words),
+            "gopher_short_doc": short_doc,
+            "gopher_long_doc": long_doc,
+            "gopher_below_avg_word_length": short_words,
+            "gopher_above_avg_word_length": long_words,
+            "gopher_too_many_hashes": over(stats["hash_ratio"], p.max_symbol_word_ratio),
+            "gopher_too_many_ellipsis": over(stats["ellipsis_ratio"], p.max_symbol_word_ratio),
+            "gopher_too_many_bullet_lines": over(stats["bullet_lines_ratio"], p.max_bullet_lines_ratio),
+            "gopher_too_many_end_ellipsis": over(stats["ellipsis_lines_ratio"], p.max_ellipsis_lines_ratio),
+            "gopher_below_alpha_words_ratio": under(stats["alpha_words_ratio"], p.min_alpha_words_ratio),
+            "gopher_too_few_stop_words": under(stats["stop_words"], p.min_stop_words),
         }
 
 
@@ -162,16 +156,15 @@ class GopherRepetitionFilter(Filter):
 
     def drop_reasons(self, stats):
         p = self.params
-        s = {k: v.to_numpy(zero_copy_only=False) for k, v in stats.items()}
         reasons = {
-            "empty": s["empty"].astype(bool),
-            "dup_para_frac": _gt(s["dup_para_frac"], p.dup_para_frac),
-            "dup_para_char_frac": _gt(s["dup_para_char_frac"], p.dup_para_char_frac),
-            "dup_line_frac": _gt(s["dup_line_frac"], p.dup_line_frac),
-            "dup_line_char_frac": _gt(s["dup_line_char_frac"], p.dup_line_char_frac),
+            "empty": stats["empty"].to_numpy(zero_copy_only=False).astype(bool),
+            "dup_para_frac": over(stats["dup_para_frac"], p.dup_para_frac),
+            "dup_para_char_frac": over(stats["dup_para_char_frac"], p.dup_para_char_frac),
+            "dup_line_frac": over(stats["dup_line_frac"], p.dup_line_frac),
+            "dup_line_char_frac": over(stats["dup_line_char_frac"], p.dup_line_char_frac),
         }
         for n, thr in sorted(p.top_n_grams.items()):
-            reasons[f"top_{n}_gram"] = _gt(s[f"top_{n}_gram_char_frac"], thr)
+            reasons[f"top_{n}_gram"] = over(stats[f"top_{n}_gram_char_frac"], thr)
         for n, thr in sorted(p.dup_n_grams.items()):
-            reasons[f"duplicated_{n}_n_grams"] = _gt(s[f"dup_{n}_gram_char_frac"], thr)
+            reasons[f"duplicated_{n}_n_grams"] = over(stats[f"dup_{n}_gram_char_frac"], thr)
         return reasons

@@ -13,9 +13,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from pipeline.assets import LID176, asset_path
-from pipeline.ops import Filter, OpParams, Resources
-from pipeline.registry import register
+from thresher.pipeline.assets import LID176, asset_path
+from thresher.pipeline.columns import under
+from thresher.pipeline.ops import Filter, OpParams, Resources
+from thresher.pipeline.registry import register
 
 _MODELS: dict[str, object] = {}
 
@@ -91,4 +92,4 @@ class LanguageId(Filter):
         allowed = pc.is_in(langs, pa.array(p.languages, pa.string())).to_numpy(zero_copy_only=False) if p.languages \
             else np.ones(n, dtype=bool)
         return {"language_not_allowed": ~allowed,
-                "language_score_too_low": stats[p.score_key].to_numpy() < p.min_score}
+                "language_score_too_low": under(stats[p.score_key], p.min_score)}

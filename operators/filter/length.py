@@ -7,16 +7,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
-from operators.common.tokenize import whitespace_word_counts
-from pipeline.ops import Filter, OpParams
-from pipeline.registry import register
-
-
-def _between(values: pa.Array, lo: int | None, hi: int | None) -> tuple[np.ndarray, np.ndarray]:
-    v = values.to_numpy(zero_copy_only=False)
-    too_short = v < lo if lo is not None else np.zeros(len(v), dtype=bool)
-    too_long = v > hi if hi is not None else np.zeros(len(v), dtype=bool)
-    return too_short, too_long
+from thresher.operators.common.tokenize import whitespace_word_counts
+from thresher.pipeline.columns import bounds_masks
+from thresher.pipeline.ops import Filter, OpParams
+from thresher.pipeline.registry import register
 
 
 @register
@@ -55,7 +49,7 @@ class TextLengthFilter(Filter):
 
     def drop_reasons(self, stats: dict[str, pa.Array]) -> dict[str, np.ndarray]:
         p = self.params
-        c_short, c_long = _between(stats["num_chars"], p.min_chars, p.max_chars)
-        w_short, w_long = _between(stats["num_words"], p.min_words, p.max_words)
+        c_short, c_long = bounds_masks(stats["num_chars"], p.min_chars, p.max_chars)
+        w_short, w_long = bounds_masks(stats["num_words"], p.min_words, p.max_words)
         return {"too_few_chars": c_short, "too_many_chars": c_long,
                 "too_few_words": w_short, "too_many_words": w_long}

@@ -14,11 +14,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, field_validator
 
-from operators.common.tokenize import fnv1a
-from operators.common.words import Tokens, ratio
-from operators.filter.wordlists import FLAGGED_WORDS, STOP_WORDS, flagged_words, stop_words
-from pipeline.ops import Filter, OpParams
-from pipeline.registry import register
+from thresher.operators.common.tokenize import fnv1a
+from thresher.operators.common.words import Tokens, ratio
+from thresher.operators.filter.wordlists import FLAGGED_WORDS, STOP_WORDS, flagged_words, stop_words
+from thresher.pipeline.columns import over, under
+from thresher.pipeline.ops import Filter, OpParams
+from thresher.pipeline.registry import register
 
 
 def _word_hits(batch: pa.Table, text_key: str, lang: str, lang_key: str, lists: dict[str, list[str]]
@@ -93,8 +94,7 @@ class StopwordsFilter(Filter):
         count = stats["stop_words"].to_numpy()
         share = stats["stop_word_ratio"].to_numpy()
         known = getattr(self, "_known", np.ones(len(count), dtype=bool))
-        few = (count < p.min_count) if p.min_count is not None else np.zeros(len(count), bool)
-        low = (share < p.min_ratio) if p.min_ratio is not None else np.zeros(len(count), bool)
+        few, low = under(count, p.min_count), under(share, p.min_ratio)
         return {"unknown_language": ~known if p.unknown_lang == "drop" else np.zeros(len(count), bool),
                 "too_few_stop_words": few & known, "stop_word_ratio_too_low": low & known}
 
@@ -127,4 +127,4 @@ class FlaggedWordsFilter(Filter):
         return {"flagged_words": pa.array(hits.astype(np.int64)), "flagged_word_ratio": pa.array(ratio(hits, n_words))}
 
     def drop_reasons(self, stats):
-        return {"flagged_word_ratio": stats["flagged_word_ratio"].to_numpy() > self.params.max_ratio}
+        return {"flagged_word_ratio": over(stats["flagged_word_ratio"], self.params.max_ratio)}

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from pipeline.ops import Filter, OpParams
-from pipeline.registry import register
-from pipeline.tokenizers import token_counter
+from thresher.pipeline.columns import bounds_masks
+from thresher.pipeline.ops import Filter, OpParams
+from thresher.pipeline.registry import register
+from thresher.pipeline.tokenizers import token_counter
 
 
 @register
@@ -44,7 +44,5 @@ class TokenLengthFilter(Filter):
 
     def drop_reasons(self, stats):
         p = self.params
-        n = stats["num_tokens"].to_numpy()
-        zero = np.zeros(len(n), dtype=bool)
-        return {"too_few_tokens": n < p.min_tokens if p.min_tokens is not None else zero,
-                "too_many_tokens": n > p.max_tokens if p.max_tokens is not None else zero}
+        few, many = bounds_masks(stats["num_tokens"], p.min_tokens, p.max_tokens)
+        return {"too_few_tokens": few, "too_many_tokens": many}

@@ -11,10 +11,11 @@ import pyarrow as pa
 from numba import njit
 from pydantic import Field
 
-from operators.common.minhash import permutations, signatures
-from operators.select.topk import SizeParams
-from pipeline.ops import GlobalOp, Resources
-from pipeline.registry import register
+from thresher.operators.common.minhash import permutations, signatures
+from thresher.operators.select.topk import SizeParams
+from thresher.pipeline.columns import ROW, SHARD, drop_decisions, no_decisions
+from thresher.pipeline.ops import GlobalOp, Resources
+from thresher.pipeline.registry import register
 
 
 @njit(cache=True)
@@ -53,7 +54,8 @@ class SelectDiverse(GlobalOp):
     signatures of a text column, starting from the row with the highest ``score_column`` (or the
     first row). Deterministic; O(rows x k x num_perm), meant for SFT-sized sets."""
 
-    name = "select_diverse"
+    name = "diverse_select"
+    aliases = ("select_diverse",)
     reads_text = True
     resources = Resources(cpus=1.0, memory_mb=1024)
 
@@ -82,10 +84,10 @@ class SelectDiverse(GlobalOp):
 
     def resolve(self, fingerprints: pl.LazyFrame) -> pl.DataFrame:
         p = self.params
-        df = fingerprints.sort(["__shard", "__row"]).collect()
+        df = fingerprints.sort([SHARD, ROW]).collect()
         n = df.height
         if n == 0:
-            return df.select("__shard", "__row", pl.lit("").alias("__reason")).head(0)
+            return no_decisions()
         k = p.k if p.k is not None else max(1, round(n * p.fraction))
         sig = np.ascontiguousarray(df["sig"].to_numpy(), dtype=np.uint32)
         first = 0
@@ -93,4 +95,4 @@ class SelectDiverse(GlobalOp):
             first = int(df["score"].fill_null(float("-inf")).fill_nan(float("-inf")).arg_max() or 0)
         keep = np.zeros(n, dtype=bool)
         keep[k_center(sig, min(k, n), first)] = True
-        return df.filter(pl.Series(~keep)).select("__shard", "__row", pl.lit(f"not among the {k} most diverse").alias("__reason"))
+        return drop_decisions(df.filter(pl.Series(~keep)), "not_most_diverse")

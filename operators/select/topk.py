@@ -6,8 +6,9 @@ import polars as pl
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from pipeline.ops import GlobalOp, OpParams, Resources
-from pipeline.registry import register
+from thresher.pipeline.columns import ROW, SHARD, drop_decisions
+from thresher.pipeline.ops import GlobalOp, OpParams, Resources
+from thresher.pipeline.registry import register
 
 
 class SizeParams(OpParams):
@@ -26,7 +27,8 @@ class SelectTop(GlobalOp):
     """Keep the k (or the fraction) of rows with the highest score, over the whole corpus or per
     category; ties are broken by input order, so the choice is deterministic."""
 
-    name = "select_top"
+    name = "top_select"
+    aliases = ("select_top",)
     reads_text = False
     resources = Resources(cpus=1.0, memory_mb=512)
 
@@ -48,7 +50,7 @@ class SelectTop(GlobalOp):
 
     def resolve(self, fingerprints: pl.LazyFrame) -> pl.DataFrame:
         p = self.params
-        df = fingerprints.sort(["__shard", "__row"]).with_row_index("__order").collect()
+        df = fingerprints.sort([SHARD, ROW]).with_row_index("__order").collect()
         if "group" not in df.columns:
             df = df.with_columns(pl.lit("").alias("group"))
         score = pl.col("score").fill_null(float("-inf") if p.descending else float("inf")).fill_nan(
@@ -58,7 +60,4 @@ class SelectTop(GlobalOp):
             pl.int_range(pl.len()).over("group").alias("rank"), pl.len().over("group").alias("size"))
         limit = pl.lit(p.k) if p.k is not None else (pl.col("size") * p.fraction).round(0).cast(pl.Int64)
         dropped = ranked.filter(pl.col("rank") >= limit)
-        reason = f"not in top {p.k}" if p.k is not None else f"not in top {p.fraction:g}"
-        if p.stratify_by:
-            reason += f" of its {p.stratify_by}"
-        return dropped.select("__shard", "__row", pl.lit(reason).alias("__reason"))
+        return drop_decisions(dropped, "not_in_top")

@@ -13,7 +13,7 @@ from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from pipeline.errors import ThresherError
+from thresher.pipeline.errors import ThresherError
 
 
 def default_workers() -> int:
@@ -25,7 +25,7 @@ def default_workers() -> int:
 
 def _warm(_: int) -> int:
     """Start a worker and import the engine in it (so polars reads the thread setting)."""
-    import pipeline.executors.passes  # noqa: F401
+    import thresher.pipeline.executors.passes  # noqa: F401
 
     return os.getpid()
 
@@ -66,12 +66,12 @@ class LocalExecutor:
     def run_pass(self, recipe, out: str, k: int, shards: list, on_shard_done: Callable[[int], None],
                  context: str = "") -> None:
         """Pass k, one process-pool task per shard (each leaves its own done marker)."""
-        from pipeline.executors.passes import run_pass_shard
+        from thresher.pipeline.executors.passes import run_pass_shard
 
         self.map(run_pass_shard, [(recipe, out, k, s) for s in shards], lambda r: on_shard_done(r["shard"]), context)
 
     def resolve(self, recipe, out: str, k: int, n_shards: int) -> dict:
-        from pipeline.executors.passes import resolve_pass
+        from thresher.pipeline.executors.passes import resolve_pass
 
         return resolve_pass(recipe, out, k, n_shards)
 

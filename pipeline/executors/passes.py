@@ -17,19 +17,22 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.io.inputs import Shard
-from pipeline.io.readers import read_shard, text_source_columns
-from pipeline.io.writers import ShardWriter, shard_prefix, write_json_atomic, write_jsonl_records_atomic
-from pipeline.layout import Layout
-from pipeline.ledger import READ, Ledger
-from pipeline.ops import GlobalOp, Op
-from pipeline.plan import Stage, make_plan
-from pipeline.recipe import Recipe
-from pipeline.runner import LINE, BatchRunner
-
-ROW = "__row"
-SHARD = "__shard"
-REASON = "__reason"
+from thresher.pipeline.columns import LINE, REASON, ROW, ROWS_TAG, SHARD
+from thresher.pipeline.executors.intermediates import IpcWriter, read_intermediate
+from thresher.pipeline.io.inputs import Shard
+from thresher.pipeline.io.readers import read_shard, text_source_columns
+from thresher.pipeline.io.writers import (
+    ShardWriter,
+    shard_prefix,
+    write_json_atomic,
+    write_jsonl_records_atomic,
+)
+from thresher.pipeline.layout import Layout
+from thresher.pipeline.ledger import READ, Ledger
+from thresher.pipeline.ops import GlobalOp, Op
+from thresher.pipeline.plan import Stage, make_plan
+from thresher.pipeline.recipe import Recipe
+from thresher.pipeline.runner import BatchRunner
 
 _OPS_CACHE: dict[str, tuple[list[Op], list[Stage]]] = {}
 
@@ -45,59 +48,6 @@ def ops_for(recipe: Recipe) -> tuple[list[Op], list[Stage]]:
 
 def empty_ledger(ops: list[Op]) -> Ledger:
     return Ledger([(op.ctx.key, op.name, op.ctx.index) for op in ops])
-
-
-class _IpcWriter:
-    """Arrow IPC stream for intermediates; a batch with another schema is cast, or starts a segment."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.segments: list[Path] = []
-        self._w = None
-        self._sink = None
-        self._schema = None
-
-    def write(self, table: pa.Table) -> None:
-        if table.num_rows == 0:
-            return
-        if self._w is not None and not table.schema.equals(self._schema):
-            conformed = _conform(table, self._schema)
-            if conformed is None:
-                self.close()  # a new segment with this batch's schema
-            else:
-                table = conformed
-        if self._w is None:
-            seg = self.path.with_name(f"{self.path.name}.{len(self.segments):03d}")
-            self.segments.append(seg)
-            self._sink = pa.OSFile(str(seg), "wb")
-            self._schema = table.schema
-            self._w = pa.ipc.new_stream(self._sink, table.schema)
-        self._w.write_table(table)
-
-    def close(self) -> None:
-        if self._w is not None:
-            self._w.close()
-            self._sink.close()
-            self._w = None
-
-
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table | None:
-    """``table`` with exactly ``schema`` (same columns, castable types), or None."""
-    if set(table.schema.names) != set(schema.names):
-        return None
-    try:
-        return table.select(schema.names).cast(schema)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        return None
-
-
-def read_intermediate(layout: Layout, k: int, shard: int) -> Iterator[pa.Table]:
-    base = layout.intermediate(k, shard)
-    for seg in sorted(base.parent.glob(base.name + ".*")):
-        with pa.OSFile(str(seg), "rb") as f:
-            reader = pa.ipc.open_stream(f)
-            for rb in reader:
-                yield pa.Table.from_batches([rb])
 
 
 def clean_partial(layout: Layout, k: int, shard: int, final: bool, piece: str = "") -> None:
@@ -126,7 +76,7 @@ class PassSink:
         self.writer = (ShardWriter(layout.data, shard, recipe.output.format, recipe.output.rows_per_shard,
                                    prefix=shard_prefix(shard) + (f"{piece}-" if piece else ""))
                        if self.final else None)
-        self.inter = None if self.final else _IpcWriter(layout.intermediate(k, shard, piece))
+        self.inter = None if self.final else IpcWriter(layout.intermediate(k, shard, piece))
         self.fps: list[pa.Table] = []
         self.rows = 0  # rows written (last pass) or kept for the next pass (ordinals of this piece)
 
@@ -263,9 +213,6 @@ def source(recipe: Recipe, layout: Layout, k: int, shard: Shard, stages: list[St
         entry.seconds += time.perf_counter() - t0
         offset += n
         yield table
-
-
-ROWS_TAG = "__thresher_row__"
 
 
 def _apply_tagged(barrier: GlobalOp, shard: int, t: pa.Table):

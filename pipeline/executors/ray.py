@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pipeline.errors import ThresherError
+from thresher.pipeline.errors import ThresherError
 
 
 class RayExecutor:
@@ -64,7 +64,7 @@ class RayExecutor:
             self._started = True
             if not self.address:
                 self._watchdog = _start_watchdog()
-        from pipeline.executors.ray_shuffle import configure_data_context
+        from thresher.pipeline.executors.ray_shuffle import configure_data_context
 
         configure_data_context()
         return self
@@ -89,7 +89,7 @@ class RayExecutor:
 
     def run_pass(self, recipe, out: str, k: int, shards: list, on_shard_done: Callable[[int], None],
                  context: str = "") -> None:
-        from pipeline.executors.ray_data import run_pass
+        from thresher.pipeline.executors.ray_data import run_pass
 
         if shards:
             with _errors(context):
@@ -97,9 +97,10 @@ class RayExecutor:
 
     def resolve(self, recipe, out: str, k: int, n_shards: int) -> dict:
         """The pass's global op on Ray Data shuffles (in the driver if the op has no distributed form)."""
-        from pipeline.executors.passes import ops_for, piece_offsets, resolve_pass, write_decisions
-        from pipeline.executors.ray_shuffle import RayShuffle
-        from pipeline.layout import Layout
+        from thresher.pipeline.columns import ROW
+        from thresher.pipeline.executors.passes import ops_for, piece_offsets, resolve_pass, write_decisions
+        from thresher.pipeline.executors.ray_shuffle import RayShuffle
+        from thresher.pipeline.layout import Layout
 
         layout = Layout(out)
         _, stages = ops_for(recipe)
@@ -108,7 +109,7 @@ class RayExecutor:
         shuffle = RayShuffle(self.parallelism)
         pieces = piece_offsets(layout, k, n_shards)
         fps = shuffle.read_parquet([str(layout.fingerprints(k, s, p)) for s, p, _ in pieces],
-                                   [o for _, _, o in pieces], "__row")
+                                   [o for _, _, o in pieces], ROW)
         barrier.ensure_setup()
         with _errors(f"pass {k} (resolve {barrier.ctx.key})"):
             decided = barrier.resolve_distributed(fps, shuffle)
@@ -137,16 +138,11 @@ def _start_watchdog() -> subprocess.Popen | None:
     roots = sorted(pids & {c.pid for c in psutil.Process().children()})
     if not roots:
         return None
-    import pipeline
-
-    env = dict(os.environ)  # find this very package, however the driver found it
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(os.path.dirname(pipeline.__file__)),
-                                                      env.get("PYTHONPATH")]))
     try:
         with open(os.path.join(session_dir, "logs", "thresher_watchdog.log"), "ab") as log:
             return subprocess.Popen(
-                [sys.executable, "-m", "pipeline.executors.ray_watchdog", str(os.getpid()), session_dir,
-                 *map(str, roots)], stdin=subprocess.PIPE, stdout=log, stderr=log, env=env, start_new_session=True)
+                [sys.executable, "-m", "thresher.pipeline.executors.ray_watchdog", str(os.getpid()), session_dir,
+                 *map(str, roots)], stdin=subprocess.PIPE, stdout=log, stderr=log, start_new_session=True)
     except OSError as e:  # the run itself can go on; only a killed driver would leave processes behind
         warnings.warn(f"cannot start the Ray watchdog ({e}): if this run is killed, stop its Ray by hand",
                       RuntimeWarning, stacklevel=2)
@@ -157,7 +153,7 @@ def _stop_watchdog(proc: subprocess.Popen) -> None:
     """After ``ray.shutdown()``: tell the watchdog to stop what is left of the session (normally
     nothing) and wait for it, so no stray process outlives the run. If it takes too long it is
     left to finish alone (it is in its own session and only ever stops the session's processes)."""
-    from pipeline.executors.ray_watchdog import GRACE_S
+    from thresher.pipeline.executors.ray_watchdog import GRACE_S
 
     with contextlib.suppress(OSError):  # a watchdog that is gone already
         proc.stdin.write(b"stop\n")

@@ -19,7 +19,8 @@ from collections import defaultdict
 
 import pyarrow as pa
 
-from pipeline.executors.passes import (
+from thresher.pipeline.columns import SHARD
+from thresher.pipeline.executors.passes import (
     PassSink,
     clean_partial,
     empty_ledger,
@@ -27,13 +28,13 @@ from pipeline.executors.passes import (
     ops_for,
     source,
 )
-from pipeline.io.inputs import Shard
-from pipeline.io.writers import write_json_atomic, write_jsonl_records_atomic
-from pipeline.layout import Layout
-from pipeline.ledger import Ledger
-from pipeline.recipe import Recipe
+from thresher.pipeline.io.inputs import Shard
+from thresher.pipeline.io.writers import write_json_atomic, write_jsonl_records_atomic
+from thresher.pipeline.layout import Layout
+from thresher.pipeline.ledger import Ledger
+from thresher.pipeline.recipe import Recipe
 
-SHARD, BLOCK, PAYLOAD, STATS = "__shard", "__block", "__arrow", "__stats"
+BLOCK, PAYLOAD, STATS = "__block", "__arrow", "__stats"  # with SHARD: a Ray Data row is one input block
 MB = 1 << 20
 
 

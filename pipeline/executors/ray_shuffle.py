@@ -18,6 +18,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from thresher.pipeline.columns import set_column
+
 PART = "__part"
 SIDE = "__side"
 MAX_ROUNDS = 100  # large-star/small-star needs O(log^2 n) rounds; this is a guard, never reached
@@ -162,8 +164,7 @@ def _read_files(batch: pa.Table, row: str) -> pa.Table:
     for path, offset in zip(batch["path"].to_pylist(), batch["offset"].to_pylist(), strict=True):
         t = pq.read_table(path)
         if offset and t.num_rows:
-            i = t.column_names.index(row)
-            t = t.set_column(i, row, pa.array(t[row].to_numpy() + np.int64(offset)))
+            t = set_column(t, row, pa.array(t[row].to_numpy() + np.int64(offset)))
         tables.append(t)
     return pa.concat_tables(tables, promote_options="permissive")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.errors import InputError
+from thresher.pipeline.errors import InputError
 
 _EXT = {
     ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
@@ -107,7 +107,7 @@ def resolve_inputs(paths: list[str], declared: str = "auto") -> list[tuple[str, 
     Every problem (missing path, unreadable file, unknown format, corrupt compressed header)
     is reported here, before any work starts.
     """
-    from pipeline.demo import demo_path  # the built-in demo corpus: 'demo:NAME'
+    from thresher.pipeline.demo import demo_path  # the built-in demo corpus: 'demo:NAME'
 
     found: list[tuple[str, str]] = []  # (abs, rel)
     for p in paths:

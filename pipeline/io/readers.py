@@ -23,7 +23,8 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 import xxhash
 
-from pipeline.io.inputs import Shard, load_json_array, open_native
+from thresher.pipeline.columns import set_column
+from thresher.pipeline.io.inputs import Shard, load_json_array, open_native
 
 RAW_SNIPPET = 2000
 _COMPRESSION = {"jsonl": None, "jsonl.gz": "gzip", "jsonl.zst": "zstd"}
@@ -417,7 +418,7 @@ def read_shard(shard: Shard, text_key: str | None, id_key: str, block_bytes: int
         yield from _read_parquet(shard, text_key, id_key, block_bytes, tuple(alt_text_keys))
         return
     if shard.format == "warc":
-        from pipeline.io.warc import read_warc
+        from thresher.pipeline.io.warc import read_warc
 
         for table, bad, counters in read_warc(shard, id_key):
             yield ReadBatch(table, bad, counters)
@@ -508,16 +509,12 @@ def split_missing_text(table: pa.Table, lines: np.ndarray, rel: str, text_key: s
 
 def _ensure_ids(table: pa.Table, lines: np.ndarray, rel: str, id_key: str) -> pa.Table:
     """Keep input ids; give rows without one a stable id from source file and line."""
-    if id_key in table.column_names:
-        col = table.column(id_key)
-        if col.null_count == 0:
-            return table
-        if pa.types.is_null(col.type):
-            return table.set_column(table.column_names.index(id_key), id_key, _derived_ids(lines, rel, pa.string()))
-        derived = _derived_ids(lines, rel, col.type)
-        filled = pc.if_else(pc.is_null(col), derived, col)
-        return table.set_column(table.column_names.index(id_key), id_key, filled)
-    return table.append_column(id_key, _derived_ids(lines, rel, pa.string()))
+    col = table.column(id_key) if id_key in table.column_names else None
+    if col is not None and col.null_count == 0:
+        return table
+    if col is None or pa.types.is_null(col.type):
+        return set_column(table, id_key, _derived_ids(lines, rel, pa.string()))
+    return set_column(table, id_key, pc.if_else(pc.is_null(col), _derived_ids(lines, rel, col.type), col))
 
 
 def _derived_ids(lines: np.ndarray, rel: str, typ: pa.DataType) -> pa.Array:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from pipeline.io.inputs import Shard
+from thresher.pipeline.io.inputs import Shard
 
 HTML_KEY = "html"
 _CHARSET = re.compile(r"charset=[\"']?([\w\-]+)", re.I)
@@ -33,7 +33,7 @@ def read_warc(shard: Shard, id_key: str, rows_per_batch: int = 512) -> Iterator[
     """Yields (table, quarantine records, counters) batches."""
     from warcio.archiveiterator import ArchiveIterator
 
-    from pipeline.io.readers import quarantine_record
+    from thresher.pipeline.io.readers import quarantine_record
 
     rows: list[dict] = []
     bad: list[dict] = []

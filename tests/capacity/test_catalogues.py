@@ -7,10 +7,10 @@ import json
 import pytest
 import yaml
 
-from capacity.hardware import catalogue, get_gpu
-from capacity.models import Model, get_model
-from capacity.models import catalogue as models
-from pipeline.errors import ThresherError
+from thresher.capacity.hardware import catalogue, get_gpu
+from thresher.capacity.models import Model, get_model
+from thresher.capacity.models import catalogue as models
+from thresher.pipeline.errors import ThresherError
 
 REQUIRED_GPUS = {"a100-40gb-sxm", "a100-80gb-sxm", "a100-40gb-pcie", "a100-80gb-pcie", "h100-sxm", "h100-pcie", "h200",
                  "l4", "l40s", "a10g", "rtx-4090", "mi300x"}

@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capacity.hardware import get_gpu
-from capacity.models import get_model
-from capacity.roofline import CALIBRATED, IDEAL, Precision, forward
-from capacity.serving import ServeInputs, kv_cache_blocks, plan_serving
-from capacity.stats import LengthStats
+from thresher.capacity.hardware import get_gpu
+from thresher.capacity.models import get_model
+from thresher.capacity.roofline import CALIBRATED, IDEAL, Precision, forward
+from thresher.capacity.serving import ServeInputs, kv_cache_blocks, plan_serving
+from thresher.capacity.stats import LengthStats
 
 LLAMA2 = get_model("llama-2-7b")
 A100_40 = get_gpu("a100-40gb-sxm")

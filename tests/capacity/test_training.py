@@ -8,12 +8,21 @@ import json
 import numpy as np
 import pytest
 
-from capacity.hardware import get_gpu
-from capacity.models import Model, get_model
-from capacity.search import search
-from capacity.stats import LengthStats
-from capacity.training import NF4_BITS, TrainInputs, flops, gpu_hours, lora_params, memory, mfu, plan_training
-from pipeline.cli import main
+from thresher.capacity.hardware import get_gpu
+from thresher.capacity.models import Model, get_model
+from thresher.capacity.search import search
+from thresher.capacity.stats import LengthStats
+from thresher.capacity.training import (
+    NF4_BITS,
+    TrainInputs,
+    flops,
+    gpu_hours,
+    lora_params,
+    memory,
+    mfu,
+    plan_training,
+)
+from thresher.pipeline.cli import main
 
 L7 = get_model("llama-2-7b")
 H100 = get_gpu("h100-sxm")

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# starting the Ray head takes ~10 s, the submitted run ~30 s more
+pytestmark = pytest.mark.slow
 
 
 def free_port() -> int:
@@ -52,8 +54,27 @@ def ray_head(tmp_path_factory):
             break
         except OSError:
             time.sleep(1)
+    _wait_until_jobs_are_accepted(address, token)
     yield {"address": address, "token": token, "gcs": gcs, "temp": temp}
     _stop_head(tempfile_dir, gcs)
+
+
+def _wait_until_jobs_are_accepted(address: str, token: str, timeout: float = 120) -> None:
+    """The dashboard's port opens before the head's job agent has registered; until it has, a
+    submission fails with "No available agent to submit job" (seen on a loaded 2-core machine). A
+    trivial probe job, retried, tells when the head takes jobs."""
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(address, headers={"Authorization": f"Bearer {token}"})
+    deadline = time.time() + timeout
+    while True:
+        try:
+            client.submit_job(entrypoint="true")
+            return
+        except Exception as e:  # noqa: BLE001 - Ray raises RuntimeError with the server's text
+            if "No available agent" not in str(e) or time.time() > deadline:
+                raise
+            time.sleep(2)
 
 
 def _stop_head(temp_dir: str, gcs_port: int) -> None:
@@ -75,7 +96,7 @@ def _stop_head(temp_dir: str, gcs_port: int) -> None:
 def thresher(*args, token: str, **kw):
     env = {**os.environ, "RAY_AUTH_TOKEN": token}
     env.pop("RAY_ADDRESS", None)
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "thresher", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600, **kw)
 
 
@@ -93,6 +114,13 @@ def test_submit_recipe_and_follow_it(ray_head, tmp_path):
     assert st.stdout.strip() == "SUCCEEDED"
     logs = thresher("jobs", "logs", job_id, "--address", ray_head["address"], token=ray_head["token"])
     assert logs.returncode == 0 and "Ray cluster" in logs.stdout
+    # the job's log ends with the run's ledger table: a row per op with its counts, then the total
+    # (the job was once run with -q and its log said nothing about the data)
+    lines = logs.stdout.splitlines()
+    for key, entry in ledger["ops"].items():
+        assert any(key in line and f"{entry['rows_in']:,}" in line and f"{entry['rows_out']:,}" in line
+                   for line in lines), f"no ledger row for {key} in the job log:\n{logs.stdout[-3000:]}"
+    assert f"wrote {ledger['totals']['output']:,} rows" in logs.stdout
 
 
 def test_wrong_token_is_a_clear_error(ray_head):

@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from cluster.templates import kuberay_manifests, launcher_config, size_for, write_templates
+from thresher.cluster.templates import kuberay_manifests, launcher_config, size_for, write_templates
 
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -43,7 +43,7 @@ def test_kuberay_objects_are_well_formed_and_private(tmp_path):
             assert "secretKeyRef" in env["RAY_AUTH_TOKEN"]["valueFrom"] and "value" not in env["RAY_AUTH_TOKEN"]
     assert "hostNetwork" not in yaml.safe_dump(docs)
     job = docs[1]["spec"]
-    assert "pipeline.cli run" in job["entrypoint"] and job["shutdownAfterJobFinishes"] is True
+    assert "python -m thresher run" in job["entrypoint"] and job["shutdownAfterJobFinishes"] is True
 
 
 def test_sizing_follows_data_size():

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from operators.clean.c4_lines import C4LineFilter
-from operators.filter.c4 import C4QualityFilter, sentence_counts
-from operators.filter.fineweb import FineWebQualityFilter
+from thresher.operators.clean.c4_lines import C4LineFilter
+from thresher.operators.filter.c4 import C4QualityFilter, sentence_counts
+from thresher.operators.filter.fineweb import FineWebQualityFilter
+from thresher.pipeline.ops import first_failing
 
 
 def clean_lines(text: str, **params) -> tuple[str, dict]:
@@ -19,7 +20,8 @@ def clean_lines(text: str, **params) -> tuple[str, dict]:
 def reasons(op, texts):
     stats = op.compute_stats(pa.table({"text": pa.array(texts, pa.string())}))
     masks = op.drop_reasons(stats)
-    return [next((n for n, m in masks.items() if m[i]), None) for i in range(len(texts))], stats
+    _, first = first_failing(masks, len(texts))
+    return [list(masks)[j] if j >= 0 else None for j in first], stats
 
 
 @pytest.mark.parametrize("line,kept", [

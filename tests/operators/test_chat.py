@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators.common.chat import (
+from tests.conftest import ACCEPT_BAD_ROWS, make_recipe, read_output, read_quarantine, run_recipe, write_jsonl
+from thresher.operators.common.chat import (
     ChatFormatError,
     check,
     from_alpaca,
@@ -17,8 +18,7 @@ from operators.common.chat import (
     from_sharegpt,
     to_hh,
 )
-from pipeline.errors import InputError, RecipeError
-from tests.conftest import ACCEPT_BAD_ROWS, make_recipe, read_output, read_quarantine, run_recipe, write_jsonl
+from thresher.pipeline.errors import InputError, RecipeError
 
 CHAT_INPUT = {"text_key": None}
 
@@ -197,14 +197,14 @@ def test_sft_filters(tmp_path):
     evalset = write_jsonl(tmp_path / "eval.jsonl", [{"question": "NATALIA sold clips to 48 of her friends in April, and "
                                                                  "then she sold half as many clips in May! How many?"}])
     res = run_recipe([src], tmp_path / "out", [
-        {"decontaminate": {"path": str(evalset), "field": "question", "ngram": 8}},
+        {"decontamination_filter": {"path": str(evalset), "field": "question", "ngram": 8}},
         {"refusal_filter": {}},
         {"chat_length_filter": {"min_response_tokens": 3}},
     ], input=CHAT_INPUT)
     assert [r["id"] for r in read_output(tmp_path / "out")] == ["ok"]
-    assert res.ledger["decontaminate"].dropped == {"overlaps the evaluation set": 1}
-    assert res.ledger["refusal_filter"].dropped == {"refusal or AI boilerplate": 1}
-    assert res.ledger["chat_length_filter"].dropped == {"response too short": 1}
+    assert res.ledger["decontamination_filter"].dropped == {"overlaps_eval_set": 1}
+    assert res.ledger["refusal_filter"].dropped == {"refusal_or_boilerplate": 1}
+    assert res.ledger["chat_length_filter"].dropped == {"response_too_short": 1}
 
 
 def test_fields_source_and_missing_eval_set(tmp_path):
@@ -214,17 +214,17 @@ def test_fields_source_and_missing_eval_set(tmp_path):
     (row,) = read_output(tmp_path / "out")
     assert row["messages"] == [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
     assert "question" not in row
-    from pipeline.errors import ThresherError
+    from thresher.pipeline.errors import ThresherError
 
     with pytest.raises(ThresherError, match="does not exist"):
         run_recipe([src], tmp_path / "o2", [{"chat_format": {"source": "fields", "prompt_field": "question",
                                                              "response_field": "answer"}},
-                                            {"decontaminate": {"path": str(tmp_path / "nope.jsonl")}}], input=CHAT_INPUT)
+                                            {"decontamination_filter": {"path": str(tmp_path / "nope.jsonl")}}], input=CHAT_INPUT)
 
 
 def test_shipped_chat_recipes_on_their_demos(tmp_path):
-    from pipeline.recipe import load_recipe
-    from pipeline.run import run
+    from thresher.pipeline.recipe import load_recipe
+    from thresher.pipeline.run import run
 
     res = run(load_recipe("sft-clean", output=str(tmp_path / "sft")))
     out = read_output(tmp_path / "sft")
@@ -232,10 +232,10 @@ def test_shipped_chat_recipes_on_their_demos(tmp_path):
     assert not ids & {"chat-refusal", "chat-leak", "chat-broken-empty", "chat-broken-roles"}
     assert not any(i.endswith("-copy") for i in ids)  # exact duplicate prompts: the first copy stays
     assert all(set(r) == {"id", "messages"} and r["messages"][-1]["role"] == "assistant" for r in out)
-    assert res.ledger["decontaminate"].dropped == {"overlaps the evaluation set": 1}
+    assert res.ledger["decontamination_filter"].dropped == {"overlaps_eval_set": 1}
     assert sum(res.ledger["chat_format"].quarantined.values()) == 2
 
-    from pipeline.demo import demo_path
+    from thresher.pipeline.demo import demo_path
 
     trees = [json.loads(x) for x in demo_path("ranked").read_text().splitlines()]
 
@@ -303,7 +303,7 @@ def test_pairwise_judge_cancels_position_bias(tmp_path):
     (row,) = read_output(tmp_path / "out")
     assert row["id"] == "fair" and row["pair_verdict"] == "rejected"
     assert row["chosen"][0]["content"] == "a much longer answer"  # relabelled: the judge preferred it in both orders
-    assert res.ledger["llm_pairwise_judge"].dropped == {"judged a tie": 1}  # "always A" disagrees with itself
+    assert res.ledger["llm_pairwise_judge"].dropped == {"judged_tie": 1}  # "always A" disagrees with itself
 
 
 def test_synthetic_preference_workflow(tmp_path):
@@ -335,8 +335,8 @@ def test_heuristic_score_without_llm(tmp_path):
 
 def _run_shipped(recipe: str, server_cm, tmp_path, monkeypatch):
     """Run a shipped recipe into tmp_path/out with its LLM endpoint pointed at a test server."""
-    from pipeline.recipe import load_recipe
-    from pipeline.run import run
+    from thresher.pipeline.recipe import load_recipe
+    from thresher.pipeline.run import run
 
     with server_cm as server:
         monkeypatch.setenv("THRESHER_LLM_BASE_URL", server.url)
@@ -344,6 +344,7 @@ def _run_shipped(recipe: str, server_cm, tmp_path, monkeypatch):
         return run(load_recipe(recipe, output=str(tmp_path / "out")))
 
 
+@pytest.mark.slow
 def test_shipped_dpo_synthetic_recipe_against_a_test_server(tmp_path, monkeypatch):
     res = _run_shipped("dpo-synthetic", _judge_server(), tmp_path, monkeypatch)
     out = read_output(tmp_path / "out")
@@ -424,7 +425,7 @@ def test_shipped_augment_instructions_recipe_against_a_test_server(tmp_path, mon
     assert res.ledger["llm_expand_instructions"].counters["new_tasks"] >= len(new)
 
 
-def test_group_candidates_then_pairs(tmp_path):
+def test_candidates_group_then_pairs(tmp_path):
     rows = []
     for p in range(3):
         for j, s in enumerate([3.0, 8.0, 5.0]):
@@ -433,13 +434,13 @@ def test_group_candidates_then_pairs(tmp_path):
     rows.append({"id": "solo", "score": 1.0, "messages": [{"role": "user", "content": "alone"},
                                                           {"role": "assistant", "content": "one answer"}]})
     src = write_jsonl(tmp_path / "g.jsonl", rows[::-1])  # groups need not be contiguous
-    res = run_recipe([src], tmp_path / "out", [{"group_candidates": {}},
+    res = run_recipe([src], tmp_path / "out", [{"candidates_group": {}},
                                                {"preference_pairs": {"strategy": "best_vs_worst"}}], input=CHAT_INPUT)
     out = read_output(tmp_path / "out")
     assert sorted((r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in out) == [
         (f"answer {p}.1", f"answer {p}.0") for p in range(3)]
-    assert res.ledger["group_candidates"].dropped == {"merged into its prompt's row": 6}
-    assert res.ledger["preference_pairs"].dropped == {"fewer than 2 candidates": 1}
+    assert res.ledger["candidates_group"].dropped == {"merged_into_prompt_row": 6}
+    assert res.ledger["preference_pairs"].dropped == {"too_few_candidates": 1}
 
 
 def test_length_controlled_scores_remove_the_length_effect(tmp_path):
@@ -459,9 +460,10 @@ def test_length_controlled_scores_remove_the_length_effect(tmp_path):
                                                {"preference_pairs": {"min_margin": 0.5}}], input=CHAT_INPUT)
     out = read_output(tmp_path / "out")
     assert [r["id"] for r in out] == ["quality#pair0"]
-    assert res.ledger["preference_pairs"].dropped == {"no pair passes margin, identity and length checks": 6}
+    assert res.ledger["preference_pairs"].dropped == {"no_valid_pair": 6}
 
 
+@pytest.mark.network  # chat_language_filter's lid.176 model
 def test_language_of_each_turn_and_relevance(tmp_path):
     rows = [
         _chat("en", "How do tides work in the ocean and why are there two a day?",
@@ -477,5 +479,5 @@ def test_language_of_each_turn_and_relevance(tmp_path):
                      input=CHAT_INPUT)
     out = read_output(tmp_path / "out")
     assert [r["id"] for r in out] == ["en"] and out[0]["prompt_lang"] == "en"
-    assert res.ledger["chat_language_filter"].dropped == {"answered in another language": 1}
-    assert res.ledger["relevance_filter"].dropped == {"response not about the prompt": 1}
+    assert res.ledger["chat_language_filter"].dropped == {"answered_in_another_language": 1}
+    assert res.ledger["relevance_filter"].dropped == {"response_off_topic": 1}

@@ -10,16 +10,17 @@ import xxhash
 from hypothesis import given
 from hypothesis import strategies as st
 
-from operators.dedup.exact import ExactDedup, hash128
+from thresher.operators.dedup.exact import ExactDedup, hash128
+from thresher.pipeline.columns import ROW, SHARD
 
 
 def dedup_ids(texts, **params):
     op = ExactDedup(ExactDedup.Params(**params))
     fp = op.fingerprint(pa.table({"text": pa.array(texts, pa.string())}))
-    fp = fp.append_column("__shard", pa.array([0] * len(texts), pa.int32()))
-    fp = fp.append_column("__row", pa.array(range(len(texts)), pa.int64()))
+    fp = fp.append_column(SHARD, pa.array([0] * len(texts), pa.int32()))
+    fp = fp.append_column(ROW, pa.array(range(len(texts)), pa.int64()))
     dropped = op.resolve(pl.from_arrow(fp).lazy())
-    return sorted(dropped["__row"].to_list())
+    return sorted(dropped[ROW].to_list())
 
 
 def test_hash_is_xxh3_128():
@@ -66,8 +67,8 @@ def test_keep_longest_and_column(tmp_path):
 
 
 def test_url_normalisation_and_dedup(tmp_path):
-    from operators.dedup.exact import normalise_url
     from tests.conftest import read_output, run_recipe, write_jsonl
+    from thresher.operators.dedup.exact import normalise_url
 
     same = ["HTTP://WWW.Example.com:80/a/b/?utm_source=x&b=2&a=1#top", "https://example.com/a/b?a=1&b=2",
             "example.com/a/b?b=2&a=1&fbclid=123"]

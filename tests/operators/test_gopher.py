@@ -13,16 +13,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators.common.tokenize import token_strings
-from operators.filter.gopher import GopherQualityFilter, GopherRepetitionFilter
+from thresher.operators.common.tokenize import token_strings
+from thresher.operators.filter.gopher import GopherQualityFilter, GopherRepetitionFilter
+from thresher.pipeline.ops import first_failing
 
 
 def first_reason(op, text: str):
     stats = op.compute_stats(pa.table({"text": pa.array([text], pa.string())}))
-    for name, mask in op.drop_reasons(stats).items():
-        if mask[0]:
-            return name
-    return None
+    masks = op.drop_reasons(stats)
+    _, reason = first_failing(masks, 1)
+    return list(masks)[reason[0]] if reason[0] >= 0 else None
 
 
 def words(n: int, word: str = "apple") -> list[str]:

@@ -10,10 +10,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from operators.filter.langid import LanguageId
-from operators.filter.quality import QualityClassifier, TrainConfig, roc_auc, train_quality
-from pipeline.assets import LID176, asset_path, sha256
-from pipeline.errors import ThresherError
+from thresher.operators.filter.langid import LanguageId
+from thresher.operators.filter.quality import QualityClassifier
+from thresher.operators.filter.quality_training import TrainConfig, roc_auc, train_quality
+from thresher.pipeline.assets import LID176, asset_path, sha256
+from thresher.pipeline.errors import ThresherError
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +25,13 @@ def lid():
     return op
 
 
+@pytest.mark.network
 def test_model_is_fetched_and_checksummed():
     path = asset_path(LID176)
     assert sha256(path) == LID176.sha256
 
 
+@pytest.mark.network
 @pytest.mark.parametrize("text,lang", [
     ("The committee will publish its report on the state of the railways next week.", "en"),
     ("Die Kommission wird ihren Bericht über den Zustand der Eisenbahnen nächste Woche veröffentlichen.", "de"),
@@ -48,6 +51,7 @@ def test_language_of_short_and_long_texts_in_several_scripts(lid, text, lang):
     assert 0 < stats["lang_score"][1].as_py() <= 1
 
 
+@pytest.mark.network
 def test_keep_list_and_min_score(lid):
     texts = ["This is plainly an English sentence about the weather today.",
              "Dies ist eindeutig ein deutscher Satz über das Wetter heute.",
@@ -60,6 +64,7 @@ def test_keep_list_and_min_score(lid):
     assert keep[:3].tolist() == [True, True, False]
 
 
+@pytest.mark.network
 def test_tag_only_keeps_every_row(lid):
     op = LanguageId(LanguageId.Params(tag_only=True))
     op.setup()
@@ -141,4 +146,4 @@ def test_quality_classifier_top_fraction(tmp_path):
     rows = read_output(tmp_path / "o")
     assert len(rows) == 10 and all(r["id"].startswith("g") for r in rows)
     led = _json.loads((tmp_path / "o" / "ledger.json").read_text())
-    assert led["balanced"] and led["ops"]["quality_classifier.top"]["dropped"] == {"not in top 0.25": 30}
+    assert led["balanced"] and led["ops"]["quality_classifier.top"]["dropped"] == {"not_in_top": 30}

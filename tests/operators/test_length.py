@@ -7,18 +7,16 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from operators.filter.length import TextLengthFilter
+from thresher.operators.filter.length import TextLengthFilter
+from thresher.pipeline.ops import first_failing
 
 
 def decide(params, texts):
     op = TextLengthFilter(TextLengthFilter.Params(**params))
     stats = op.compute_stats(pa.table({"text": pa.array(texts, pa.string())}))
     reasons = op.drop_reasons(stats)
-    first = []
-    for i in range(len(texts)):
-        hit = [name for name, mask in reasons.items() if mask[i]]
-        first.append(hit[0] if hit else None)
-    return stats, first
+    _, first = first_failing(reasons, len(texts))
+    return stats, [list(reasons)[j] if j >= 0 else None for j in first]
 
 
 def test_stats_count_code_points_and_words():

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from operators.clean.normalize import UnicodeNormalize, WhitespaceNormalize
+from thresher.operators.clean.normalize import UnicodeNormalize, WhitespaceNormalize
 
 
 def run(op, texts):

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from operators.clean.pii import PiiRedact, iban_ok, luhn_ok
+from thresher.operators.clean.pii import PiiRedact, iban_ok, luhn_ok
 
 
 def redact(text: str, **params) -> tuple[str, dict]:

@@ -6,8 +6,8 @@ import random
 
 import numpy as np
 
-from operators.select.diverse import k_center
 from tests.conftest import read_output, run_recipe, write_jsonl
+from thresher.operators.select.diverse import k_center
 
 TOPICS = {
     "sea": "waves tides salt harbour boats fish coral reef ocean current shore",
@@ -26,11 +26,11 @@ def test_k_center_picks_one_row_from_each_cluster(tmp_path):
             rows.append({"id": f"{topic}-{j}", "text": " ".join(rng.choice(w) for _ in range(30)), "topic": topic})
     rng.shuffle(rows)
     src = write_jsonl(tmp_path / "docs.jsonl", rows)
-    res = run_recipe([src], tmp_path / "out", [{"select_diverse": {"k": 4, "ngram": 1}}])
+    res = run_recipe([src], tmp_path / "out", [{"diverse_select": {"k": 4, "ngram": 1}}])
     out = read_output(tmp_path / "out")
     assert sorted(r["topic"] for r in out) == sorted(TOPICS)  # one per cluster
-    assert res.ledger["select_diverse"].dropped == {"not among the 4 most diverse": 36}
-    again = run_recipe([src], tmp_path / "again", [{"select_diverse": {"k": 4, "ngram": 1}}])
+    assert res.ledger["diverse_select"].dropped == {"not_most_diverse": 36}
+    again = run_recipe([src], tmp_path / "again", [{"diverse_select": {"k": 4, "ngram": 1}}])
     assert [r["id"] for r in read_output(tmp_path / "again")] == [r["id"] for r in out] and again
 
 

@@ -9,23 +9,25 @@ import json
 import pyarrow as pa
 import pytest
 
-from operators.clean.html import HtmlExtract
-from operators.clean.mojibake import FixMojibake
-from operators.clean.patterns import RemovePatterns
-from operators.filter.characters import AlphanumericFilter, SpecialCharactersFilter
-from operators.filter.lexicon import FlaggedWordsFilter, StopwordsFilter
-from operators.filter.tokens import TokenLengthFilter
-from operators.filter.wordlists import STOP_WORDS
-from pipeline.errors import RecipeError
-from pipeline.recipe import parse_recipe
 from tests.conftest import read_output, run_recipe, write_jsonl
+from thresher.operators.clean.html import HtmlExtract
+from thresher.operators.clean.mojibake import FixMojibake
+from thresher.operators.clean.patterns import RemovePatterns
+from thresher.operators.filter.characters import AlphanumericFilter, SpecialCharactersFilter
+from thresher.operators.filter.lexicon import FlaggedWordsFilter, StopwordsFilter
+from thresher.operators.filter.tokens import TokenLengthFilter
+from thresher.operators.filter.wordlists import STOP_WORDS
+from thresher.pipeline.errors import RecipeError
+from thresher.pipeline.ops import first_failing
+from thresher.pipeline.recipe import parse_recipe
 
 
 def decide(op, texts, **cols):
     op.ensure_setup()
     stats = op.compute_stats(pa.table({"text": pa.array(texts, pa.string()), **cols}))
     masks = op.drop_reasons(stats)
-    return [next((n for n, m in masks.items() if m[i]), None) for i in range(len(texts))], stats
+    _, first = first_failing(masks, len(texts))
+    return [list(masks)[j] if j >= 0 else None for j in first], stats
 
 
 def test_at_least_ten_stop_word_languages():
@@ -152,10 +154,10 @@ def test_boilerplate_lines_removed_across_the_corpus(tmp_path):
     assert op["counters"]["lines_removed"] == 30  # one per document
 
 
-def test_select_top_fraction_stratified(tmp_path):
+def test_top_select_fraction_stratified(tmp_path):
     docs = [{"id": str(i), "text": f"doc {i}", "score": float(i % 10), "cat": "a" if i < 20 else "b"} for i in range(30)]
     src = write_jsonl(tmp_path / "a.jsonl", docs)
-    run_recipe([src], tmp_path / "out", [{"select_top": {"column": "score", "fraction": 0.5, "stratify_by": "cat"}}])
+    run_recipe([src], tmp_path / "out", [{"top_select": {"column": "score", "fraction": 0.5, "stratify_by": "cat"}}])
     rows = read_output(tmp_path / "out")
     a = sorted(r["score"] for r in rows if r["cat"] == "a")
     b = sorted(r["score"] for r in rows if r["cat"] == "b")

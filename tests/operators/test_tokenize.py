@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from operators.common.tokenize import (
+from thresher.operators.common.tokenize import (
     char_class_counts,
     fnv1a,
     string_hashes,

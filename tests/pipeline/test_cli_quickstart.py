@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.demo import make_demo_records
 from tests.conftest import read_output, read_quarantine
+from thresher.pipeline.demo import make_demo_records
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +24,7 @@ def test_demo_corpus_is_deterministic_and_varied():
 
 def test_quickstart_shows_a_real_funnel(tmp_path):
     out = tmp_path / "qs"
-    res = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "quickstart", "--output", str(out)],
+    res = subprocess.run([sys.executable, "-m", "thresher", "run", "quickstart", "--output", str(out)],
                          cwd=ROOT, capture_output=True, text=True, env={**__import__("os").environ, "COLUMNS": "160"})
     assert res.returncode == 0, res.stderr
     assert "ledger" in res.stdout and "exact_dedup" in res.stdout
@@ -33,7 +33,7 @@ def test_quickstart_shows_a_real_funnel(tmp_path):
     ops = led["ops"]
     assert ops["read"]["rows_in"] == 2003 and sum(ops["read"]["quarantined"].values()) == 3
     assert ops["text_length_filter"]["dropped"]["too_few_words"] > 0
-    assert ops["exact_dedup"]["dropped"]["exact duplicate"] > 0
+    assert ops["exact_dedup"]["dropped"]["exact_duplicate"] > 0
     rows = read_output(out)
     assert len(rows) == led["totals"]["output"]
     assert all(r["id"].startswith("demo-") for r in rows)  # input ids kept
@@ -42,7 +42,7 @@ def test_quickstart_shows_a_real_funnel(tmp_path):
 
 
 def test_validate_prints_the_plan():
-    res = subprocess.run([sys.executable, "-m", "pipeline.cli", "validate", "quickstart"], cwd=ROOT,
+    res = subprocess.run([sys.executable, "-m", "thresher", "validate", "quickstart"], cwd=ROOT,
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "pass 0: unicode_normalize + whitespace_normalize + text_length_filter -> fingerprint[exact_dedup]" in res.stdout
@@ -51,6 +51,6 @@ def test_validate_prints_the_plan():
 def test_cli_errors_are_one_line_not_a_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("input: {paths: [x.jsonl]}\noutput: {path: o}\nprocess:\n  - text_length_filtr: {}\n")
-    res = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(bad)], cwd=ROOT, capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "thresher", "run", str(bad)], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 2
     assert "Traceback" not in res.stderr and "text_length_filter" in res.stderr

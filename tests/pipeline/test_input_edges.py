@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from pipeline.io.inputs import plan_shards, resolve_inputs
-from pipeline.io.readers import read_shard, text_source_columns
 from tests.conftest import make_recipe, read_output, read_quarantine, run_recipe, write_jsonl
+from thresher.pipeline.io.inputs import plan_shards, resolve_inputs
+from thresher.pipeline.io.readers import read_shard, text_source_columns
 
 
 def docs(n: int, prefix: str = "d") -> list[dict]:
@@ -128,6 +128,7 @@ def test_lines_pyarrow_refuses_but_python_accepts_are_quarantined_not_fatal(tmp_
     assert all(q["reason"].startswith("malformed JSON: ") for q in quarantined)
 
 
+@pytest.mark.slow
 def test_damaged_compressed_files_on_ray(tmp_path, local_ray):
     rows = docs(3000)
     cut = compress(jsonl_bytes(rows), "jsonl.gz")

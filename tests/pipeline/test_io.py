@@ -12,11 +12,11 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.errors import InputError
-from pipeline.io.inputs import plan_shards, resolve_inputs
-from pipeline.io.readers import read_shard
-from pipeline.io.writers import ShardWriter
 from tests.conftest import read_output, run_recipe, sample_docs, write_jsonl
+from thresher.pipeline.errors import InputError
+from thresher.pipeline.io.inputs import plan_shards, resolve_inputs
+from thresher.pipeline.io.readers import read_shard
+from thresher.pipeline.io.writers import ShardWriter
 
 FORMATS = ["jsonl", "jsonl.gz", "jsonl.zst", "parquet"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.errors import LedgerImbalance
-from pipeline.ledger import Ledger
+from thresher.pipeline.errors import LedgerImbalance
+from thresher.pipeline.ledger import Ledger
 
 
 def ledger(read_in=10, read_q=1, f_in=9, f_out=6, f_drop=3):

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.errors import FatalOpError
-from pipeline.llm import ChatClient, LLMConfig
 from tests.llm_test_server import ChatTestServer
+from thresher.pipeline.errors import FatalOpError
+from thresher.pipeline.llm import ChatClient, LLMConfig
 
 
 def _client(server, tmp_path, **kw) -> ChatClient:

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from pipeline.errors import FatalOpError
-from pipeline.llm import REDACTED, ChatClient, LLMConfig, redact
 from tests.conftest import read_output, read_quarantine, run_recipe, write_jsonl
 from tests.llm_test_server import ChatTestServer
+from thresher.pipeline.errors import FatalOpError
+from thresher.pipeline.llm import REDACTED, ChatClient, LLMConfig, redact
 
 CHAT_INPUT = {"text_key": None}
 LENIENT = {"max_quarantine_fraction": 1.0}  # these runs quarantine rows on purpose
@@ -137,8 +137,8 @@ def test_a_server_lost_after_answering_is_a_per_row_failure(tmp_path):
 
 def _shipped(tmp_path, monkeypatch, url: str, workers: int):
     """The shipped dpo-synthetic recipe (its demo prompts) against ``url``."""
-    from pipeline.recipe import load_recipe
-    from pipeline.run import run
+    from thresher.pipeline.recipe import load_recipe
+    from thresher.pipeline.run import run
 
     monkeypatch.setenv("THRESHER_LLM_BASE_URL", url)
     monkeypatch.setenv("THRESHER_CACHE", str(tmp_path / "cache"))

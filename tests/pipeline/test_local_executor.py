@@ -8,10 +8,6 @@ import json
 import pyarrow as pa
 import pytest
 
-from pipeline.errors import OutputError
-from pipeline.ops import Mapper
-from pipeline.plan import make_plan
-from pipeline.registry import _REGISTRY, register
 from tests.conftest import (
     ACCEPT_BAD_ROWS,
     make_recipe,
@@ -21,6 +17,11 @@ from tests.conftest import (
     sample_docs,
     write_jsonl,
 )
+from thresher.pipeline.columns import LINE, STATS
+from thresher.pipeline.errors import OutputError
+from thresher.pipeline.ops import Mapper
+from thresher.pipeline.plan import make_plan
+from thresher.pipeline.registry import _REGISTRY, register
 
 PROCESS = [
     {"unicode_normalize": {"form": "NFKC"}},
@@ -97,7 +98,7 @@ def test_funnel_and_balance(tmp_path):
     # expected duplicates, computed independently: rows passing the first filter minus distinct texts
     rows_in = [json.loads(x) for p in paths for x in p.read_text().splitlines()]
     long_enough = [" ".join(r["text"].lower().split()) for r in rows_in if len(r["text"].split()) >= 5]
-    assert ops["exact_dedup"]["dropped"]["exact duplicate"] == len(long_enough) - len(set(long_enough)) > 0
+    assert ops["exact_dedup"]["dropped"]["exact_duplicate"] == len(long_enough) - len(set(long_enough)) > 0
     assert ops["text_length_filter_2"]["dropped"]["too_many_words"] > 0
     total_dropped = sum(sum(e["dropped"].values()) for e in ops.values())
     assert ops["read"]["rows_in"] == res.output_rows + total_dropped
@@ -116,7 +117,7 @@ def test_keep_stats_and_trace(tmp_path):
     run_recipe([src], tmp_path / "o", [{"text_length_filter": {"min_words": 3}}],
                output={"keep_stats": True, "trace_samples": 5})
     (row,) = read_output(tmp_path / "o")
-    assert row["__stats__"]["text_length_filter"] == {"num_chars": 27, "num_words": 6}
+    assert row[STATS]["text_length_filter"] == {"num_chars": 27, "num_words": 6}
     (trace,) = [json.loads(x) for x in (tmp_path / "o" / "trace" / "00-text_length_filter.jsonl").read_text().splitlines()]
     assert trace["id"] == "short" and trace["reason"] == "too_few_words" and trace["stats"]["num_words"] == 2
 
@@ -181,7 +182,7 @@ def test_rows_an_op_quarantines_on_ray_name_their_file_and_line(tmp_path, local_
         run_recipe([src], out, process, input={"text_key": None}, executor={"type": "ray"}, policy=ACCEPT_BAD_ROWS)
         (q,) = read_quarantine(out)
         assert (q["source"], q["line"], q["id"]) == ("chat.jsonl", 3, "x1") and q["reason"].startswith("unknown")
-        assert all("__thresher_line__" not in r for r in read_output(out))
+        assert all(LINE not in r for r in read_output(out))
 
 
 def test_exact_dedup_keeps_first_in_input_order_across_shards(tmp_path):

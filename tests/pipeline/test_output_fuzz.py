@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import pipeline.run as run_module
-from pipeline.errors import ThresherError
+import thresher.pipeline.run as run_module
 from tests.conftest import read_output, run_recipe, sample_docs, write_jsonl
+from thresher.pipeline.errors import ThresherError
 
 PROCESSES = [
     [{"whitespace_normalize": {}}],

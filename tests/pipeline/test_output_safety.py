@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import OutputError, RunFailed
-from pipeline.outdir import LOCK_NAME, OutputLock
 from tests.conftest import read_output, run_recipe, sample_docs, write_jsonl
+from thresher.pipeline.errors import OutputError, RunFailed
+from thresher.pipeline.outdir import LOCK_NAME, OutputLock
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCESS = [{"whitespace_normalize": {}}, {"text_length_filter": {"min_words": 3}}, {"exact_dedup": {}}]
@@ -27,7 +27,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 
 def cli(*args, env=None, **kw):
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "thresher", *args], cwd=ROOT,
                             env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
 
@@ -157,6 +157,7 @@ def test_a_stale_lock_file_is_taken_over(tmp_path):
     assert (out / "_SUCCESS").exists() and not (out / LOCK_NAME).exists()
 
 
+@pytest.mark.slow
 def test_resume_while_another_run_is_writing_is_refused(tmp_path):
     """The reproduction: `--resume` started while a run is active ended with _SUCCESS and fewer rows
     on disk than the ledger counted. Now the second process fails fast and the first finishes whole.
@@ -184,6 +185,7 @@ def test_resume_while_another_run_is_writing_is_refused(tmp_path):
 CRASH_POINTS = ["after-trace", "after-ledger", "after-manifest", "after-success"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", CRASH_POINTS)
 def test_every_crash_point_of_the_commit_is_resumable(tmp_path, point):
     docs_file(tmp_path, n=400)
@@ -209,6 +211,7 @@ def test_every_crash_point_of_the_commit_is_resumable(tmp_path, point):
     assert led["totals"] == led_clean["totals"] and led["status"] == "succeeded"
 
 
+@pytest.mark.slow
 def test_sigterm_mid_run_then_resume(tmp_path):
     rows = sample_docs(20000, seed=9)
     for i in range(10):

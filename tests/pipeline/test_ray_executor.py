@@ -15,6 +15,7 @@ from tests.conftest import run_recipe, sample_docs, write_jsonl
 ray = pytest.importorskip("ray")
 
 
+@pytest.mark.slow
 def test_ray_matches_local(tmp_path, local_ray):
     docs = sample_docs(600, seed=4)
     docs += [dict(d, id=f"copy-{d['id']}") for d in docs[:60]]
@@ -41,11 +42,16 @@ def _counts(out):
     return {k: {kk: vv for kk, vv in v.items() if kk != "seconds"} for k, v in led["ops"].items()}
 
 
-@pytest.mark.parametrize("recipe", ["quickstart", "fineweb", "gopher", "c4", "multilingual", "dedup", "sft-clean",
-                                    "dpo-from-ranked"])
+def _with_lid(name: str):
+    """These recipes run language_id, whose lid.176 model is downloaded into the test cache."""
+    return pytest.param(name, marks=pytest.mark.network)
+
+
+@pytest.mark.parametrize("recipe", ["quickstart", _with_lid("fineweb"), _with_lid("gopher"), _with_lid("c4"),
+                                    _with_lid("multilingual"), "dedup", "sft-clean", "dpo-from-ranked"])
 def test_every_shipped_recipe_gives_the_same_result_on_ray(tmp_path, local_ray, recipe):
-    from pipeline.recipe import load_recipe
-    from pipeline.run import run
+    from thresher.pipeline.recipe import load_recipe
+    from thresher.pipeline.run import run
 
     local = load_recipe(recipe, output=str(tmp_path / "local"), workers=2)
     on_ray = load_recipe(recipe, output=str(tmp_path / "ray"), executor="ray", workers=2)
@@ -55,6 +61,7 @@ def test_every_shipped_recipe_gives_the_same_result_on_ray(tmp_path, local_ray, 
     assert _counts(tmp_path / "local") == _counts(tmp_path / "ray")
 
 
+@pytest.mark.slow
 def test_killing_a_ray_worker_mid_run_changes_nothing(tmp_path, local_ray):
     """SIGKILL one Ray worker while it runs a pass: Ray retries the task, and the idempotent pass
     (cleans what the killed attempt left, writes atomically) gives exactly the clean run's output."""
@@ -91,6 +98,7 @@ def test_killing_a_ray_worker_mid_run_changes_nothing(tmp_path, local_ray):
     assert _counts(tmp_path / "faulty") == _counts(tmp_path / "clean")
 
 
+@pytest.mark.slow
 def test_out_of_memory_names_the_pass_its_ops_and_the_knobs(tmp_path):
     """A real out-of-memory kill: Ray's memory monitor, told that 2% of the machine is the limit,
     kills the pass's workers. The run fails with one message, not a Ray stack, and no _SUCCESS."""
@@ -102,7 +110,7 @@ def test_out_of_memory_names_the_pass_its_ops_and_the_knobs(tmp_path):
                RAY_task_oom_retries="0")
     env.pop("RAY_ADDRESS", None)
     out = tmp_path / "out"
-    res = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "quickstart", "--output", str(out),
+    res = subprocess.run([sys.executable, "-m", "thresher", "run", "quickstart", "--output", str(out),
                           "--executor", "ray", "--workers", "2", "-q"], capture_output=True, text=True, env=env,
                          timeout=300)
     assert res.returncode != 0

@@ -48,7 +48,7 @@ def write_recipe(tmp_path: Path, files: int, docs_per_file: int) -> tuple[Path, 
 def start_driver(recipe: Path, log: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a local Ray of its own
     with open(log, "wb") as f:
-        return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(recipe), "--executor", "ray", "-q"],
+        return subprocess.Popen([sys.executable, "-m", "thresher", "run", str(recipe), "--executor", "ray", "-q"],
                                 cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
 
 
@@ -106,7 +106,7 @@ class SessionWatch:
         """Whether the executor's watchdog runs (remembered: it exits with the session)."""
         for p in self.alive():
             with _quiet():
-                if "pipeline.executors.ray_watchdog" in p.cmdline():
+                if "thresher.pipeline.executors.ray_watchdog" in p.cmdline():
                     self.watchdog_seen = True
         return self.watchdog_seen
 

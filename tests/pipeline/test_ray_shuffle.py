@@ -12,14 +12,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from operators.dedup.clusters import components
+from thresher.operators.dedup.clusters import components
 
 pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
 def shuffle(local_ray):
-    from pipeline.executors.ray_shuffle import RayShuffle, configure_data_context
+    from thresher.pipeline.executors.ray_shuffle import RayShuffle, configure_data_context
 
     configure_data_context()
     return RayShuffle(3)
@@ -91,8 +91,9 @@ def _finisher_calls(log_dir) -> list[int]:
     return calls
 
 
+@pytest.mark.slow
 def test_small_graphs_finish_in_one_task_with_the_same_components(shuffle, tmp_path):
-    from pipeline.executors.ray_shuffle import RayShuffle
+    from thresher.pipeline.executors.ray_shuffle import RayShuffle
 
     rng = np.random.default_rng(4)
     s, d = rng.integers(0, 400, 300) * 3, rng.integers(0, 400, 300) * 3
@@ -112,6 +113,7 @@ def test_small_graphs_finish_in_one_task_with_the_same_components(shuffle, tmp_p
     assert _ray_components(shuffle, [5], [5], local).height == 0  # only a self-loop: no edge, no component
 
 
+@pytest.mark.slow
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.integers(0, 60), st.integers(0, 60)), min_size=1, max_size=120))
 def test_components_equal_union_find(shuffle, edges):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.errors import InputError, RecipeError
-from pipeline.recipe import find_recipe, load_recipe, parse_recipe, shipped_recipes
+from thresher.pipeline.errors import InputError, RecipeError
+from thresher.pipeline.recipe import find_recipe, load_recipe, parse_recipe, shipped_recipes
 
 BASE = """
 input: {paths: ["%s"]}
@@ -48,6 +48,42 @@ def test_bad_value_says_what_was_expected():
         parse_recipe(recipe_text("  - text_length_filter: {min_words: lots}"), "my.yaml")
     msg = str(e.value)
     assert "min_words" in msg and "integer" in msg and "'lots'" in msg
+
+
+@pytest.mark.parametrize(("proc", "param", "expected", "given"), [
+    ("text_length_filter: {min_words: true}", "'min_words'", "valid integer", "True, a boolean"),
+    ("text_length_filter: {min_words: '5'}", "'min_words'", "valid integer", "'5', a string"),
+    ("text_length_filter: {min_words: 5.5}", "'min_words'", "valid integer", "5.5, a number"),
+    ("exact_dedup: {lowercase: 1}", "'lowercase'", "valid boolean", "1, an integer"),
+    ("exact_dedup: {lowercase: 'yes'}", "'lowercase'", "valid boolean", "'yes', a string"),
+    ("language_id: {min_score: '0.5'}", "'min_score'", "valid number", "'0.5', a string"),
+    ("llm_judge: {llm: {max_tokens: true}}", "'llm.max_tokens'", "valid integer", "True, a boolean"),
+])
+def test_parameters_are_not_coerced(proc, param, expected, given):
+    """A YAML `true` for a count, a quoted number or `1` for a flag is a mistake to report, not to
+    turn into 1, 5 or True; the message names the op, the parameter, the type and what YAML gave."""
+    with pytest.raises(RecipeError) as e:
+        parse_recipe(recipe_text(f"  - {proc}"), "my.yaml")
+    msg = str(e.value)
+    assert f"'{proc.split(':')[0]}'" in msg and f"parameter {param}" in msg
+    assert expected in msg and f"(got {given})" in msg
+
+
+def test_strict_parameters_take_what_yaml_gives():
+    """Strictness refuses only wrong types: an int for a float, lists, Literal strings, nested
+    mappings, null for optional fields and integer mapping keys all load."""
+    r = parse_recipe(recipe_text(
+        "  - language_id: {min_score: 0, languages: [en, de]}\n"
+        "  - text_length_filter: {min_words: null, max_words: 100}\n"
+        "  - unicode_normalize: {form: NFKC}\n"
+        "  - gopher_repetition_filter: {dup_n_grams: {5: 0.15, 6: 0}}\n"
+        "  - llm_judge: {llm: {temperature: 1, max_tokens: 64}}"), "my.yaml")
+    lid, length, norm, rep, judge = (s.params for s in r.ops)
+    assert lid.min_score == 0.0 and isinstance(lid.min_score, float) and lid.languages == ["en", "de"]
+    assert length.min_words is None and length.max_words == 100
+    assert norm.form == "NFKC"
+    assert rep.dup_n_grams == {5: 0.15, 6: 0.0}
+    assert judge.llm.temperature == 1.0 and judge.llm.max_tokens == 64
 
 
 def test_bad_literal_value_lists_choices():
@@ -159,7 +195,7 @@ def test_unknown_recipe_name_suggests():
 
 def test_bad_recipe_fails_before_inputs_are_looked_at(tmp_path):
     # the input does not exist, but the unknown op must be reported first, and nothing is created
-    from pipeline.run import run
+    from thresher.pipeline.run import run
 
     out = tmp_path / "out"
     with pytest.raises(RecipeError):
@@ -178,3 +214,23 @@ def test_fingerprint_ignores_workers_and_output_path_but_not_params():
     b = parse_recipe(recipe_text("  - text_length_filter: {min_words: 3}", out="elsewhere"), "t.yaml", ["executor.workers=4"])
     c = parse_recipe(recipe_text("  - text_length_filter: {min_words: 4}"), "t.yaml")
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+
+
+def test_numbers_and_booleans_can_come_from_the_environment(monkeypatch):
+    """Op parameters are strict, but a whole ${VAR} is read as YAML for a parameter that is not
+    text (the environment only holds strings); text parameters keep the string."""
+    monkeypatch.setenv("MIN_WORDS", "7")
+    monkeypatch.setenv("LLM_MODEL", "1234")
+    body = """
+input: {paths: [x.jsonl], text_key: null}
+output: {path: o}
+process:
+  - text_length_filter: {min_words: "${MIN_WORDS}", max_words: "${MAX_WORDS:-900}"}
+  - llm_respond: {llm: {model: "${LLM_MODEL}", max_tokens: "${TOKENS:-64}", json_mode: "${JSON:-true}"}}
+"""
+    r = parse_recipe(body.replace("text_key: null", "text_key: text"))
+    tl, llm = r.ops[0].params, r.ops[1].params
+    assert (tl.min_words, tl.max_words) == (7, 900)
+    assert llm.llm.model == "1234" and llm.llm.max_tokens == 64 and llm.llm.json_mode is True
+    with pytest.raises(RecipeError, match="min_words"):  # written in the recipe, a quoted number is still refused
+        parse_recipe(body.replace('"${MIN_WORDS}"', '"7"').replace("text_key: null", "text_key: text"))

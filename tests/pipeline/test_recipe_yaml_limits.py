@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from pipeline.errors import RecipeError
-from pipeline.recipe import apply_set, load_recipe, parse_recipe
+from thresher.pipeline.errors import RecipeError
+from thresher.pipeline.recipe import apply_set, load_recipe, parse_recipe
 
 BASE = "input: {paths: [x.jsonl]}\noutput: {path: o}\n"
 

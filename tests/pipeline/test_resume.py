@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.errors import OutputError
 from tests.conftest import read_output, run_recipe, sample_docs, write_jsonl
+from thresher.pipeline.errors import OutputError
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCESS = [{"whitespace_normalize": {}}, {"text_length_filter": {"min_words": 3}}, {"exact_dedup": {}},
@@ -41,7 +41,7 @@ def write_recipe(tmp_path, out, executor="local") -> Path:
 
 
 def cli(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT, **kw)
+    return subprocess.Popen([sys.executable, "-m", "thresher", *args], cwd=ROOT, **kw)
 
 
 def data_files(out: Path) -> bytes:
@@ -54,6 +54,7 @@ def ledger_counts(out: Path) -> dict:
     return {k: {kk: vv for kk, vv in v.items() if kk != "seconds"} for k, v in led["ops"].items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_in_pass,executor", [(0, "local"), (1, "local"), (1, "ray")])
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, kill_in_pass, executor):
     make_inputs(tmp_path)
@@ -80,7 +81,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, kill_in_pass, ex
     assert 5 <= done_before < 40 if executor == "local" else done_before < 40
 
     # without --resume the unfinished run is not silently replaced
-    res = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(recipe), "-q"], cwd=ROOT,
+    res = subprocess.run([sys.executable, "-m", "thresher", "run", str(recipe), "-q"], cwd=ROOT,
                          capture_output=True, text=True)
     assert res.returncode == 2 and "--resume" in res.stderr
 
@@ -96,8 +97,8 @@ def test_resume_refuses_a_changed_recipe(tmp_path):
     src = write_jsonl(tmp_path / "a.jsonl", sample_docs(30))
     out = tmp_path / "o"
     out.mkdir()
-    from pipeline.layout import Layout
-    from pipeline.recipe import parse_recipe
+    from thresher.pipeline.layout import Layout
+    from thresher.pipeline.recipe import parse_recipe
 
     # an interrupted run of another recipe left its manifest
     other = parse_recipe(yaml.safe_dump({"input": {"paths": [str(src)]}, "output": {"path": str(out)},

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from itertools import combinations
 
-from operators.common.chat import to_hh
 from tests.conftest import read_output, read_quarantine, run_recipe
+from thresher.operators.common.chat import to_hh
 
 CHAT = {"text_key": None}
 
@@ -14,8 +14,8 @@ CHAT = {"text_key": None}
 def test_lima_and_alpaca_demos_through_sft_clean(shared_data, tmp_path):
     """The shipped sft-clean recipe on LIMA and LLaMA-Factory's alpaca demo: every row is accounted
     for, what comes out is TRL SFT, and the answers are the sources' own."""
-    from pipeline.recipe import load_recipe
-    from pipeline.run import run
+    from thresher.pipeline.recipe import load_recipe
+    from thresher.pipeline.run import run
 
     for name, path, n in (("lima", shared_data / "lima" / "lima.json", 1029),
                           ("alpaca", shared_data / "llamafactory_sft_demos" / "alpaca_en_demo.json", 999)):
@@ -33,8 +33,8 @@ def test_lima_and_alpaca_demos_through_sft_clean(shared_data, tmp_path):
             assert set(row) == {"id", "messages"} and row["messages"][-1]["role"] == "assistant"
             assert row["messages"][-1]["content"] in answers
         dropped = {reason for e in led.entries.values() for reason in e.dropped}
-        assert dropped <= {"refusal or AI boilerplate", "response too short", "prompt too short", "response too long",
-                           "exact duplicate", "overlaps the evaluation set"}
+        assert dropped <= {"refusal_or_boilerplate", "response_too_short", "prompt_too_short", "response_too_long",
+                           "exact_duplicate", "overlaps_eval_set"}
 
 
 def _independent_pair_count(tree_file, max_pairs: int) -> tuple[int, int]:
@@ -120,9 +120,9 @@ def test_gsm8k_decontamination_finds_the_shared_questions(shared_data, tmp_path)
     mixed.write_text("".join(json.dumps(r) + "\n" for r in train + soc), encoding="utf-8")
     res = run_recipe([mixed], tmp_path / "out", [
         {"chat_format": {"source": "fields", "prompt_field": "question", "response_field": "answer"}},
-        {"decontaminate": {"path": str(g / "test.jsonl"), "field": "question", "ngram": 13}}], input=CHAT)
+        {"decontamination_filter": {"path": str(g / "test.jsonl"), "field": "question", "ngram": 13}}], input=CHAT)
     out = read_output(tmp_path / "out")
     kept_q = {r["messages"][0]["content"] for r in out}
     assert shared == 1319 and not (kept_q & test_q)  # every shared question was removed
-    dropped = res.ledger["decontaminate"].dropped["overlaps the evaluation set"]
+    dropped = res.ledger["decontamination_filter"].dropped["overlaps_eval_set"]
     assert shared <= dropped <= shared + len(train) // 50  # train rows caught only by chance 13-gram overlaps

@@ -53,6 +53,7 @@ def evaluate(tmp_path, docs, pairs, verify="exact"):
     return recall, precision, ds_recall, len(strong)
 
 
+@pytest.mark.slow
 def test_planted_near_duplicates_of_real_paragraphs(shared_data, tmp_path):
     tool = shared_data.parent / "tools" / "make_corpus.py"
     out = tmp_path / "corpus.jsonl"

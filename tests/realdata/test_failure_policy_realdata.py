@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from pipeline.errors import RunFailed
-from pipeline.recipe import load_recipe
-from pipeline.run import run
+from thresher.pipeline.errors import RunFailed
+from thresher.pipeline.recipe import load_recipe
+from thresher.pipeline.run import run
 
 
 def test_sft_clean_on_an_unknown_format_fails_with_its_reason(shared_data, tmp_path):
@@ -23,6 +23,7 @@ def test_sft_clean_on_an_unknown_format_fails_with_its_reason(shared_data, tmp_p
     assert ledger["status"] == "failed" and not (out / "_SUCCESS").exists()
 
 
+@pytest.mark.network  # fineweb runs language_id (lid.176)
 def test_fineweb_reads_pages_that_have_only_html(shared_data, tmp_path):
     import gzip
 

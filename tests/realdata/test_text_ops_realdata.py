@@ -10,10 +10,11 @@ import random
 import re
 
 import pyarrow as pa
+import pytest
 
-from operators.clean.pii import PiiRedact
-from operators.filter.langid import LanguageId
 from tests.conftest import run_recipe
+from thresher.operators.clean.pii import PiiRedact
+from thresher.operators.filter.langid import LanguageId
 
 FINEWEB_RULES = [{"gopher_repetition_filter": {}}, {"gopher_quality_filter": {}},
                  {"c4_line_filter": {"filter_no_terminal_punct": False}}, {"c4_quality_filter": {}},
@@ -51,6 +52,7 @@ def test_rule_drop_rates_on_web_sets(shared_data, tmp_path):
     assert c4_kept > 0.5
 
 
+@pytest.mark.network
 def test_language_id_accuracy_udhr(shared_data):
     op = LanguageId(LanguageId.Params(tag_only=True))
     op.prepare()
@@ -66,6 +68,7 @@ def test_language_id_accuracy_udhr(shared_data):
     assert len(sel) >= 20 and acc >= 0.95
 
 
+@pytest.mark.network
 def test_language_id_accuracy_fortunes(shared_data):
     op = LanguageId(LanguageId.Params(tag_only=True))
     op.prepare()
@@ -102,6 +105,7 @@ def test_pii_counts_on_spamassassin(shared_data):
     assert left <= 0.01 * before  # what a plain address regex finds is (almost) all gone
 
 
+@pytest.mark.slow
 def test_shipped_quality_training_config_on_shared_data(shared_data, tmp_path, monkeypatch):
     """recipes/training/shared-data.yaml: Wikipedia + SOTU + LIMA vs spam + raw CC text."""
     import subprocess
@@ -110,7 +114,7 @@ def test_shipped_quality_training_config_on_shared_data(shared_data, tmp_path, m
 
     monkeypatch.setenv("THRESHER_REAL_DATA", str(shared_data))
     out = tmp_path / "quality.bin"
-    res = subprocess.run([sys.executable, "-m", "pipeline.cli", "train-quality", "--config", "shared-data",
+    res = subprocess.run([sys.executable, "-m", "thresher", "train-quality", "--config", "shared-data",
                           "--output", str(out)], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[2])
     assert res.returncode == 0, res.stderr

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 
+import pytest
+
 from tests.conftest import read_output, run_recipe
 
 PROCESS = [{"unicode_normalize": {"form": "NFKC"}}, {"whitespace_normalize": {}},
@@ -17,6 +19,7 @@ def count_lines(path):
         return sum(1 for line in f if line.strip())
 
 
+@pytest.mark.slow
 def test_quickstart_recipe_over_web_sets(shared_data, tmp_path):
     inputs = [
         shared_data / "llamafactory_c4_wiki_demo" / "c4_demo.jsonl",
