@@ -91,19 +91,19 @@ def owned_files(out: Path, present: list[str]) -> set[str] | None:
     """The files among ``present`` that a thresher run provably wrote, or None when ``out`` is not a
     thresher output at all."""
     work = [f for f in present if f == WORK_NAME or f.startswith(WORK_NAME + "/")]
-    manifest = _read_json(out / MANIFEST_NAME)
+    manifest = read_json(out / MANIFEST_NAME)
     if manifest is not None and isinstance(manifest.get("files"), list):  # a finished (or finishing) run
         listed = {str(f) for f in manifest["files"]}
         own = listed | {MANIFEST_NAME, SUCCESS_NAME, LOCK_NAME}
         if (out / WORK_NAME / "manifest.json").is_file():
             own |= set(work)
         return {f for f in present if f in own}
-    run = _read_json(out / WORK_NAME / "manifest.json")
+    run = read_json(out / WORK_NAME / "manifest.json")
     if run is not None:  # an unfinished run: its scratch, and files with its names for its own shards
         n_shards = len(run.get("shards", []))
         return {f for f in present if f in work or f == LOCK_NAME
                 or (any(p.fullmatch(f) for p in _OWN_PATTERNS) and _shard_of(f) < n_shards)}
-    ledger = _read_json(out / LEDGER_NAME)  # a finished run of a thresher before _thresher.json
+    ledger = read_json(out / LEDGER_NAME)  # a finished run of a thresher before _thresher.json
     if (out / SUCCESS_NAME).is_file() and ledger is not None and isinstance(ledger.get("run", {}).get("files"), list):
         listed = set(ledger["run"]["files"])
         return {f for f in present if f in listed or f == LOCK_NAME
@@ -121,7 +121,7 @@ def is_thresher_output(out: Path) -> bool:
     return owned_files(out, list_files(out)) is not None if out.is_dir() else False
 
 
-def _read_json(path: Path) -> dict | None:
+def read_json(path: Path) -> dict | None:
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -172,7 +172,7 @@ class OutputLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = _read_json(self.path) or {}
+                holder = read_json(self.path) or {}
                 os.close(fd)
                 raise OutputError(f"output '{self.out}' is being written by another thresher run ({_holder(holder)}); "
                                   "wait for it to end, or choose another --output") from None
@@ -180,7 +180,7 @@ class OutputLock:
                 if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
                     os.close(fd)
                     raise
-                holder = _read_json(self.path) or {}
+                holder = read_json(self.path) or {}
                 if _alive(holder):
                     os.close(fd)
                     raise OutputError(f"output '{self.out}' is being written by another thresher run "
@@ -204,7 +204,7 @@ class OutputLock:
     def note_run(self, run_id: str) -> None:
         """Add the run's id to what the lock file tells a second run."""
         if self._fd is not None:
-            info = (_read_json(self.path) or {}) | {"run_id": run_id}
+            info = (read_json(self.path) or {}) | {"run_id": run_id}
             os.ftruncate(self._fd, 0)
             os.pwrite(self._fd, (json.dumps(info) + "\n").encode(), 0)
 

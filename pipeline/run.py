@@ -33,7 +33,7 @@ class RunResult:
 
 def input_roots(paths: list[str]) -> list[str]:
     """The directories and files a recipe's input paths name (globs by their fixed part)."""
-    from thresher.pipeline.io.inputs import _glob_root as glob_root
+    from thresher.pipeline.io.inputs import glob_root
 
     return [glob_root(p) if any(c in p for c in "*?[") else p for p in paths if not p.startswith("demo:")]
 
@@ -47,11 +47,13 @@ def check_output_path(layout: Layout) -> None:
     if not out.is_dir():
         return
     present = [f for f in outdir.list_files(out) if f != outdir.LOCK_NAME]
-    if not present:
-        return
-    if outdir.owned_files(out, present) is None:
-        raise OutputError(f"output directory '{out}' is not empty and is not a thresher output (it holds "
-                          f"{outdir.describe(present)}); choose another --output")
+    if present and outdir.owned_files(out, present) is None:
+        raise _not_ours(out, present)
+
+
+def _not_ours(out: Path, present: list[str]) -> OutputError:
+    return OutputError(f"output directory '{out}' is not empty and is not a thresher output (it holds "
+                       f"{outdir.describe(present)}); choose another --output")
 
 
 def prepare_output(layout: Layout, recipe: Recipe, shards: list[Shard], resume: bool, overwrite: bool) -> bool:
@@ -64,8 +66,7 @@ def prepare_output(layout: Layout, recipe: Recipe, shards: list[Shard], resume: 
     if present:
         owned = outdir.owned_files(out, present)
         if owned is None:
-            raise OutputError(f"output directory '{out}' is not empty and is not a thresher output (it holds "
-                              f"{outdir.describe(present)}); choose another --output")
+            raise _not_ours(out, present)
         finished = layout.success.is_file() and (out / outdir.MANIFEST_NAME).is_file()
         unfinished = layout.manifest.is_file()
         foreign = sorted(set(present) - owned)
@@ -73,7 +74,7 @@ def prepare_output(layout: Layout, recipe: Recipe, shards: list[Shard], resume: 
             raise OutputError(f"output directory '{out}' holds files thresher did not write ({outdir.describe(foreign)}); "
                               "move them or choose another --output — nothing was deleted")
         if resume and finished:
-            old = outdir._read_json(out / outdir.MANIFEST_NAME) or {}
+            old = outdir.read_json(out / outdir.MANIFEST_NAME) or {}
             recipe.run_id = old.get("run_id", "")
             if layout.work.exists():  # a crash after _SUCCESS, before the scratch was removed
                 outdir.remove_owned(out, {f for f in owned if f.startswith(outdir.WORK_NAME + "/")})

@@ -119,7 +119,7 @@ def resolve_inputs(paths: list[str], declared: str = "auto") -> list[tuple[str, 
             files = [m for m in sorted(_glob(p)) if os.path.isfile(m)]
             if not files:
                 raise InputError(f"input glob '{display_name(p)}' matches no files")
-            root = _glob_root(p)
+            root = glob_root(p)
             found += [(os.path.abspath(m), os.path.relpath(m, root)) for m in files]
         elif os.path.isdir(p):
             base = os.path.join(p, "data") if os.path.isfile(os.path.join(p, "_SUCCESS")) else p
@@ -154,7 +154,7 @@ def _has_magic(s: str) -> bool:
     return any(c in s for c in "*?[")
 
 
-def _glob_root(pattern: str) -> str:
+def glob_root(pattern: str) -> str:
     parts = Path(pattern).parts
     root = []
     for part in parts:
@@ -194,7 +194,7 @@ def _glob(pattern: str) -> Iterator[str]:
     once per nesting level until the path is too long. Here each directory is searched at most once
     for each remaining part of the pattern. Same matching rules as ``glob``: ``**`` is any number of
     directories, and wildcards do not match names that start with a dot unless the pattern does."""
-    root = _glob_root(pattern)
+    root = glob_root(pattern)
     parts = Path(pattern).parts[len(Path(root).parts) if root != "." else 0:]
     searched: set[tuple[int, int, int]] = set()
     stack = [(root, 0)]
