@@ -55,7 +55,8 @@ class OutputSpec(_Strict):
     format: Literal["jsonl", "jsonl.gz", "jsonl.zst", "parquet"] = "jsonl"
     rows_per_shard: int = Field(100_000, gt=0, description="at most this many rows per output file")
     keep_stats: bool = Field(False, description=f"keep filter stats in a '{STATS}' column")
-    trace_samples: int = Field(20, ge=0, description="dropped samples kept per op in trace/")
+    trace_samples: int = Field(20, ge=0, description="dropped rows kept in trace/ per op and per reason: a seeded "
+                               "random sample (the same for any workers or executor), with their content")
 
     @field_validator("path")
     @classmethod

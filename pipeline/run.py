@@ -20,6 +20,7 @@ from thresher.pipeline.io.writers import write_bytes_atomic, write_json_atomic, 
 from thresher.pipeline.layout import Layout
 from thresher.pipeline.ledger import Ledger
 from thresher.pipeline.recipe import Recipe
+from thresher.pipeline.runner import keep_sample
 
 
 @dataclass
@@ -270,8 +271,7 @@ def finish(layout: Layout, recipe: Recipe, shards: list[Shard], n_passes: int, t
         for s in shards:
             done = layout.read_done(k, s.index)
             for key, recs in done["trace"].items():
-                room = recipe.output.trace_samples - len(trace[key])
-                trace[key].extend(recs[: max(0, room)])
+                trace[key] = keep_sample(trace[key] + recs, recipe.output.trace_samples)
             if k == n_passes - 1:
                 output_rows += done["rows_out"]
                 files += [f"data/{f}" for f in done["files"]]
@@ -288,7 +288,7 @@ def finish(layout: Layout, recipe: Recipe, shards: list[Shard], n_passes: int, t
     for op in ops:
         if trace[op.ctx.key]:
             path = layout.trace / f"{op.ctx.index:02d}-{op.ctx.key}.jsonl"
-            write_jsonl_records_atomic(path, trace[op.ctx.key])
+            write_jsonl_records_atomic(path, [{k: v for k, v in r.items() if k != "key"} for r in trace[op.ctx.key]])
             written.append(f"trace/{path.name}")
     crash_point("after-trace")
     _write_ledger(layout, recipe, shards, ledger, output_rows, "succeeded", None, files, timings)

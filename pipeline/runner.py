@@ -75,18 +75,32 @@ class BatchRunner:
             return r1 + r2, t1 + t2
 
     def _trace_drops(self, op: Op, table: pa.Table, dropped_idx: np.ndarray, reasons: list[str], stats: dict) -> None:
-        bucket = self.trace.setdefault(op.ctx.key, [])
-        room = self.trace_n - len(bucket)
-        if room <= 0 or len(dropped_idx) == 0:
+        """A seeded random sample of the dropped rows, per reason (bottom-k by a hash of seed, op and
+        row id: uniform, and the same whatever the shards, workers or executor — samples merge by
+        keeping the k smallest keys). Each record carries the row's content whatever its shape."""
+        if self.trace_n <= 0 or len(dropped_idx) == 0:
             return
-        take = dropped_idx[:room]
-        ids = table.column(self.id_key).take(pa.array(take)).to_pylist() if self.id_key in table.column_names else [None] * len(take)
-        texts = table.column(self.text_key).take(pa.array(take)).to_pylist() if self.text_key in table.column_names else [None] * len(take)
-        for j, i in enumerate(take):
-            rec = {"id": ids[j], "reason": reasons[j], "text": (texts[j] or "")[:TRACE_TEXT]}
+        keys = sample_keys(table, dropped_idx, self.id_key, op.ctx.seed, op.ctx.key)
+        reasons = np.asarray(reasons, dtype=object)
+        take = []
+        for reason in dict.fromkeys(reasons.tolist()):
+            where = np.flatnonzero(reasons == reason)
+            if len(where) > self.trace_n:
+                where = where[np.argsort(keys[where], kind="stable")[: self.trace_n]]
+            take += where.tolist()
+        rows = table.take(pa.array(dropped_idx[take])).to_pylist()
+        bucket = self.trace.setdefault(op.ctx.key, [])
+        for j, row in zip(take, rows, strict=True):
+            i = int(dropped_idx[j])
+            rec = {"id": row.get(self.id_key), "reason": reasons[j], "key": int(keys[j])}
+            if self.text_key and self.text_key in row:
+                rec["text"] = (row[self.text_key] or "")[:TRACE_TEXT]
+            else:  # chat, preference and other rows: their own fields (long strings cut)
+                rec["content"] = _short({k: v for k, v in row.items() if k not in (self.id_key, LINE, STATS)})
             if stats:
-                rec["stats"] = {k: _py(v[int(i)]) for k, v in stats.items()}
+                rec["stats"] = {k: _py(v[i]) for k, v in stats.items()}
             bucket.append(rec)
+        self.trace[op.ctx.key] = keep_sample(bucket, self.trace_n)
 
     # ------------------------------------------------------------------------------ ops
     def run(self, table: pa.Table, ledger: Ledger) -> pa.Table:
@@ -169,14 +183,51 @@ class BatchRunner:
             for j, c in enumerate(counts):
                 if c:
                     entry.dropped[names[j]] += int(c)
-            self._trace_drops(op, table, dropped_idx, [names[j] for j in reason_idx[dropped_idx[: self.trace_n]]], stats)
+            self._trace_drops(op, table, dropped_idx, [names[j] for j in reason_idx[dropped_idx]], stats)
         return table if keep.all() else table.filter(pa.array(keep))
 
     def record_global_drops(self, op: GlobalOp, table: pa.Table, drop_idx: np.ndarray, reasons: list[str], ledger: Ledger) -> None:
         entry = ledger[op.ctx.key]
         for r in reasons:
             entry.dropped[r] += 1
-        self._trace_drops(op, table, drop_idx, reasons[: self.trace_n], {})
+        self._trace_drops(op, table, drop_idx, reasons, {})
+
+
+def sample_keys(table: pa.Table, idx: np.ndarray, id_key: str, seed: int, op_key: str) -> np.ndarray:
+    """Sampling keys of rows ``idx``: a hash of the row id salted with the seed and the op (polars'
+    vectorised hash; rows without an id column hash their position)."""
+    import polars as pl
+    import xxhash
+
+    salt = xxhash.xxh3_64_intdigest(f"{seed}\x00{op_key}".encode()) & 0x7FFFFFFFFFFFFFFF
+    if id_key in table.column_names:
+        ids = pl.from_arrow(table.column(id_key).take(pa.array(idx))).cast(pl.Utf8)
+    else:
+        ids = pl.Series(idx.astype(np.int64)).cast(pl.Utf8)
+    return (ids.hash(seed=salt).to_numpy() >> np.uint64(1)).astype(np.int64)
+
+
+def keep_sample(records: list[dict], n: int) -> list[dict]:
+    """The ``n`` records with the smallest sampling keys per reason, ordered by reason then key: how
+    samples from shards, blocks and workers merge into the run's (the same set however split)."""
+    out: list[dict] = []
+    by_reason: dict[str, list[dict]] = {}
+    for r in records:
+        by_reason.setdefault(r["reason"], []).append(r)
+    for reason in sorted(by_reason):
+        out += sorted(by_reason[reason], key=lambda r: (r["key"], str(r["id"])))[:n]
+    return out
+
+
+def _short(value, limit: int = TRACE_TEXT):
+    """``value`` with every string cut to ``limit`` characters (nested lists and dicts too)."""
+    if isinstance(value, str):
+        return value[:limit]
+    if isinstance(value, dict):
+        return {k: _short(v, limit) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_short(v, limit) for v in value[:50]]
+    return value
 
 
 def add_stats(table: pa.Table, key: str, stats: dict[str, pa.Array]) -> pa.Table:

@@ -33,6 +33,7 @@ from thresher.pipeline.io.writers import write_json_atomic, write_jsonl_records_
 from thresher.pipeline.layout import Layout
 from thresher.pipeline.ledger import Ledger
 from thresher.pipeline.recipe import Recipe
+from thresher.pipeline.runner import keep_sample
 
 BLOCK, PAYLOAD, STATS = "__block", "__arrow", "__stats"  # with SHARD: a Ray Data row is one input block
 MB = 1 << 20
@@ -211,7 +212,7 @@ def merge_summaries(recipe: Recipe, k: int, shard: int, pieces: list[dict]) -> d
     for s in pieces:
         ledger.merge(Ledger.from_dict({"ops": s["ledger"]}))
         for key, recs in s["trace"].items():
-            trace[key] = (trace.get(key, []) + recs)[: recipe.output.trace_samples]
+            trace[key] = keep_sample(trace.get(key, []) + recs, recipe.output.trace_samples)
     return {"pass": k, "shard": shard, "rows_out": sum(s["rows"] for s in pieces),
             "files": [f for s in pieces for f in s["files"]], "ledger": ledger.to_dict()["ops"], "trace": trace,
             "quarantined": sum(s["quarantined"] for s in pieces),
