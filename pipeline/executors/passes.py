@@ -35,14 +35,19 @@ from thresher.pipeline.recipe import Recipe
 from thresher.pipeline.runner import BatchRunner
 
 _OPS_CACHE: dict[str, tuple[list[Op], list[Stage]]] = {}
+_OPS_CACHE_SIZE = 4  # runs whose ops (and loaded models) a long-lived process keeps
 
 
 def ops_for(recipe: Recipe) -> tuple[list[Op], list[Stage]]:
-    """Build the recipe's ops once per worker process (models load once per worker)."""
+    """Build the recipe's ops once per worker process and run attempt (models load once per worker).
+    Every invocation has its own attempt id, so a process that serves many runs (a notebook, a
+    reused Ray worker) keeps only the most recent few: older ops and their models are let go."""
     key = f"{recipe.fingerprint()}:{getattr(recipe, 'run_id', '')}:{getattr(recipe, 'attempt_id', '')}"
     if key not in _OPS_CACHE:
         ops = recipe.build_ops()
         _OPS_CACHE[key] = (ops, make_plan(ops))
+        while len(_OPS_CACHE) > _OPS_CACHE_SIZE:
+            del _OPS_CACHE[next(iter(_OPS_CACHE))]  # the oldest
     return _OPS_CACHE[key]
 
 

@@ -213,3 +213,14 @@ def test_empty_result_is_still_a_complete_balanced_run(tmp_path):
     src = write_jsonl(tmp_path / "a.jsonl", sample_docs(30))
     res = run_recipe([src], tmp_path / "o", [{"text_length_filter": {"min_words": 10_000}}])
     assert res.output_rows == 0 and (tmp_path / "o" / "_SUCCESS").exists()
+
+
+def test_a_long_lived_process_keeps_the_ops_of_a_few_recent_runs_only(tmp_path):
+    """Each run attempt builds its ops (and loads their models) once per process; a notebook that runs
+    many recipes must not keep every earlier run's ops alive."""
+    from thresher.pipeline.executors import passes
+
+    src = write_jsonl(tmp_path / "a.jsonl", sample_docs(10))
+    for i in range(passes._OPS_CACHE_SIZE + 3):
+        run_recipe([src], tmp_path / f"o{i}", PROCESS)
+    assert len(passes._OPS_CACHE) <= passes._OPS_CACHE_SIZE
