@@ -146,11 +146,55 @@ def cmd_train(args) -> int:
         best = res.ranked[0]
         out["charts"] = memory_chart([best], Path(args.chart) / "train-memory") + roofline_chart(
             model, [g for g in gpus if g.key == best.gpu][0], 1, args.max_len, Path(args.chart) / "train-roofline")
+    if _is_output(args.data):
+        def charts() -> dict:
+            from thresher.capacity.charts import memory_svg, roofline_svg
+
+            if not res.ranked:
+                return {}
+            gpu = [g for g in gpus if g.key == res.ranked[0].gpu][0]
+            return {"memory": memory_svg(res.ranked[:4]), "roofline": roofline_svg(model, gpu, 1, args.max_len)}
+
+        _to_output(args, "train", out, charts)
     if args.json:
         print(json.dumps(out, indent=2, default=float))
     else:
         _print_train(out, data)
     return 0 if res.ranked else 1
+
+
+def _is_output(data: str | None) -> bool:
+    """--data names a thresher output directory (one with a ledger), not bare data files."""
+    return bool(data) and (Path(data) / "ledger.json").is_file()
+
+
+def _to_output(args, command: str, result: dict, charts) -> None:
+    """``--data OUT`` on a thresher output: the plan and its memory and roofline charts (SVG text)
+    into ``OUT/plan.json``, and ``OUT/report.html`` rebuilt to show them; both listed among the
+    output's files. A chart or report that cannot be made is a warning: the plan stands."""
+    import sys
+
+    from thresher.pipeline import outdir
+    from thresher.pipeline.io.writers import write_bytes_atomic
+
+    out = Path(args.data)
+    try:
+        svgs = charts()
+    except Exception as e:  # noqa: BLE001 - the numbers matter more than the pictures
+        print(f"warning: no charts for {out}/report.html ({type(e).__name__}: {e})", file=sys.stderr)
+        svgs = {}
+    given = {k: v for k, v in vars(args).items() if k != "fn" and isinstance(v, (str, int, float, bool, type(None)))}
+    plan = {"command": command, "args": given, "result": result, "charts": svgs}
+    write_bytes_atomic(out / "plan.json", (json.dumps(plan, indent=1, default=float) + "\n").encode("utf-8"))
+    outdir.add_owned(out, ["plan.json"])
+    try:
+        from thresher.pipeline.report import write_report
+
+        path = write_report(out)
+    except Exception as e:  # noqa: BLE001
+        print(f"warning: {out}/report.html not rebuilt ({type(e).__name__}: {e})", file=sys.stderr)
+        return
+    print(f"plan and charts written to {out / 'plan.json'} and shown in {path}", file=sys.stderr)
 
 
 def _why_none(model, gpus, base, res, deadline, args) -> str:
@@ -251,6 +295,16 @@ def cmd_serve(args) -> int:
         gpu = [g for g in _gpus(args) if g.key == best.gpu][0]
         out["charts"] = roofline_chart(model, gpu, best.batch, int(prompt.mean), Path(args.chart) / "serve-roofline",
                                        precision=s.precision)
+    if _is_output(args.data):
+        def charts() -> dict:
+            from thresher.capacity.charts import roofline_svg, serve_memory_svg
+
+            best = plans[0]
+            gpu = [g for g in _gpus(args) if g.key == best.gpu][0]
+            return {"memory": serve_memory_svg(plans[:4]),
+                    "roofline": roofline_svg(model, gpu, best.batch, max(1, int(prompt.mean)), precision=s.precision)}
+
+        _to_output(args, "serve", out, charts)
     if args.json:
         print(json.dumps(out, indent=2, default=float))
     else:

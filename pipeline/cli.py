@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -16,27 +17,16 @@ err_console = Console(stderr=True)
 console = Console()
 
 
-class Progress:
-    """A progress bar per pass (shards done / total), on stderr, only on a terminal."""
+def make_progress(quiet: bool):
+    """The run's progress on stderr: nothing with ``-q``; a live display (per pass, the run, LLM
+    requests) when stdout and stderr are terminals; else one line per pass as it ends."""
+    if quiet:
+        return None
+    from thresher.pipeline.progress import LiveDisplay, PassLines, RunProgress
 
-    def __init__(self, enabled: bool):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            console=err_console, disable=not enabled, transient=False)
-
-    def __enter__(self):
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.bar.__exit__(*exc)
-
-    def start_pass(self, k: int, total: int, completed: int):
-        return self.bar.add_task(f"pass {k}", total=total, completed=completed)
-
-    def advance(self, task) -> None:
-        self.bar.advance(task)
+    if sys.stdout.isatty() and err_console.is_terminal:
+        return RunProgress(LiveDisplay(err_console))
+    return RunProgress(PassLines(sys.stderr))
 
 
 def _add_recipe_args(p: argparse.ArgumentParser) -> None:
@@ -64,12 +54,53 @@ def cmd_run(args) -> int:
     from thresher.pipeline.run import run
 
     recipe = _load(args)
-    with Progress(enabled=not args.quiet and err_console.is_terminal) as progress:
+    progress = make_progress(args.quiet)
+    with progress or contextlib.nullcontext():
         result = run(recipe, resume=args.resume, overwrite=args.overwrite, progress=progress)
     if not args.quiet:
         console.print(ledger_table(result.ledger, result.output_rows))
         console.print(f"wrote {result.output_rows:,} rows to {result.out}/data in {result.seconds:.1f} s "
                       f"(ledger: {result.out}/ledger.json)")
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from thresher.pipeline.analyze import Options, analysis_recipe
+    from thresher.pipeline.analyze_view import analysis_tables
+    from thresher.pipeline.run import run
+
+    recipe = _load(args)
+    if not 0 < args.keep < 1:
+        raise ThresherError(f"--keep must be a share between 0 and 1 (got {args.keep})")
+    options = Options(suggest=args.suggest, keep=args.keep, sigma=args.sigma, method=args.method)
+    notes = analysis_recipe(recipe, output=args.output, sample=args.sample, lang=args.lang, llm=args.llm,
+                            tokens=None if args.no_tokens else args.tokenizer, options=options)
+    for note in notes:
+        err_console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
+    progress = make_progress(args.quiet)
+    with progress or contextlib.nullcontext():
+        result = run(recipe, resume=args.resume, overwrite=args.overwrite, progress=progress)
+    summary = json.loads((result.out / "analysis.json").read_text(encoding="utf-8"))
+    if not args.quiet:
+        console.print(analysis_tables(summary))
+        if summary.get("diff"):
+            console.print(f"\nsuggested recipe ({options.method}; written to {result.out}/suggested.yaml):")
+            console.print(summary["diff"], markup=False, highlight=False, soft_wrap=True)
+        console.print(f"analysed {summary['rows']:,} rows in {result.seconds:.1f} s: {result.out}/stats.parquet, "
+                      f"{result.out}/report.html", highlight=False)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from pathlib import Path
+
+    from thresher.pipeline.report import write_report
+
+    out = Path(args.out)
+    if not (out / "ledger.json").is_file():
+        raise ThresherError(f"'{args.out}' is not a thresher output (no ledger.json); give the directory a run or an "
+                            "analysis wrote")
+    print(write_report(out))
     return 0
 
 
@@ -121,6 +152,25 @@ def cmd_schema(args) -> int:
     from thresher.pipeline.docs import recipe_schema
 
     print(json.dumps(recipe_schema(), indent=2))
+    return 0
+
+
+def cmd_import_dj(args) -> int:
+    from pathlib import Path
+
+    from thresher.pipeline.import_dj import convert_file
+
+    conv = convert_file(args.config)  # nothing convertible: a ThresherError listing every op and why
+    for line in conv.summary():
+        err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+    if not args.output:
+        sys.stdout.write(conv.text)
+        return 0
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise ThresherError(f"'{out}' exists; give --force to overwrite it")
+    out.write_text(conv.text, encoding="utf-8")
+    err_console.print(f"wrote {out}; check it with `thresher validate {out}`", markup=False, highlight=False)
     return 0
 
 
@@ -213,6 +263,14 @@ def cmd_cluster(args) -> int:
     return 0
 
 
+def cmd_show(args) -> int:
+    from thresher.pipeline.show import show
+
+    mode = args.mode or ("dropped" if args.reason is not None else "kept")  # --reason alone: dropped rows
+    show(args.out, mode, op=args.op, reason=args.reason, n=args.n, full=args.full, pager=not args.no_pager)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="thresher", description="Curate LLM training data and size the jobs that use it.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error (also THRESHER_DEBUG=1)")
@@ -222,8 +280,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe_args(p)
     p.add_argument("--resume", action="store_true", help="finish an interrupted run in the same output directory")
     p.add_argument("--overwrite", action="store_true", help="discard an unfinished run in the output directory")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or ledger table")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress or ledger table")
     p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("analyze", help="every filter's stats on every row (nothing dropped): stats.parquet, "
+                       "report.html, threshold suggestions")
+    _add_recipe_args(p)
+    p.add_argument("--sample", type=int, metavar="N", help="rows sampled per op and reason for the report "
+                   "(default: output.trace_samples)")
+    p.add_argument("--lang", action="store_true", help="also measure languages (adds language_id, tag only)")
+    p.add_argument("--llm", action="store_true", help="include ops that send paid LLM requests")
+    p.add_argument("--tokenizer", default="cl100k_base", help="tokenizer for tokens per row (a name or a tokenizer.json)")
+    p.add_argument("--no-tokens", action="store_true", help="do not count tokens per row")
+    p.add_argument("--suggest", action="store_true", help="propose thresholds and print the recipe diff")
+    p.add_argument("--keep", type=float, default=0.95, help="(--suggest) share of rows each stat's bounds keep")
+    p.add_argument("--sigma", type=float, default=3.0, help="(--suggest) outliers beyond mean ± SIGMA std")
+    p.add_argument("--method", choices=["quantile", "sigma"], default="quantile",
+                   help="(--suggest) which suggestion goes into suggested.yaml")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted analysis")
+    p.add_argument("--overwrite", action="store_true", help="discard an unfinished analysis in the output directory")
+    p.add_argument("-q", "--quiet", action="store_true", help="no tables")
+    p.set_defaults(fn=cmd_analyze)
 
     p = sub.add_parser("validate", help="check a recipe (ops, parameters, inputs not read) and print the plan")
     _add_recipe_args(p)
@@ -287,6 +364,32 @@ def build_parser() -> argparse.ArgumentParser:
     from thresher.capacity.cli import add_parser as add_plan_parser
 
     add_plan_parser(sub)
+
+    p = sub.add_parser("show", help="page through an output's rows (kept, dropped or quarantined) with reasons and stats")
+    p.add_argument("out", help="an output directory of `thresher run`")
+    m = p.add_mutually_exclusive_group()
+    m.add_argument("--kept", dest="mode", action="store_const", const="kept", help="kept rows from data/ (the default)")
+    m.add_argument("--dropped", dest="mode", action="store_const", const="dropped",
+                   help="dropped rows: the sample the run kept in trace/, with reason and stats")
+    m.add_argument("--quarantined", dest="mode", action="store_const", const="quarantined",
+                   help="bad rows from quarantine/, with file:line and reason")
+    p.add_argument("--op", metavar="NAME", help="one op (key or name): its drops, its quarantined rows, or its stats of kept rows")
+    p.add_argument("--reason", metavar="R", help="only rows dropped (or quarantined) for this reason")
+    p.add_argument("-n", type=int, default=10, metavar="N", help="rows to show (default 10)")
+    p.add_argument("--full", action="store_true", help="long texts and turns whole, not cut")
+    p.add_argument("--no-pager", action="store_true", help="print plainly even on a terminal")
+    p.set_defaults(fn=cmd_show)
+
+    p = sub.add_parser("report", help="(re)build OUT/report.html: funnel, stat histograms, samples, timings")
+    p.add_argument("out", help="an output directory of a run or an analysis")
+    p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("import-dj", help="convert a Data-Juicer config (its process list, dataset_path, "
+                       "export_path, text_keys, np) into a thresher recipe, with comments where thresher differs")
+    p.add_argument("config", help="a Data-Juicer config (YAML)")
+    p.add_argument("-o", "--output", metavar="RECIPE", help="write the recipe here (default: print it)")
+    p.add_argument("--force", action="store_true", help="overwrite RECIPE if it exists")
+    p.set_defaults(fn=cmd_import_dj)
 
     p = sub.add_parser("demo", help="write the demo corpus used by the quickstart")
     p.add_argument("out")

@@ -7,7 +7,8 @@ Protocol columns (never in the output):
 - ``LINE``: each row's line in its input file, carried through the passes so a row an op
   quarantines is named by file and line;
 - ``ROWS_TAG``: a global op's apply step sees its rows' ordinals in this temporary column;
-- ``STATS``: the struct column of filter stats kept with ``output.keep_stats``.
+- ``STATS``: the struct column of filter stats kept with ``output.keep_stats``;
+- ``FLAGS``: in an analysis (``thresher analyze``), per op, the reason it would drop the row.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ REASON = "__reason"
 LINE = "__thresher_line__"
 ROWS_TAG = "__thresher_row__"
 STATS = "__stats__"
+FLAGS = "__flags__"
 
 # The columns of a resolve step's decisions (one row per row to drop), with their types.
 DECISIONS_SCHEMA = {SHARD: pl.Int32, ROW: pl.Int64, REASON: pl.Utf8}

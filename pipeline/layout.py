@@ -4,6 +4,8 @@
     <out>/quarantine/passK-SSSSS.jsonl  bad input and rows an op could not process, with reasons
     <out>/trace/NN-<op>.jsonl           up to N dropped samples per op, with reason and stats
     <out>/ledger.json                   the balanced ledger
+    <out>/profile.json                  histograms of every filter stat and of the corpus (pipeline/profile.py)
+    <out>/report.html                   the run's report, one self-contained page (pipeline/report/)
     <out>/_SUCCESS                      written last: its absence means the output is incomplete
     <out>/_work/manifest.json           recipe fingerprint + shards, checked by --resume
     <out>/_work/pass-K/...              intermediates, fingerprints, decisions, done markers
@@ -13,6 +15,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
+PROFILE_NAME = "profile.json"
+REPORT_NAME = "report.html"
 
 
 class Layout:
@@ -24,6 +29,8 @@ class Layout:
         self.work = self.out / "_work"
         self.manifest = self.work / "manifest.json"
         self.ledger = self.out / "ledger.json"
+        self.profile = self.out / PROFILE_NAME
+        self.report = self.out / REPORT_NAME
         self.success = self.out / "_SUCCESS"
 
     def pass_dir(self, k: int) -> Path:

@@ -26,6 +26,8 @@ class OpEntry:
     quarantined: Counter = field(default_factory=Counter)
     counters: Counter = field(default_factory=Counter)
     seconds: float = 0.0
+    # ``thresher analyze`` drops nothing: the rows an op *would* drop, by reason, are counted here
+    flagged: Counter = field(default_factory=Counter)
 
     def merge(self, other: OpEntry) -> None:
         self.rows_in += other.rows_in
@@ -35,6 +37,7 @@ class OpEntry:
         self.quarantined.update(other.quarantined)
         self.counters.update(other.counters)
         self.seconds += other.seconds
+        self.flagged.update(other.flagged)
 
     @property
     def n_dropped(self) -> int:
@@ -45,17 +48,21 @@ class OpEntry:
         return sum(self.quarantined.values())
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "op": self.name, "index": self.index, "rows_in": self.rows_in, "rows_out": self.rows_out,
             "created": self.created, "dropped": dict(sorted(self.dropped.items())),
             "quarantined": dict(sorted(self.quarantined.items())),
             "counters": dict(sorted(self.counters.items())), "seconds": round(self.seconds, 4),
         }
+        if self.flagged:
+            out["flagged"] = dict(sorted(self.flagged.items()))
+        return out
 
     @classmethod
     def from_dict(cls, key: str, d: dict) -> OpEntry:
         return cls(key, d["op"], d["index"], d["rows_in"], d["rows_out"], d.get("created", 0),
-                   Counter(d["dropped"]), Counter(d["quarantined"]), Counter(d.get("counters", {})), d["seconds"])
+                   Counter(d["dropped"]), Counter(d["quarantined"]), Counter(d.get("counters", {})), d["seconds"],
+                   Counter(d.get("flagged", {})))
 
 
 class Ledger:

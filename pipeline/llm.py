@@ -140,6 +140,41 @@ class Usage:
                 self.completion_tokens += c.completion_tokens
 
 
+class LiveCounters:
+    """This process's LLM requests so far, all clients together, for live progress: done (cache
+    hits included, as the ledger counts them), failed, spend in micro-dollars (what the ledger's
+    ``llm_cost_micro_usd`` adds up to) and in flight now. Never reset: a reader keeps a baseline."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.done = self.failed = self.in_flight = 0
+        self.spend_micro_usd = 0.0
+
+    def begin(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+
+    def end(self, c: Completion | None, cfg: LLMConfig) -> None:
+        """A request ended: ``c`` its completion, or None when it was cancelled or stopped the run."""
+        with self._lock:
+            self.in_flight -= 1
+            if c is None:
+                return
+            self.done += 1
+            self.failed += c.text is None
+            if not c.cached:
+                self.spend_micro_usd += (c.prompt_tokens * cfg.usd_per_million_input
+                                         + c.completion_tokens * cfg.usd_per_million_output)
+
+    def snapshot(self) -> tuple[int, int, float, int]:
+        """(done, failed, spend in micro-dollars, in flight)."""
+        with self._lock:
+            return self.done, self.failed, self.spend_micro_usd, self.in_flight
+
+
+LIVE = LiveCounters()
+
+
 class _Retry(Exception):
     """One attempt failed in a way worth retrying: ``reason`` for the row, ``wait`` from Retry-After."""
 
@@ -246,6 +281,15 @@ class ChatClient:
         return [t.result() for t in tasks]
 
     async def _complete(self, body: dict) -> Completion:
+        LIVE.begin()
+        c = None
+        try:
+            c = await self._complete_counted(body)
+            return c
+        finally:
+            LIVE.end(c, self.cfg)
+
+    async def _complete_counted(self, body: dict) -> Completion:
         key = self.cache_key(body)
         if self.cfg.cache:
             hit = self._cache_get(key)

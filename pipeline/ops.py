@@ -118,11 +118,14 @@ class Op:
     # calls cost something (LLM requests) set this False: they report per-row failures themselves,
     # and an exception quarantines the batch once instead of re-sending its rows.
     isolate_errors: ClassVar[bool] = True
+    # Each call costs money (an LLM request): ``thresher analyze`` stops before such an op unless --llm.
+    paid: ClassVar[bool] = False
 
     def __init__(self, params: OpParams | None = None, ctx: OpContext | None = None):
         self.params = params if params is not None else self.Params()
         self.ctx = ctx if ctx is not None else OpContext(key=self.name)
         self._counters: dict[str, int] = {}
+        self._distributions: dict[str, dict] = {}
         self._ready = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -151,6 +154,19 @@ class Op:
 
     def take_counters(self) -> dict[str, int]:
         out, self._counters = self._counters, {}
+        return out
+
+    def record_distribution(self, name: str, counts: dict) -> None:
+        """Add a discrete distribution this op measured (value -> count, e.g. duplicate-cluster
+        size -> clusters); it ends up in the run's ``profile.json`` and its report."""
+        from collections import Counter
+
+        merged = Counter(self._distributions.get(name, {}))
+        merged.update({str(k): int(v) for k, v in counts.items()})
+        self._distributions[name] = dict(merged)
+
+    def take_distributions(self) -> dict[str, dict]:
+        out, self._distributions = self._distributions, {}
         return out
 
     @classmethod
@@ -226,15 +242,71 @@ class Mapper(Op):
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class Bound:
+    """A filter's threshold on one stat: rows under ``lo`` or over ``hi`` fail it (None: no bound).
+    ``lo_param``/``hi_param`` name the parameter that sets each bound, as a path into the op's
+    parameters (``min_words``, or ``top_n_grams.2`` for a key of a dict parameter), so that
+    ``thresher analyze --suggest`` can write a new value back into the recipe. ``inclusive``: a
+    value equal to a bound passes (see ``columns.bounds_masks``)."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_param: str | None = None
+    hi_param: str | None = None
+    inclusive: bool = True
+
+    def masks(self, values) -> tuple[np.ndarray, np.ndarray]:
+        """(below, above) for ``values``: which rows this bound puts outside."""
+        from thresher.pipeline.columns import bounds_masks
+
+        return bounds_masks(values, self.lo, self.hi, inclusive=self.inclusive)
+
+
+def param_at(params: BaseModel, path: str) -> Any:
+    """The value at a parameter path (``min_words``; ``top_n_grams.2`` for a key of a dict)."""
+    head, _, rest = path.partition(".")
+    value = getattr(params, head)
+    if rest:
+        if not isinstance(value, dict):
+            raise KeyError(path)
+        for key in (rest, int(rest) if rest.lstrip("-").isdigit() else None):
+            if key in value:
+                return value[key]
+        return None
+    return value
+
+
 class Filter(Op):
     """Two phases: ``compute_stats`` (kept for analysis), then ``keep`` from the stats alone.
 
     Subclasses implement ``compute_stats`` and ``drop_reasons``; a row is dropped when any
     reason's mask is true, and the first true reason (in the order returned) is recorded.
+
+    ``bounds`` declares which parameters bound which stat (``{"num_words": ("min_words",
+    "max_words")}``; a third element False makes the bounds exclusive): the report draws them on
+    each stat's histogram with the share they drop, and ``thresher analyze --suggest`` proposes
+    new values for them. A filter whose rule is not a plain bound overrides ``thresholds``.
     """
 
     # stats that are also written to the row as columns (e.g. ``lang``, ``quality_score``)
     columns: ClassVar[tuple[str, ...]] = ()
+    # stat -> (parameter of the lower bound, parameter of the upper bound[, inclusive])
+    bounds: ClassVar[dict[str, tuple]] = {}
+
+    def thresholds(self) -> dict[str, Bound]:
+        """The thresholds in force, per stat (from ``bounds`` and the parameters); a bound whose
+        parameter is null (rule switched off) is None."""
+        out = {}
+        for stat, spec in self.bounds.items():
+            lo_p, hi_p = spec[0], spec[1]
+            inclusive = spec[2] if len(spec) > 2 else True
+            lo = param_at(self.params, lo_p) if lo_p else None
+            hi = param_at(self.params, hi_p) if hi_p else None
+            if lo is None and hi is None:
+                continue
+            out[stat] = Bound(_num(lo), _num(hi), lo_p, hi_p, inclusive)
+        return out
 
     @classmethod
     def kind(cls) -> str:
@@ -249,6 +321,10 @@ class Filter(Op):
     def keep(self, stats: dict[str, pa.Array]) -> np.ndarray:
         n = len(next(iter(stats.values()))) if stats else 0
         return first_failing(self.drop_reasons(stats), n)[0]
+
+
+def _num(v):
+    return None if v is None else float(v)
 
 
 def first_failing(reasons: dict[str, Any], n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -319,9 +395,12 @@ class GlobalOp(Op):
             return None
         parts = shuffle.group(fingerprints, self.partition_key, functools.partial(_resolve_partition, self))
         out = shuffle.collect(parts, {**DECISIONS_SCHEMA, COUNTERS: pl.Utf8})
-        for counters in out.filter(pl.col(SHARD) < 0)[COUNTERS].to_list():
-            for k, v in json.loads(counters).items():
+        for measured in out.filter(pl.col(SHARD) < 0)[COUNTERS].to_list():
+            measured = json.loads(measured)
+            for k, v in measured["counters"].items():
                 self.record(k, v)
+            for name, counts in measured["distributions"].items():
+                self.record_distribution(name, counts)
         return out.filter(pl.col(SHARD) >= 0).drop(COUNTERS)
 
     def apply(self, batch: pa.Table, shard: int, rows: np.ndarray):
@@ -335,9 +414,11 @@ COUNTERS = "__counters"
 
 
 def _resolve_partition(op: GlobalOp, df):
-    """``resolve`` on one partition (in a Ray worker); its counters ride along in one extra row."""
+    """``resolve`` on one partition (in a Ray worker); its counters and distributions ride along in
+    one extra row."""
     decided = op.resolve(df.lazy()).select(SHARD, ROW, REASON)
-    counters = pl.DataFrame({SHARD: [-1], ROW: [-1], REASON: [""], COUNTERS: [json.dumps(op.take_counters())]},
+    measured = json.dumps({"counters": op.take_counters(), "distributions": op.take_distributions()})
+    counters = pl.DataFrame({SHARD: [-1], ROW: [-1], REASON: [""], COUNTERS: [measured]},
                             schema={**DECISIONS_SCHEMA, COUNTERS: pl.Utf8})
     return pl.concat([decided.cast({SHARD: pl.Int32, ROW: pl.Int64}).with_columns(pl.lit(None, pl.Utf8).alias(COUNTERS)),
                       counters])

@@ -40,7 +40,8 @@ _OWN_PATTERNS = [
     re.compile(r"data/part-\d{5}-[\w.-]+(\.tmp)?"),
     re.compile(r"quarantine/pass\d+-\d{5}(\.[\w]+)?\.jsonl(\.tmp)?"),
     re.compile(r"trace/\d{2}-[\w.]+\.jsonl(\.tmp)?"),
-    re.compile(r"(ledger\.json|_thresher\.json|_SUCCESS|report\.html)(\.tmp)?"),
+    re.compile(r"(ledger\.json|_thresher\.json|_SUCCESS|report\.html|plan\.json|profile\.json|analysis\.json"
+               r"|stats\.parquet|suggested\.yaml)(\.tmp)?"),
 ]
 
 
@@ -115,6 +116,24 @@ def _shard_of(rel: str) -> int:
     """The shard a data or quarantine file name belongs to (-1 for run-wide files)."""
     m = re.match(r"(?:data/part-|quarantine/pass\d+-)(\d{5})", rel)
     return int(m.group(1)) if m else -1
+
+
+def add_owned(out: str | Path, names: list[str]) -> bool:
+    """List ``names`` (relative paths, e.g. ``report.html``) among the files a finished output
+    wrote (``_thresher.json``, rewritten atomically), so that a later run may delete or replace
+    them. False, and nothing written, when ``out`` has no such list (an unfinished run's own file
+    names are recognised without one)."""
+    from thresher.pipeline.io.writers import write_json_atomic
+
+    out = Path(out)
+    manifest = read_json(out / MANIFEST_NAME)
+    if manifest is None or not isinstance(manifest.get("files"), list):
+        return False
+    new = [n for n in names if n not in manifest["files"]]
+    if new:
+        manifest["files"] = [*manifest["files"], *new]
+        write_json_atomic(out / MANIFEST_NAME, manifest)
+    return True
 
 
 def is_thresher_output(out: Path) -> bool:

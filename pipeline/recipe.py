@@ -21,7 +21,7 @@ from thresher.pipeline.ops import FromEnv, Op, OpContext, OpParams
 from thresher.pipeline.outdir import expand_path
 from thresher.pipeline.registry import all_ops, get_op, resolve_alias
 
-INPUT_FORMATS = ("auto", "jsonl", "jsonl.gz", "jsonl.zst", "parquet", "warc")
+INPUT_FORMATS = ("auto", "jsonl", "jsonl.gz", "jsonl.zst", "parquet", "warc", "csv", "tsv")
 OUTPUT_FORMATS = ("jsonl", "jsonl.gz", "jsonl.zst", "parquet")
 
 
@@ -31,9 +31,9 @@ class _Strict(BaseModel):
 
 class InputSpec(_Strict):
     paths: list[str] = Field(description="files, directories or globs; 'demo:quickstart' is the built-in demo corpus")
-    format: Literal["auto", "jsonl", "jsonl.gz", "jsonl.zst", "json", "parquet", "warc"] = Field(
+    format: Literal["auto", "jsonl", "jsonl.gz", "jsonl.zst", "json", "parquet", "warc", "csv", "tsv"] = Field(
         "auto", description="auto: from each file's extension (a .json file holding an array is read as one); "
-        "warc yields {id, url, date, html} rows")
+        "warc yields {id, url, date, html} rows; csv/tsv: a header line, every column read as text")
     text_key: str | None = Field("text", description="column holding the main text; null for data without one "
                                  "(chat and preference data), which only ops that do not read text may process")
     id_key: str = Field("id", description="column holding the row id; rows without one get a stable id")
@@ -55,6 +55,8 @@ class OutputSpec(_Strict):
     format: Literal["jsonl", "jsonl.gz", "jsonl.zst", "parquet"] = "jsonl"
     rows_per_shard: int = Field(100_000, gt=0, description="at most this many rows per output file")
     keep_stats: bool = Field(False, description=f"keep filter stats in a '{STATS}' column")
+    report: bool = Field(True, description="write report.html (funnel, stat histograms with thresholds, samples, "
+                         "timings) beside the ledger")
     trace_samples: int = Field(20, ge=0, description="dropped rows kept in trace/ per op and per reason: a seeded "
                                "random sample (the same for any workers or executor), with their content")
 
@@ -126,6 +128,10 @@ class Recipe:
         self.run_id = ""  # set by the driver from the output's manifest (kept across --resume)
         self.attempt_id = ""  # set by the driver for each invocation
         self.notes: list[str] = []  # deprecations met while loading (former op names)
+        self.analysis = False  # thresher analyze: every op sees every row, nothing is dropped
+        self.analysis_tokens: str | None = None  # (analysis) tokenizer for tokens per row; None: not counted
+        self.analysis_added: set[str] = set()  # (analysis) ops it added (language_id for --lang)
+        self.analysis_options = None  # (analysis) pipeline.analyze.Options
 
     @property
     def input(self) -> InputSpec:
@@ -159,8 +165,10 @@ class Recipe:
         """Hash of everything that decides the output (not workers, not the output path)."""
         body = {k: v for k, v in self.model.model_dump(mode="json").items()
                 if k not in ("executor", "policy", "name", "description")}
-        body["output"] = {k: v for k, v in body["output"].items() if k != "path"}
+        body["output"] = {k: v for k, v in body["output"].items() if k not in ("path", "report")}
         body["process"] = [{s.name: s.params.model_dump(mode="json")} for s in self.ops]
+        if self.analysis:
+            body["analysis"] = {"tokens": self.analysis_tokens}
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -17,8 +17,10 @@ from thresher.pipeline.executors.passes import load_json, ops_for, write_decisio
 from thresher.pipeline.faults import crash_point
 from thresher.pipeline.io.inputs import Shard, plan_shards, resolve_inputs
 from thresher.pipeline.io.writers import write_bytes_atomic, write_json_atomic, write_jsonl_records_atomic
-from thresher.pipeline.layout import Layout
+from thresher.pipeline.layout import PROFILE_NAME, Layout
 from thresher.pipeline.ledger import Ledger
+from thresher.pipeline.profile import Profile
+from thresher.pipeline.progress import pass_totals
 from thresher.pipeline.recipe import Recipe
 from thresher.pipeline.runner import keep_sample
 
@@ -152,13 +154,14 @@ def _run_passes(recipe: Recipe, layout: Layout, shards: list[Shard], progress) -
         timings["start_seconds"] = _since(t_start)
         for k, stage in enumerate(stages):
             todo = [s for s in shards if not layout.done(k, s.index).exists()]
-            task = progress.start_pass(k, len(shards), len(shards) - len(todo)) if progress else None
+            if progress:
+                progress.start_pass(k, *pass_totals(layout, k, todo), passes=len(stages))
             names = " + ".join(op.ctx.key for op in stage.local_ops) or "read/write"
             if stage.barrier is not None:
                 names += f" -> {stage.barrier.ctx.key} (fingerprint)"
             t_pass = time.perf_counter()
-            executor.run_pass(recipe, out, k, todo, lambda _s, task=task: progress.advance(task) if progress else None,
-                              context=f"pass {k} (ops: {names})")
+            executor.run_pass(recipe, out, k, todo, lambda s, k=k: progress.shard_done(k, s) if progress else None,
+                              context=f"pass {k} (ops: {names})", events=progress.put if progress else None)
             record = {"pass": k, "shards": len(todo), "seconds": _since(t_pass)}
             _check_policy(layout, recipe, shards, k)  # a run that is failing stops at the end of the pass
             if stage.barrier is not None and not layout.resolved(k).exists():
@@ -170,6 +173,8 @@ def _run_passes(recipe: Recipe, layout: Layout, shards: list[Shard], progress) -
                 record["resolve"] = stage.barrier.ctx.key
                 record["resolve_seconds"] = _since(t_resolve)
             timings["passes"].append(record)
+            if progress:
+                progress.end_pass(k)
     return timings
 
 
@@ -241,6 +246,7 @@ def _write_ledger(layout: Layout, recipe: Recipe, shards: list[Shard], ledger: L
     report = ledger.to_dict(output_rows)
     report["status"] = status
     report["balanced"] = status == "succeeded"
+    report["mode"] = "analyze" if recipe.analysis else "run"
     if error:
         report["error"] = error
     report["run"] = {"recipe": recipe.model.name or Path(recipe.source).stem, "source": recipe.source,
@@ -267,14 +273,20 @@ def finish(layout: Layout, recipe: Recipe, shards: list[Shard], n_passes: int, t
     trace: dict[str, list[dict]] = {op.ctx.key: [] for op in ops}
     files: list[str] = []
     output_rows = 0
+    profile = Profile()
     for k in range(n_passes):
         for s in shards:
             done = layout.read_done(k, s.index)
+            profile.merge(done.get("profile", {}))
             for key, recs in done["trace"].items():
                 trace[key] = keep_sample(trace[key] + recs, recipe.output.trace_samples)
             if k == n_passes - 1:
                 output_rows += done["rows_out"]
                 files += [f"data/{f}" for f in done["files"]]
+    if recipe.analysis:  # the analysis parts -> one stats.parquet
+        from thresher.pipeline.analyze import merge_stats
+
+        files = merge_stats(layout.out, files)
     try:
         ledger.check_balance(output_rows)
     except Exception as e:
@@ -293,6 +305,14 @@ def finish(layout: Layout, recipe: Recipe, shards: list[Shard], n_passes: int, t
     crash_point("after-trace")
     _write_ledger(layout, recipe, shards, ledger, output_rows, "succeeded", None, files, timings)
     crash_point("after-ledger")
+    write_json_atomic(layout.profile, _profile_report(layout, recipe, ops, n_passes, profile))
+    written.append(PROFILE_NAME)
+    if recipe.analysis:
+        from thresher.pipeline.analyze import finish_analysis
+
+        written += finish_analysis(layout.out, recipe, ops)[1]
+    if recipe.output.report:
+        written.append(_write_report(layout))
     if layout.quarantine.is_dir():
         written += sorted(f"quarantine/{f.name}" for f in layout.quarantine.glob("pass*.jsonl"))
     written.append(outdir.LEDGER_NAME)
@@ -303,6 +323,35 @@ def finish(layout: Layout, recipe: Recipe, shards: list[Shard], n_passes: int, t
     crash_point("after-success")
     shutil.rmtree(layout.work, ignore_errors=True)
     return RunResult(layout.out, ledger, output_rows, files, 0.0)
+
+
+def _profile_report(layout: Layout, recipe: Recipe, ops: list, n_passes: int, profile: Profile) -> dict:
+    """``profile.json``: the merged histograms, with each op's name, place and thresholds (for the
+    report), and the distributions global ops measured in their resolve step."""
+    from thresher.pipeline.ops import Filter
+
+    _, stages = ops_for(recipe)
+    for k in range(n_passes):
+        if stages[k].barrier is not None and layout.resolved(k).exists():
+            info = load_json(layout.resolved(k))
+            for name, counts in info.get("distributions", {}).items():
+                profile.add_distribution(info["op"], name, counts)
+    out = profile.to_dict()
+    out["text_key"] = recipe.input.text_key
+    for op in ops:
+        entry = out["ops"].setdefault(op.ctx.key, {"stats": {}, "outside": {}, "categories": {}, "distributions": {}})
+        entry.update({"op": op.name, "index": op.ctx.index, "kind": op.kind()})
+        if isinstance(op, Filter):
+            entry["thresholds"] = {stat: {"lo": b.lo, "hi": b.hi, "lo_param": b.lo_param, "hi_param": b.hi_param,
+                                          "inclusive": b.inclusive} for stat, b in op.thresholds().items()}
+    return out
+
+
+def _write_report(layout: Layout) -> str:
+    """Build ``report.html``; returns its name (for the list of files the run wrote)."""
+    from thresher.pipeline.report import write_report
+
+    return write_report(layout.out, own=False).name  # listed in _thresher.json by finish
 
 
 def _result_from_disk(layout: Layout, seconds: float) -> RunResult:

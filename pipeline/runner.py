@@ -14,18 +14,26 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 
-from thresher.pipeline.columns import LINE, STATS, set_column
+from thresher.pipeline.columns import FLAGS, LINE, STATS, set_column
 from thresher.pipeline.errors import ThresherError
 from thresher.pipeline.io.readers import RAW_SNIPPET, quarantine_record
 from thresher.pipeline.ledger import Ledger
 from thresher.pipeline.ops import Filter, GlobalOp, Mapper, MapResult, Op, first_failing
+from thresher.pipeline.profile import Profile
 
 TRACE_TEXT = 500
 
 
 class BatchRunner:
-    def __init__(self, ops: list[Op], text_key: str, id_key: str, keep_stats: bool, trace_n: int, source: str = ""):
+    """``analysis``: drop nothing — every op sees every row, and the rows an op would drop are
+    counted as ``flagged`` in the ledger, sampled in the trace and marked per row (``FLAGS``), as
+    ``thresher analyze`` needs."""
+
+    def __init__(self, ops: list[Op], text_key: str, id_key: str, keep_stats: bool, trace_n: int, source: str = "",
+                 analysis: bool = False):
         self.ops = ops
+        self.analysis = analysis
+        self.profile = Profile()  # histograms of every filter stat (and the corpus), merged run-wide
         self.source = source  # the input file of the rows (its display name)
         self.text_key = text_key
         self.id_key = id_key
@@ -96,7 +104,7 @@ class BatchRunner:
             if self.text_key and self.text_key in row:
                 rec["text"] = (row[self.text_key] or "")[:TRACE_TEXT]
             else:  # chat, preference and other rows: their own fields (long strings cut)
-                rec["content"] = _short({k: v for k, v in row.items() if k not in (self.id_key, LINE, STATS)})
+                rec["content"] = _short({k: v for k, v in row.items() if k not in (self.id_key, LINE, STATS, FLAGS)})
             if stats:
                 rec["stats"] = {k: _py(v[i]) for k, v in stats.items()}
             bucket.append(rec)
@@ -152,7 +160,8 @@ class BatchRunner:
         for col in op.columns:
             if col in stats:
                 table = set_column(table, col, stats[col])
-        if self.keep_stats and stats:
+        self.profile.add_stats(op.ctx.key, stats, op.thresholds())
+        if (self.keep_stats or self.analysis) and stats:
             table = add_stats(table, op.ctx.key, stats)
         return self._drop(op, table, op.drop_reasons(stats), stats, entry)
 
@@ -178,19 +187,37 @@ class BatchRunner:
         names = list(reasons)
         keep, reason_idx = first_failing(reasons, table.num_rows)  # the first failing rule is recorded
         dropped_idx = np.flatnonzero(~keep)
+        counted = entry.flagged if self.analysis else entry.dropped
         if len(dropped_idx):
             counts = np.bincount(reason_idx[dropped_idx], minlength=len(names))
             for j, c in enumerate(counts):
                 if c:
-                    entry.dropped[names[j]] += int(c)
+                    counted[names[j]] += int(c)
             self._trace_drops(op, table, dropped_idx, [names[j] for j in reason_idx[dropped_idx]], stats)
+        if self.analysis:
+            return self.flag(op, table, dropped_idx, [names[j] for j in reason_idx[dropped_idx]])
         return table if keep.all() else table.filter(pa.array(keep))
 
-    def record_global_drops(self, op: GlobalOp, table: pa.Table, drop_idx: np.ndarray, reasons: list[str], ledger: Ledger) -> None:
+    def flag(self, op: Op, table: pa.Table, idx: np.ndarray, reasons: list[str]) -> pa.Table:
+        """(analysis) Mark rows ``idx`` with the reason ``op`` would drop them for, in ``FLAGS``."""
+        marks = np.full(table.num_rows, None, dtype=object)
+        marks[idx] = reasons
+        return add_stats(table, op.ctx.key, {"reason": pa.array(marks.tolist(), pa.string())}, column=FLAGS)
+
+    def record_global_drops(self, op: GlobalOp, table: pa.Table, drop_idx: np.ndarray, reasons: list[str],
+                            ledger: Ledger) -> pa.Table:
+        """Count (and sample) the rows a global op's decisions drop; returns the table without them
+        (in analysis: all of it, with those rows flagged)."""
         entry = ledger[op.ctx.key]
+        counted = entry.flagged if self.analysis else entry.dropped
         for r in reasons:
-            entry.dropped[r] += 1
+            counted[r] += 1
         self._trace_drops(op, table, drop_idx, reasons, {})
+        if self.analysis:
+            return self.flag(op, table, drop_idx, list(reasons))
+        keep = np.ones(table.num_rows, dtype=bool)
+        keep[drop_idx] = False
+        return table.filter(pa.array(keep))
 
 
 def sample_keys(table: pa.Table, idx: np.ndarray, id_key: str, seed: int, op_key: str) -> np.ndarray:
@@ -230,15 +257,15 @@ def _short(value, limit: int = TRACE_TEXT):
     return value
 
 
-def add_stats(table: pa.Table, key: str, stats: dict[str, pa.Array]) -> pa.Table:
-    """Add this op's stats under ``__stats__.<op key>`` (a struct column)."""
+def add_stats(table: pa.Table, key: str, stats: dict[str, pa.Array], column: str = STATS) -> pa.Table:
+    """Add this op's stats under ``__stats__.<op key>`` (a struct column; or under ``column``)."""
     new = pa.StructArray.from_arrays(list(stats.values()), names=list(stats))
-    if STATS in table.column_names:
-        old = table.column(STATS).combine_chunks()
+    if column in table.column_names:
+        old = table.column(column).combine_chunks()
         fields = [old.field(i) for i in range(old.type.num_fields)] + [new]
         names = [old.type.field(i).name for i in range(old.type.num_fields)] + [key]
-        return set_column(table, STATS, pa.StructArray.from_arrays(fields, names=names))
-    return table.append_column(STATS, pa.StructArray.from_arrays([new], names=[key]))
+        return set_column(table, column, pa.StructArray.from_arrays(fields, names=names))
+    return table.append_column(column, pa.StructArray.from_arrays([new], names=[key]))
 
 
 def as_array(v) -> pa.Array:

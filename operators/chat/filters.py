@@ -45,6 +45,8 @@ class ChatLengthFilter(Filter):
     name = "chat_length_filter"
     reads_text = False
     stats = {"prompt_tokens": "tokens in system and user turns", "response_tokens": "tokens in assistant turns"}
+    bounds = {"prompt_tokens": ("min_prompt_tokens", "max_prompt_tokens"),
+              "response_tokens": ("min_response_tokens", "max_response_tokens")}
 
     class Params(OpParams):
         min_prompt_tokens: int = Field(1, ge=0, description="fewest tokens in the system and user turns")
@@ -89,6 +91,7 @@ class RefusalFilter(Filter):
     name = "refusal_filter"
     reads_text = False
     stats = {"refusal_phrases": "refusal/boilerplate phrases found in the assistant turns"}
+    bounds = {"refusal_phrases": (None, "max_phrases")}
 
     class Params(OpParams):
         phrases: list[str] = Field(default_factory=lambda: list(REFUSALS), description="lower-case phrases")
@@ -127,6 +130,7 @@ class DecontaminationFilter(Filter):
     aliases = ("decontaminate",)
     reads_text = False
     stats = {"eval_ngram_hits": "n-grams also in the evaluation set"}
+    bounds = {"eval_ngram_hits": (None, "max_hits")}
 
     class Params(OpParams):
         path: str = Field(description="evaluation set: JSONL, JSON array or Parquet (or a built-in demo:NAME)")
@@ -169,6 +173,8 @@ class ChatLanguageFilter(Filter):
     reads_text = False
     stats = {"prompt_lang": "language of the user turns", "response_lang": "language of the assistant turns",
              "prompt_lang_score": "its probability", "response_lang_score": "its probability"}
+    # the rule is min(prompt, response) < min_score: the same rows as either side under it
+    bounds = {"prompt_lang_score": ("min_score", None), "response_lang_score": ("min_score", None)}
     resources = Resources(cpus=1.0, memory_mb=300, needs_model=True)
     columns = ("prompt_lang", "response_lang")
 
@@ -219,6 +225,7 @@ class RelevanceFilter(Filter):
     name = "relevance_filter"
     reads_text = False
     stats = {"prompt_coverage": "share of the prompt's content words found in the response"}
+    bounds = {"prompt_coverage": ("min_coverage", None)}  # NaN (prompt too short to judge) is never outside
 
     class Params(OpParams):
         min_coverage: float = Field(0.1, ge=0, le=1, description="drop below this share")

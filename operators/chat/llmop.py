@@ -20,6 +20,7 @@ class LLMOp(Mapper):
 
     reads_text = False
     isolate_errors = False
+    paid = True
     resources = Resources(cpus=0.5, memory_mb=256)
     metrics = {"llm_requests": "requests (cached included)", "llm_cached": "answered from the cache (paid by another run)",
                "llm_failed": "requests that failed after retries", "llm_retries": "retries",

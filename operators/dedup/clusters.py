@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 from numba import njit
+
+from thresher.pipeline.columns import set_column, state_rows
 
 
 def gid(shard, row):
@@ -77,3 +80,17 @@ def size_histogram(comp: pl.DataFrame) -> dict[str, int]:
         if sel.any():
             out[f"clusters_size_{lo}" + (f"-{hi}" if hi and hi != lo else ("+" if not hi else ""))] = int(sel.sum())
     return out
+
+
+def mark_clusters(batch: pa.Table, state: pl.DataFrame | None, shard: int, rows: np.ndarray) -> pa.Table:
+    """Mark mode's apply: each row's ``dup_cluster`` (its cluster's keeper, null outside any
+    cluster) and ``is_duplicate``, from the state resolve left (``SHARD``, ``ROW``,
+    ``dup_cluster``, ``is_duplicate``)."""
+    st, pos = state_rows(state, shard, rows)
+    cluster = np.full(batch.num_rows, -1, dtype=np.int64)
+    dup = np.zeros(batch.num_rows, dtype=bool)
+    if st is not None and st.height:
+        cluster[pos] = st["dup_cluster"].to_numpy()
+        dup[pos] = st["is_duplicate"].to_numpy()
+    out = set_column(batch, "dup_cluster", pa.array(cluster, mask=cluster < 0))
+    return set_column(out, "is_duplicate", pa.array(dup))

@@ -94,7 +94,11 @@ class HashDedup(GlobalOp):
             dup = (lf.sort(["h_hi", "h_lo", "value", "__order"], descending=[False, False, True, False])
                    .filter(~pl.struct("h_hi", "h_lo").is_first_distinct()))
         dup = dup.select(SHARD, ROW, "h_hi", "h_lo").collect()
-        self.record("duplicate_groups", dup.select(pl.struct("h_hi", "h_lo").n_unique()).item() if dup.height else 0)
+        groups = dup.group_by("h_hi", "h_lo").len()  # each group: its duplicates, plus the row kept
+        self.record("duplicate_groups", groups.height)
+        sizes = (groups["len"] + 1).value_counts()
+        self.record_distribution("cluster_size", dict(zip(sizes[sizes.columns[0]].to_list(), sizes["count"].to_list(),
+                                                          strict=True)))
         return drop_decisions(dup, self.reason)
 
 

@@ -34,9 +34,9 @@ from thresher.operators.common.minhash import (
     shingle_sets,
     signatures,
 )
-from thresher.operators.dedup.clusters import choose_keepers, components, size_histogram
+from thresher.operators.dedup.clusters import choose_keepers, components, mark_clusters, size_histogram
 from thresher.operators.dedup.exact import keep_value
-from thresher.pipeline.columns import ROW, SHARD, drop_decisions, set_column, state_rows
+from thresher.pipeline.columns import ROW, SHARD, drop_decisions
 from thresher.pipeline.ops import GlobalOp, OpParams, Resources
 from thresher.pipeline.registry import register
 
@@ -166,6 +166,10 @@ class MinHashDedup(GlobalOp):
         self.record("clusters", clusters["root"].n_unique() if clusters.height else 0)
         for k, v in size_histogram(clusters).items():
             self.record(k, v)
+        if clusters.height:
+            sizes = clusters.group_by("root").len()["len"].value_counts()
+            self.record_distribution("cluster_size", dict(zip(sizes[sizes.columns[0]].to_list(), sizes["count"].to_list(),
+                                                              strict=True)))
         if p.index_path:
             self._save_index(fingerprints, clusters)
         local = clusters.filter(pl.col("gid") >= 0).with_columns(
@@ -273,14 +277,7 @@ class MinHashDedup(GlobalOp):
     def apply(self, batch: pa.Table, shard: int, rows: np.ndarray):
         if self.params.mode != "mark":
             return batch
-        st, pos = state_rows(self.state, shard, rows)
-        cluster = np.full(batch.num_rows, -1, dtype=np.int64)
-        dup = np.zeros(batch.num_rows, dtype=bool)
-        if st is not None and st.height:
-            cluster[pos] = st["dup_cluster"].to_numpy()
-            dup[pos] = st["is_duplicate"].to_numpy()
-        out = set_column(batch, "dup_cluster", pa.array(cluster, mask=cluster < 0))
-        return set_column(out, "is_duplicate", pa.array(dup))
+        return mark_clusters(batch, self.state, shard, rows)
 
 
 _GID = ((pl.col(SHARD).cast(pl.Int64) * (1 << 32)) + pl.col(ROW)).alias("gid")  # input order

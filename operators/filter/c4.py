@@ -34,6 +34,7 @@ class C4QualityFilter(Filter):
     name = "c4_quality_filter"
     stats = {"num_sentences": "sentences (sentence-final punctuation per line, at least 1 per line)",
              "has_lorem_ipsum": "'lorem ipsum' occurs", "has_curly_bracket": "'{' occurs"}
+    bounds = {"num_sentences": ("min_num_sentences", None)}  # lorem ipsum and "{" are yes/no rules
 
     class Params(OpParams):
         min_num_sentences: int | None = Field(5, description="drop pages with fewer sentences (datatrove/C4: 5)")

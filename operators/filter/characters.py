@@ -22,6 +22,7 @@ class AlphanumericFilter(Filter):
 
     name = "alphanumeric_filter"
     stats = {"alnum_ratio": "letters and digits / characters"}
+    bounds = {"alnum_ratio": ("min_ratio", "max_ratio")}
 
     class Params(OpParams):
         min_ratio: float | None = Field(0.25, description="drop below (Data-Juicer's default: 0.25)")
@@ -45,6 +46,7 @@ class SpecialCharactersFilter(Filter):
 
     name = "special_characters_filter"
     stats = {"special_char_ratio": "special characters / characters"}
+    bounds = {"special_char_ratio": ("min_ratio", "max_ratio")}
 
     class Params(OpParams):
         min_ratio: float | None = Field(None, description="drop below")

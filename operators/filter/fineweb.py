@@ -31,6 +31,9 @@ class FineWebQualityFilter(Filter):
              "short_line_ratio": "non-blank lines of <= short_line_length characters / non-blank lines",
              "char_dup_ratio": "characters in repeated non-blank lines / characters (newlines excluded)",
              "list_ratio": "newlines / words", "non_blank_lines": "lines with something besides whitespace"}
+    # (with line_punct_exclude_zero, a page at 0 lies under line_punct_thr but is kept)
+    bounds = {"line_punct_ratio": ("line_punct_thr", None), "short_line_ratio": (None, "short_line_thr"),
+              "char_dup_ratio": (None, "char_duplicates_ratio"), "list_ratio": (None, "new_line_ratio")}
 
     class Params(OpParams):
         line_punct_thr: float | None = Field(0.12, description="drop if the punctuated-line ratio is below this (FineWeb: 0.12)")

@@ -22,7 +22,7 @@ from thresher.operators.common.ngrams import dup_ngram_chars, top_ngram_chars
 from thresher.operators.common.segments import line_list, segment_duplicates, split_segments
 from thresher.operators.common.words import Tokens, ratio
 from thresher.pipeline.columns import bounds_masks, over, under
-from thresher.pipeline.ops import Filter, OpParams
+from thresher.pipeline.ops import Bound, Filter, OpParams
 from thresher.pipeline.registry import register
 
 GOPHER_STOP_WORDS = ["the", "be", "to", "of", "and", "that", "have", "with"]
@@ -42,6 +42,16 @@ class GopherQualityFilter(Filter):
         "ellipsis_lines_ratio": "share of lines ending with an ellipsis",
         "alpha_words_ratio": "tokens with a letter / tokens",
         "stop_words": "different stop words present",
+    }
+    bounds = {
+        "num_words": ("min_doc_words", "max_doc_words"),
+        "mean_word_length": ("min_avg_word_length", "max_avg_word_length"),
+        "hash_ratio": (None, "max_symbol_word_ratio"),  # one parameter bounds both symbol ratios
+        "ellipsis_ratio": (None, "max_symbol_word_ratio"),
+        "bullet_lines_ratio": (None, "max_bullet_lines_ratio"),
+        "ellipsis_lines_ratio": (None, "max_ellipsis_lines_ratio"),
+        "alpha_words_ratio": ("min_alpha_words_ratio", None),
+        "stop_words": ("min_stop_words", None),
     }
 
     class Params(OpParams):
@@ -120,6 +130,8 @@ class GopherRepetitionFilter(Filter):
         **{f"dup_{n}_gram_char_frac": f"characters in duplicated {n}-grams / characters" for n in DUP_NGRAMS},
         "empty": "the text is empty",
     }
+    # the n-gram bounds come from the dict parameters: see thresholds
+    bounds = {k: (None, k) for k in ("dup_para_frac", "dup_para_char_frac", "dup_line_frac", "dup_line_char_frac")}
 
     class Params(OpParams):
         dup_line_frac: float | None = Field(0.30, description="max duplicate line fraction (Table A1: 0.30)")
@@ -132,6 +144,15 @@ class GopherRepetitionFilter(Filter):
                                               description="n -> max duplicate n-gram character fraction (Table A1: 5: 0.15 ... 10: 0.10)")
 
     example = {"dup_line_frac": 0.3, "top_n_grams": {2: 0.2, 3: 0.18, 4: 0.16}}
+
+    def thresholds(self) -> dict[str, Bound]:
+        out = super().thresholds()
+        for stat, param, table in (("top_{}_gram_char_frac", "top_n_grams", self.params.top_n_grams),
+                                   ("dup_{}_gram_char_frac", "dup_n_grams", self.params.dup_n_grams)):
+            for n, thr in sorted(table.items()):
+                if thr is not None:
+                    out[stat.format(n)] = Bound(None, float(thr), None, f"{param}.{n}")
+        return out
 
     def compute_stats(self, batch: pa.Table) -> dict[str, pa.Array]:
         p = self.params

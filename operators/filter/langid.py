@@ -15,7 +15,7 @@ from pydantic import Field
 
 from thresher.pipeline.assets import LID176, asset_path
 from thresher.pipeline.columns import under
-from thresher.pipeline.ops import Filter, OpParams, Resources
+from thresher.pipeline.ops import Bound, Filter, OpParams, Resources
 from thresher.pipeline.registry import register
 
 _MODELS: dict[str, object] = {}
@@ -50,6 +50,7 @@ class LanguageId(Filter):
 
     name = "language_id"
     stats = {"lang": "ISO 639 code of the most likely language", "lang_score": "its probability"}
+    bounds = {"lang_score": ("min_score", None)}  # the stat is named by score_key: see thresholds
     resources = Resources(cpus=1.0, memory_mb=300, needs_model=True)
 
     class Params(OpParams):
@@ -66,6 +67,12 @@ class LanguageId(Filter):
     @property
     def columns(self) -> tuple[str, ...]:
         return (self.params.lang_key, self.params.score_key)
+
+    def thresholds(self) -> dict[str, Bound]:
+        if self.params.tag_only:
+            return {}
+        out = super().thresholds()
+        return {self.params.score_key: out["lang_score"]} if "lang_score" in out else {}
 
     def prepare(self) -> None:
         asset_path(LID176, self.params.model_path)

@@ -23,6 +23,7 @@ class TextLengthFilter(Filter):
 
     name = "text_length_filter"
     stats = {"num_chars": "Unicode code points in the text", "num_words": "whitespace-separated words"}
+    bounds = {"num_chars": ("min_chars", "max_chars"), "num_words": ("min_words", "max_words")}
 
     class Params(OpParams):
         min_chars: int | None = Field(None, ge=0, description="drop if fewer characters")

@@ -59,6 +59,8 @@ class StopwordsFilter(Filter):
 
     name = "stopwords_filter"
     stats = {"stop_words": "words that are stop words", "stop_word_ratio": "stop words / words"}
+    # (rows whose language has no list are never dropped by these: see unknown_lang)
+    bounds = {"stop_words": ("min_count", None), "stop_word_ratio": ("min_ratio", None)}
 
     class Params(OpParams):
         lang: str = Field("en", description=f"language code, or 'auto' to read lang_key; built in: {', '.join(STOP_WORDS)}")
@@ -106,6 +108,7 @@ class FlaggedWordsFilter(Filter):
 
     name = "flagged_words_filter"
     stats = {"flagged_words": "flagged words", "flagged_word_ratio": "flagged words / words"}
+    bounds = {"flagged_word_ratio": (None, "max_ratio")}
 
     class Params(OpParams):
         lang: str = Field("en", description=f"language of the built-in list ({', '.join(FLAGGED_WORDS)}), or 'auto'")

@@ -14,7 +14,7 @@ from pydantic import Field
 from thresher.operators.filter.langid import load_fasttext, one_line
 from thresher.pipeline.columns import under
 from thresher.pipeline.errors import ThresherError
-from thresher.pipeline.ops import Filter, OpParams, Resources
+from thresher.pipeline.ops import Bound, Filter, OpParams, Resources
 from thresher.pipeline.registry import register
 
 POSITIVE = "__label__hq"
@@ -38,6 +38,7 @@ class QualityClassifier(Filter):
 
     name = "quality_classifier"
     stats = {"quality_score": "probability of the high-quality label"}
+    bounds = {"quality_score": ("threshold", None)}  # the stat is named by score_key: see thresholds
     resources = Resources(cpus=1.0, memory_mb=500, needs_model=True)
 
     class Params(OpParams):
@@ -52,6 +53,10 @@ class QualityClassifier(Filter):
     @property
     def columns(self) -> tuple[str, ...]:
         return (self.params.score_key,)
+
+    def thresholds(self) -> dict[str, Bound]:
+        out = super().thresholds()
+        return {self.params.score_key: out["quality_score"]} if "quality_score" in out else {}
 
     def expand(self):
         if self.params.top_fraction is None:

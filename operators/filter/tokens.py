@@ -17,6 +17,7 @@ class TokenLengthFilter(Filter):
 
     name = "token_length_filter"
     stats = {"num_tokens": "tokens"}
+    bounds = {"num_tokens": ("min_tokens", "max_tokens")}
     columns = ()
 
     class Params(OpParams):

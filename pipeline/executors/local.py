@@ -6,11 +6,14 @@ pyarrow keep thread pools that do not survive fork). Each worker builds the reci
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
+import queue
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from functools import partial
 from typing import Any
 
 from thresher.pipeline.errors import ThresherError
@@ -21,6 +24,23 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+_events = None  # in a pool worker: the pool's progress queue (see LocalExecutor._get_pool)
+
+
+def _init_worker(events) -> None:
+    global _events
+    _events = events
+    events.cancel_join_thread()  # a worker exits without waiting for events nobody reads any more
+
+
+def _run_shard_reporting(recipe, out: str, k: int, shard, run: str) -> dict:
+    """``run_pass_shard`` in a pool worker, its progress events on the pool's queue."""
+    from thresher.pipeline.executors.passes import run_pass_shard
+    from thresher.pipeline.progress import Channel
+
+    return run_pass_shard(recipe, out, k, shard, Channel(_events, run))
 
 
 def _warm(_: int) -> int:
@@ -36,6 +56,7 @@ class LocalExecutor:
     def __init__(self, workers: int = 0):
         self.workers = workers or default_workers()
         self._pool: ProcessPoolExecutor | None = None
+        self._events = None  # the pool's progress queue (the workers get it when they start)
 
     def __enter__(self) -> LocalExecutor:
         return self
@@ -44,6 +65,9 @@ class LocalExecutor:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        if self._events is not None:
+            self._events.close()
+            self._events = None
 
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -52,7 +76,11 @@ class LocalExecutor:
             saved = {k: os.environ.get(k) for k in ("POLARS_MAX_THREADS", "OMP_NUM_THREADS")}
             os.environ.update({"POLARS_MAX_THREADS": threads, "OMP_NUM_THREADS": threads})
             try:
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"))
+                ctx = mp.get_context("spawn")
+                # a queue only a process started with it can use: unused (and free) while no progress is asked for
+                self._events = ctx.Queue()
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
+                                                 initargs=(self._events,))
                 # start the workers now, while the environment is set
                 list(self._pool.map(_warm, range(self.workers)))
             finally:
@@ -64,11 +92,34 @@ class LocalExecutor:
         return self._pool
 
     def run_pass(self, recipe, out: str, k: int, shards: list, on_shard_done: Callable[[int], None],
-                 context: str = "") -> None:
-        """Pass k, one process-pool task per shard (each leaves its own done marker)."""
+                 context: str = "", events: Callable[[tuple], None] | None = None) -> None:
+        """Pass k, one process-pool task per shard (each leaves its own done marker). ``events``:
+        where progress events go (see ``progress``): called directly when the pass runs in this
+        process, else fed from the pool's queue by a driver thread."""
         from thresher.pipeline.executors.passes import run_pass_shard
 
-        self.map(run_pass_shard, [(recipe, out, k, s) for s in shards], lambda r: on_shard_done(r["shard"]), context)
+        if not shards:
+            return
+
+        def done(r: dict) -> None:
+            on_shard_done(r["shard"])
+
+        if events is None:
+            self.map(run_pass_shard, [(recipe, out, k, s) for s in shards], done, context)
+        elif self._in_process(len(shards)):
+            from thresher.pipeline.progress import Channel
+
+            channel = Channel(events, getattr(recipe, "attempt_id", ""))
+            self.map(run_pass_shard, [(recipe, out, k, s, channel) for s in shards], done, context)
+        else:
+            from thresher.pipeline.progress import Drain
+
+            self._get_pool()
+            with Drain(partial(_take_all, self._events), events, len(shards)):
+                self.map(_run_shard_reporting, [(recipe, out, k, s, getattr(recipe, "attempt_id", "")) for s in shards], done, context)
+
+    def _in_process(self, calls: int) -> bool:
+        return self.workers == 1 or calls == 1
 
     def resolve(self, recipe, out: str, k: int, n_shards: int) -> dict:
         from thresher.pipeline.executors.passes import resolve_pass
@@ -82,7 +133,7 @@ class LocalExecutor:
         calls = list(calls)
         if not calls:
             return
-        if self.workers == 1 or len(calls) == 1:
+        if self._in_process(len(calls)):
             for args in calls:
                 on_done(fn(*args))
             return
@@ -102,3 +153,12 @@ class LocalExecutor:
                             "`--resume` continues from there.") from None
                     raise exc
                 on_done(f.result())
+
+
+def _take_all(q) -> list:
+    """What is waiting on a multiprocessing queue, without blocking."""
+    out = []
+    with contextlib.suppress(queue.Empty):
+        while True:
+            out.append(q.get_nowait())
+    return out

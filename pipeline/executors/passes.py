@@ -31,6 +31,7 @@ from thresher.pipeline.layout import Layout
 from thresher.pipeline.ledger import READ, Ledger
 from thresher.pipeline.ops import GlobalOp, Op
 from thresher.pipeline.plan import Stage, make_plan
+from thresher.pipeline.progress import Channel, Tracker, tracking
 from thresher.pipeline.recipe import Recipe
 from thresher.pipeline.runner import BatchRunner
 
@@ -83,12 +84,25 @@ class PassSink:
                        if self.final else None)
         self.inter = None if self.final else IpcWriter(layout.intermediate(k, shard, piece))
         self.fps: list[pa.Table] = []
+        self.tokens = recipe.analysis_tokens if recipe.analysis else None  # tokenizer for analysis token counts
         self.rows = 0  # rows written (last pass) or kept for the next pass (ordinals of this piece)
 
     def add(self, table: pa.Table, ledger: Ledger, runner: BatchRunner) -> None:
         if table.num_rows == 0:
             return
         if self.final:
+            if runner.analysis:  # an analysis writes each row's id and measurements, not the row
+                from thresher.pipeline.analyze import LENGTHS, row_stats
+
+                lang = table.column("lang") if "lang" in table.column_names else None
+                table = row_stats(table, runner.text_key, runner.id_key, self.tokens)
+                measured = table.select([n for n in LENGTHS if n in table.column_names])
+                if lang is not None:
+                    measured = measured.append_column("lang", lang)
+                runner.profile.add_corpus("output", measured, "", extra={n: measured.column(n) for n in LENGTHS
+                                                                        if n in measured.column_names})
+            else:
+                runner.profile.add_corpus("output", table, runner.text_key)
             self.writer.write(table.drop_columns([LINE]) if LINE in table.column_names else table)
             self.rows += table.num_rows
             return
@@ -125,8 +139,9 @@ class PassSink:
             self.inter.close()
 
 
-def run_pass_shard(recipe: Recipe, out_dir: str, k: int, shard: Shard) -> dict:
-    """Run pass ``k`` over one shard and leave a done marker. Returns the marker's content."""
+def run_pass_shard(recipe: Recipe, out_dir: str, k: int, shard: Shard, channel: Channel | None = None) -> dict:
+    """Run pass ``k`` over one shard and leave a done marker. Returns the marker's content.
+    ``channel``: where progress events go (None: no progress, and no cost)."""
     layout = Layout(out_dir)
     ops, stages = ops_for(recipe)
     stage = stages[k]
@@ -138,8 +153,11 @@ def run_pass_shard(recipe: Recipe, out_dir: str, k: int, shard: Shard) -> dict:
     sink = PassSink(recipe, layout, k, shard.index, stage)
     quarantine: list[dict] = []
     try:
-        for table in source(recipe, layout, k, shard, stages, ledger, runner, quarantine):
-            sink.add(runner.run(table, ledger), ledger, runner)
+        with tracking(channel, k, shard.index) as track:
+            for table in source(recipe, layout, k, shard, stages, ledger, runner, quarantine, track):
+                sink.add(runner.run(table, ledger), ledger, runner)
+                if track is not None:
+                    track.processed(sink.rows)
         files = sink.commit()
     except BaseException:
         sink.abort()
@@ -150,7 +168,7 @@ def run_pass_shard(recipe: Recipe, out_dir: str, k: int, shard: Shard) -> dict:
     done = {
         "pass": k, "shard": shard.index, "rows_out": sink.rows, "files": files,
         "ledger": ledger.to_dict()["ops"], "trace": runner.trace, "quarantined": len(quarantine),
-        "seconds": round(time.perf_counter() - t_start, 4), "pid": os.getpid(),
+        "profile": runner.profile.take(), "seconds": round(time.perf_counter() - t_start, 4), "pid": os.getpid(),
     }
     write_json_atomic(layout.done(k, shard.index), done)
     return done
@@ -159,13 +177,14 @@ def run_pass_shard(recipe: Recipe, out_dir: str, k: int, shard: Shard) -> dict:
 def make_runner(recipe: Recipe, stage: Stage, source: str = "") -> BatchRunner:
     """The batch runner of one stage; ``source`` names the input file (for quarantine records)."""
     return BatchRunner(stage.local_ops, recipe.input.text_key, recipe.input.id_key,
-                       recipe.output.keep_stats, recipe.output.trace_samples, source)
+                       recipe.output.keep_stats, recipe.output.trace_samples, source, analysis=recipe.analysis)
 
 
 def source(recipe: Recipe, layout: Layout, k: int, shard: Shard, stages: list[Stage], ledger: Ledger,
-           runner: BatchRunner, quarantine: list[dict]) -> Iterator[pa.Table]:
+           runner: BatchRunner, quarantine: list[dict], track: Tracker | None = None) -> Iterator[pa.Table]:
     """Batches entering pass k: read from input (k = 0), or the previous pass's rows with the
-    previous global op's decisions applied."""
+    previous global op's decisions applied. ``track`` follows the input consumed (bytes of the
+    shard, pass 0; rows of the previous pass's output after) and the rows that came in."""
     if k == 0:
         block_bytes = int(recipe.executor.batch_size_mb * (1 << 20))
         read = ledger[READ]
@@ -179,7 +198,10 @@ def source(recipe: Recipe, layout: Layout, k: int, shard: Shard, stages: list[St
             read.counters.update(rb.counters)
             quarantine.extend(rb.quarantined)
             read.seconds += time.perf_counter() - t0
+            if track is not None:
+                track.read(rb.pos, rb.table.num_rows + len(rb.quarantined))
             table = rb.table
+            runner.profile.add_corpus("input", table, recipe.input.text_key or "")
             if rb.lines is not None and table.num_rows:  # provenance for rows an op quarantines later
                 table = table.append_column(LINE, pa.array(rb.lines, pa.int64()))
             yield table
@@ -201,9 +223,9 @@ def source(recipe: Recipe, layout: Layout, k: int, shard: Shard, stages: list[St
         local = drop_rows[lo:hi] - offset
         keep = np.ones(n, dtype=bool)
         if len(local):
-            keep[local] = False
-            runner.record_global_drops(barrier, table, local, drop_reasons[lo:hi], ledger)
-            table = table.filter(pa.array(keep))
+            table = runner.record_global_drops(barrier, table, local, drop_reasons[lo:hi], ledger)
+            if not runner.analysis:  # an analysis keeps (and flags) them
+                keep[local] = False
         if transforms and table.num_rows:
             ordinals = np.flatnonzero(keep) + offset
             tagged = table.append_column(ROWS_TAG, pa.array(ordinals, pa.int64()))
@@ -217,6 +239,8 @@ def source(recipe: Recipe, layout: Layout, k: int, shard: Shard, stages: list[St
         entry.rows_out += table.num_rows
         entry.seconds += time.perf_counter() - t0
         offset += n
+        if track is not None:
+            track.read(offset, n)
         yield table
 
 
@@ -282,7 +306,7 @@ def write_decisions(layout: Layout, k: int, barrier: GlobalOp, decided: pl.DataF
         barrier.state.write_parquet(tmp)
         os.replace(tmp, layout.state(k))
     info = {"pass": k, "op": barrier.ctx.key, "seconds": round(seconds, 4), "decided": decided.height,
-            "counters": dict(counters)}
+            "counters": dict(counters), "distributions": barrier.take_distributions()}
     write_json_atomic(layout.resolved(k), info)
     return info
 

@@ -34,6 +34,7 @@ class RayExecutor:
         self.address = address or os.environ.get("RAY_ADDRESS")
         self._started = False
         self._watchdog: subprocess.Popen | None = None
+        self._events = None  # the progress queue (an actor), made for the first pass that reports
 
     def __enter__(self) -> RayExecutor:
         try:
@@ -70,6 +71,9 @@ class RayExecutor:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._events is not None:
+            self._events.close()
+            self._events = None
         try:
             if self._started:
                 import ray
@@ -88,12 +92,24 @@ class RayExecutor:
         return self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
 
     def run_pass(self, recipe, out: str, k: int, shards: list, on_shard_done: Callable[[int], None],
-                 context: str = "") -> None:
-        from thresher.pipeline.executors.ray_data import run_pass
+                 context: str = "", events: Callable[[tuple], None] | None = None) -> None:
+        """``events``: where progress events go; the tasks put them on a small actor that a driver
+        thread empties into it (see ``progress``)."""
+        from thresher.pipeline.executors.ray_data import RayEvents, run_pass
 
-        if shards:
+        if not shards:
+            return
+        if events is None:
             with _errors(context):
                 run_pass(recipe, out, k, shards, self.parallelism, on_shard_done)
+            return
+        from thresher.pipeline.progress import Channel, Drain
+
+        if self._events is None:
+            self._events = RayEvents()
+        channel = Channel(self._events, getattr(recipe, "attempt_id", ""))
+        with _errors(context), Drain(self._events.take, events):  # (the blocks' records come with their summaries)
+            run_pass(recipe, out, k, shards, self.parallelism, on_shard_done, channel=channel, events=events)
 
     def resolve(self, recipe, out: str, k: int, n_shards: int) -> dict:
         """The pass's global op on Ray Data shuffles (in the driver if the op has no distributed form)."""

@@ -32,6 +32,8 @@ from thresher.pipeline.io.inputs import Shard
 from thresher.pipeline.io.writers import write_json_atomic, write_jsonl_records_atomic
 from thresher.pipeline.layout import Layout
 from thresher.pipeline.ledger import Ledger
+from thresher.pipeline.profile import Profile
+from thresher.pipeline.progress import BlockMark, Channel, Tracker, tracking
 from thresher.pipeline.recipe import Recipe
 from thresher.pipeline.runner import keep_sample
 
@@ -54,9 +56,11 @@ def piece_name(block: int) -> str:
     return f"b{block:05d}"
 
 
-def read_blocks(batch: pa.Table, recipe: Recipe, out: str, k: int, shards: dict[int, Shard]):
+def read_blocks(batch: pa.Table, recipe: Recipe, out: str, k: int, shards: dict[int, Shard],
+                channel: Channel | None = None):
     """Ray Data UDF: a shard -> its input blocks (pass 0: parsed input; later passes: the previous
-    pass's rows with the global decisions applied), one row per block."""
+    pass's rows with the global decisions applied), one row per block. With a ``channel`` (progress),
+    each block carries where it ends in its shard and the rows it brought in."""
     layout = Layout(out)
     ops, stages = ops_for(recipe)
     for index in batch["shard"].to_pylist():
@@ -64,18 +68,22 @@ def read_blocks(batch: pa.Table, recipe: Recipe, out: str, k: int, shards: dict[
         runner = make_runner(recipe, stages[k], shards[index].rel)
         quarantine: list[dict] = []
         block = 0
-        for table in source(recipe, layout, k, shards[index], stages, ledger, runner, quarantine):
-            yield _block_row(index, block, table, ledger, runner, quarantine)
+        mark = BlockMark() if channel is not None else None
+        for table in source(recipe, layout, k, shards[index], stages, ledger, runner, quarantine, mark):
+            yield _block_row(index, block, table, ledger, runner, quarantine, mark)
             block += 1
         if quarantine or runner.quarantine or any(e.rows_in or e.quarantined for e in ledger.entries.values()):
-            yield _block_row(index, block, pa.table({}), ledger, runner, quarantine)  # counted after the last block
+            yield _block_row(index, block, pa.table({}), ledger, runner, quarantine, mark)  # counted after the last block
 
 
-def _block_row(shard: int, block: int, table: pa.Table, ledger: Ledger, runner, quarantine: list[dict]) -> pa.Table:
+def _block_row(shard: int, block: int, table: pa.Table, ledger: Ledger, runner, quarantine: list[dict],
+               mark: BlockMark | None = None) -> pa.Table:
     """One block as a Ray Data row, with what reading it added to the ledger, trace and quarantine
     (taken out of them, so the next block reports only its own)."""
     stats = {"ledger": ledger.take(), "trace": {key: v[:] for key, v in runner.trace.items() if v},
-             "quarantine": quarantine + runner.quarantine, "source": runner.source}
+             "quarantine": quarantine + runner.quarantine, "source": runner.source, "profile": runner.profile.take()}
+    if mark is not None:
+        stats["progress"] = mark.take()  # [where the block ends in the shard, rows it brought in]
     for v in runner.trace.values():
         v.clear()
     quarantine.clear()
@@ -90,9 +98,16 @@ def _one_binary(buf: pa.Buffer) -> pa.Array:
     return pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, buf])
 
 
-def process_blocks(batch: pa.Table, recipe: Recipe, out: str, k: int) -> pa.Table:
+def process_blocks(batch: pa.Table, recipe: Recipe, out: str, k: int, channel: Channel | None = None) -> pa.Table:
     """Ray Data UDF: fused local ops over each block, then the next global op's fingerprints, or
-    the output files. Returns one summary row per block."""
+    the output files. Returns one summary row per block. ``channel``: progress events — each block
+    done (shard, block, where it ends in the shard, rows in, rows out; also in its summary, for the
+    blocks whose events the throttle held back) and this process's LLM requests."""
+    with tracking(channel, k) as track:
+        return _process_blocks(batch, recipe, out, k, track)
+
+
+def _process_blocks(batch: pa.Table, recipe: Recipe, out: str, k: int, track: Tracker | None) -> pa.Table:
     layout = Layout(out)
     ops, stages = ops_for(recipe)
     stage = stages[k]
@@ -107,6 +122,7 @@ def process_blocks(batch: pa.Table, recipe: Recipe, out: str, k: int) -> pa.Tabl
         ledger = empty_ledger(ops)
         ledger.merge(Ledger.from_dict({"ops": stats["ledger"]}))
         runner = make_runner(recipe, stage, stats.get("source", ""))
+        runner.profile.merge(stats.get("profile", {}))
         sink = PassSink(recipe, layout, k, shard, stage, piece)
         try:
             if table.num_rows:
@@ -123,7 +139,11 @@ def process_blocks(batch: pa.Table, recipe: Recipe, out: str, k: int) -> pa.Tabl
             trace[key] = trace.get(key, []) + recs
         summaries.append({"shard": shard, "block": block, "rows": sink.rows, "files": files,
                           "ledger": ledger.to_dict()["ops"], "trace": trace, "quarantined": len(quarantine),
-                          "seconds": time.perf_counter() - t0})
+                          "profile": runner.profile.take(), "seconds": time.perf_counter() - t0})
+        if "progress" in stats:  # [shard, block, where it ends in the shard, rows in, rows out]
+            summaries[-1]["progress"] = [shard, block, *stats["progress"], sink.rows]
+            if track is not None:
+                track.blocks.append(summaries[-1]["progress"])
     return pa.table({"summary": [json.dumps(s) for s in summaries]})
 
 
@@ -135,6 +155,7 @@ class BlockProcessor:
     recipe: Recipe
     out: str
     k: int
+    channel: Channel | None = None
 
     def __init__(self):
         ops, _ = ops_for(self.recipe)
@@ -143,11 +164,11 @@ class BlockProcessor:
                 op.ensure_setup()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return process_blocks(batch, self.recipe, self.out, self.k)
+        return process_blocks(batch, self.recipe, self.out, self.k, self.channel)
 
 
-def block_processor(recipe: Recipe, out: str, k: int) -> type:
-    return type("BlockProcessor", (BlockProcessor,), {"recipe": recipe, "out": out, "k": k})
+def block_processor(recipe: Recipe, out: str, k: int, channel: Channel | None = None) -> type:
+    return type("BlockProcessor", (BlockProcessor,), {"recipe": recipe, "out": out, "k": k, "channel": channel})
 
 
 def stage_resources(recipe: Recipe, k: int) -> tuple[float, int, bool]:
@@ -161,10 +182,13 @@ def stage_resources(recipe: Recipe, k: int) -> tuple[float, int, bool]:
     return cpus, memory, any(op.resources.needs_model for op in ops)
 
 
-def run_pass(recipe: Recipe, out: str, k: int, shards: list[Shard], parallelism: int, on_shard_done) -> None:
+def run_pass(recipe: Recipe, out: str, k: int, shards: list[Shard], parallelism: int, on_shard_done,
+             channel: Channel | None = None, events=None) -> None:
     """Pass k over ``shards`` as one Ray Data pipeline; then a done marker per shard. Ops that load
     a model run in an actor pool (``executor.model_actors``, the default) or, like every other op,
-    in tasks — whose worker processes Ray reuses, so a model still loads once per process."""
+    in tasks — whose worker processes Ray reuses, so a model still loads once per process.
+    Progress: the tasks send theirs through ``channel``; the block summaries, as they arrive, give
+    ``events`` every block's record again (the same record twice changes nothing)."""
     import ray
 
     layout = Layout(out)
@@ -175,7 +199,7 @@ def run_pass(recipe: Recipe, out: str, k: int, shards: list[Shard], parallelism:
         clean_partial(layout, k, s.index, final)
     cpus, memory, needs_model = stage_resources(recipe, k)
     ds = ray.data.from_items([{"shard": s.index} for s in shards], override_num_blocks=len(shards))
-    read_args = (recipe, out, k, {s.index: s for s in shards})
+    read_args = (recipe, out, k, {s.index: s for s in shards}, channel)
     if needs_model and recipe.executor.model_actors:
         # A fixed pool of one actor per worker slot, each loading its models once. The reader stage
         # asks for the same resources, so Ray Data fuses it into the actors: each actor reads its
@@ -183,20 +207,22 @@ def run_pass(recipe: Recipe, out: str, k: int, shards: list[Shard], parallelism:
         # actors on small machines, and the actors waited for them).
         ds = ds.map_batches(read_blocks, fn_args=read_args, batch_size=1, batch_format="pyarrow",
                             num_cpus=cpus, memory=memory)
-        ds = ds.map_batches(block_processor(recipe, out, k), batch_size=1, batch_format="pyarrow",
+        ds = ds.map_batches(block_processor(recipe, out, k, channel), batch_size=1, batch_format="pyarrow",
                             concurrency=max(1, parallelism), num_cpus=cpus, memory=memory)
     else:
         # the same resources on both stages, so Ray Data fuses them: one task reads a shard and
         # runs its blocks through the ops as they stream out of the reader
         ds = ds.map_batches(read_blocks, fn_args=read_args, batch_size=1, batch_format="pyarrow",
                             num_cpus=cpus, memory=memory)
-        ds = ds.map_batches(process_blocks, fn_args=(recipe, out, k), batch_size=1, batch_format="pyarrow",
+        ds = ds.map_batches(process_blocks, fn_args=(recipe, out, k, channel), batch_size=1, batch_format="pyarrow",
                             num_cpus=cpus, memory=memory)
     by_shard: dict[int, list[dict]] = defaultdict(list)
     for t in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         for s in t["summary"].to_pylist():
             s = json.loads(s)
             by_shard[s["shard"]].append(s)
+            if events is not None and "progress" in s:
+                events(("b", k, [s["progress"]]))
     for shard in shards:
         write_json_atomic(layout.done(k, shard.index), merge_summaries(recipe, k, shard.index, by_shard[shard.index]))
         on_shard_done(shard.index)
@@ -209,12 +235,56 @@ def merge_summaries(recipe: Recipe, k: int, shard: int, pieces: list[dict]) -> d
     pieces = sorted(pieces, key=lambda s: s["block"])
     ledger = empty_ledger(ops)
     trace: dict[str, list] = {op.ctx.key: [] for op in ops}
+    profile = Profile()
     for s in pieces:
         ledger.merge(Ledger.from_dict({"ops": s["ledger"]}))
+        profile.merge(s.get("profile", {}))
         for key, recs in s["trace"].items():
             trace[key] = keep_sample(trace.get(key, []) + recs, recipe.output.trace_samples)
     return {"pass": k, "shard": shard, "rows_out": sum(s["rows"] for s in pieces),
             "files": [f for s in pieces for f in s["files"]], "ledger": ledger.to_dict()["ops"], "trace": trace,
-            "quarantined": sum(s["quarantined"] for s in pieces),
+            "quarantined": sum(s["quarantined"] for s in pieces), "profile": profile.to_dict(),
             "seconds": round(sum(s["seconds"] for s in pieces), 4), "pid": os.getpid(),
             "pieces": [[piece_name(s["block"]), s["rows"]] for s in pieces]}
+
+
+class _EventBox:
+    """The actor behind ``RayEvents``."""
+
+    def __init__(self):
+        self.items: list = []
+
+    def put(self, event) -> None:
+        self.items.append(event)
+
+    def take(self) -> list:
+        items, self.items = self.items, []
+        return items
+
+
+class RayEvents:
+    """The progress queue of a Ray run: a small actor (no CPU). ``put`` (a task) returns once the
+    event is there, so it is there before the task's result; ``take`` (the driver) empties it."""
+
+    def __init__(self):
+        import ray
+
+        self.actor = ray.remote(num_cpus=0)(_EventBox).remote()
+
+    def put(self, event) -> None:
+        import ray
+
+        ray.get(self.actor.put.remote(event))
+
+    def take(self) -> list:
+        import ray
+
+        return ray.get(self.actor.take.remote())
+
+    def close(self) -> None:
+        import contextlib
+
+        import ray
+
+        with contextlib.suppress(Exception):  # a Ray already shut down took it along
+            ray.kill(self.actor)

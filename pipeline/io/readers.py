@@ -37,6 +37,16 @@ class ReadBatch:
     quarantined: list[dict] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
     lines: np.ndarray | None = None  # the input line (row, for Parquet) of each row, where known
+    pos: int = -1  # bytes of the shard consumed so far (compressed bytes of a compressed file), -1: unknown
+
+
+class ReadPos:
+    """Where a reader is in its shard, in bytes (see ``ReadBatch.pos``), for progress."""
+
+    __slots__ = ("bytes",)
+
+    def __init__(self):
+        self.bytes = 0
 
 
 def _kind(t: pa.DataType) -> str:
@@ -254,11 +264,13 @@ class StreamCut(Exception):  # noqa: N818 - an event of reading, not a failure o
         self.line, self.reason, self.raw = line, reason, raw
 
 
-def iter_blocks(shard: Shard, block_bytes: int) -> Iterator[tuple[bytes, int, int]]:
+def iter_blocks(shard: Shard, block_bytes: int, pos: ReadPos | None = None) -> Iterator[tuple[bytes, int, int]]:
     """Blocks of whole lines from a JSONL shard: (bytes, number of its first line, lines in it).
-    Raises ``StreamCut`` after the last whole line of a truncated or corrupt compressed file."""
+    Raises ``StreamCut`` after the last whole line of a truncated or corrupt compressed file.
+    ``pos`` follows the bytes consumed: of the blocks yielded (plain), of the compressed file read."""
     comp = _COMPRESSION[shard.format]
-    chunks = _decompressed_chunks(shard, comp, block_bytes) if comp else _plain_chunks(shard, block_bytes)
+    pos = pos if pos is not None else ReadPos()
+    chunks = _decompressed_chunks(shard, comp, block_bytes, pos) if comp else _plain_chunks(shard, block_bytes)
     line = shard.first_line
     carry = b""
     try:
@@ -270,11 +282,15 @@ def iter_blocks(shard: Shard, block_bytes: int) -> Iterator[tuple[bytes, int, in
                 continue
             block, carry = buf[: cut + 1], buf[cut + 1:]
             n = block.count(b"\n")
+            if not comp:
+                pos.bytes += len(block)
             yield block, line, n
             line += n
     except _Damaged as e:
         raise StreamCut(line, e.reason, carry) from None
     if carry:
+        if not comp:
+            pos.bytes += len(carry)
         yield carry, line, carry.count(b"\n") + 1
 
 
@@ -298,20 +314,23 @@ class _Damaged(Exception):  # noqa: N818
         self.reason = reason
 
 
-def _decompressed_chunks(shard: Shard, comp: str, block_bytes: int) -> Iterator[bytes]:
+def _decompressed_chunks(shard: Shard, comp: str, block_bytes: int, pos: ReadPos) -> Iterator[bytes]:
     """Arrow's decoder at C++ speed. When it fails, what it had decoded in the failing read is
     lost, so the file is decoded again from the start with Python's decoders in small steps, which
     give every byte before the damage; only this rare path pays for that."""
     done = 0
     try:
-        with pa.input_stream(open_native(shard.path), compression=comp) as stream:
+        raw = open_native(shard.path)
+        with pa.input_stream(raw, compression=comp) as stream:
             while chunk := stream.read(block_bytes):
                 done += len(chunk)
+                pos.bytes = raw.tell()
                 yield chunk
         return
     except OSError:
         pass  # truncated or corrupt: salvage below (the reason comes from the Python decoder)
     yield from _salvage(shard.path, comp, done, block_bytes)
+    pos.bytes = shard.size
 
 
 def _decoder(comp: str):
@@ -382,19 +401,23 @@ def _salvage(path: str, comp: str, skip: int, block_bytes: int) -> Iterator[byte
         raise _Damaged(damage)
 
 
-def iter_array_blocks(shard: Shard, block_bytes: int) -> Iterator[tuple[bytes, int, int]]:
+def iter_array_blocks(shard: Shard, block_bytes: int, pos: ReadPos | None = None) -> Iterator[tuple[bytes, int, int]]:
     """A JSON array file as blocks of JSON lines, one per element, so the JSONL parser (and its
-    quarantine) applies: a record's "line" is its 1-based position in the array."""
+    quarantine) applies: a record's "line" is its 1-based position in the array. ``pos``: the
+    file's bytes in proportion to the elements yielded (it is parsed whole)."""
     items = load_json_array(shard.path, shard.rel)
+    pos = pos if pos is not None else ReadPos()
     lines, size, first = [], 0, 1
     for i, item in enumerate(items):
         line = json.dumps(item, ensure_ascii=False).encode("utf-8")
         lines.append(line)
         size += len(line) + 1
         if size >= block_bytes:
+            pos.bytes = shard.size * (i + 1) // len(items)
             yield b"\n".join(lines) + b"\n", first, len(lines)
             first, lines, size = i + 2, [], 0
     if lines:
+        pos.bytes = shard.size
         yield b"\n".join(lines) + b"\n", first, len(lines)
 
 
@@ -417,24 +440,31 @@ def read_shard(shard: Shard, text_key: str | None, id_key: str, block_bytes: int
     if shard.format == "parquet":
         yield from _read_parquet(shard, text_key, id_key, block_bytes, tuple(alt_text_keys))
         return
+    if shard.format in ("csv", "tsv"):
+        from thresher.pipeline.io.delimited import read_delimited
+
+        yield from read_delimited(shard, text_key, id_key, block_bytes, alt_text_keys)
+        return
     if shard.format == "warc":
         from thresher.pipeline.io.warc import read_warc
 
-        for table, bad, counters in read_warc(shard, id_key):
-            yield ReadBatch(table, bad, counters)
+        for table, bad, counters, at in read_warc(shard, id_key):
+            yield ReadBatch(table, bad, counters, pos=at)
         return
     parser = JsonlBlockParser(shard.rel, text_key, alt_text_keys)
-    blocks = iter_array_blocks(shard, block_bytes) if shard.format == "json" else iter_blocks(shard, block_bytes)
+    pos = ReadPos()
+    blocks = (iter_array_blocks(shard, block_bytes, pos) if shard.format == "json"
+              else iter_blocks(shard, block_bytes, pos))
     try:
         for block, first_line, nlines in blocks:
             table, lines, bad = parser.parse(block, first_line, nlines)
             if table is None:
-                yield ReadBatch(pa.table({}), bad)
+                yield ReadBatch(pa.table({}), bad, pos=pos.bytes)
                 continue
-            yield ReadBatch(_ensure_ids(table, lines, shard.rel, id_key), bad, lines=lines)
+            yield ReadBatch(_ensure_ids(table, lines, shard.rel, id_key), bad, lines=lines, pos=pos.bytes)
     except StreamCut as cut:  # the lost tail of a damaged compressed file: one record, counted like any other
         raw = cut.raw[:RAW_SNIPPET].decode("utf-8", "replace")
-        yield ReadBatch(pa.table({}), [quarantine_record(shard.rel, cut.line, cut.reason, "read", raw)])
+        yield ReadBatch(pa.table({}), [quarantine_record(shard.rel, cut.line, cut.reason, "read", raw)], pos=shard.size)
 
 
 def _read_parquet(shard: Shard, text_key: str, id_key: str, block_bytes: int,
@@ -453,16 +483,18 @@ def _read_parquet_file(pf: pq.ParquetFile, shard: Shard, text_key: str, id_key: 
     avg_row = max(64, nbytes // max(1, md.num_rows))  # uncompressed bytes per row
     rows_per_batch = max(256, block_bytes // avg_row)
     row = shard.first_line
+    shard_rows = max(1, sum(md.row_group(i).num_rows for i in (groups if groups is not None else range(md.num_row_groups))))
     for rb in pf.iter_batches(batch_size=rows_per_batch, row_groups=groups):
         table = pa.Table.from_batches([rb])
         lines = np.arange(row, row + table.num_rows, dtype=np.int64)
         row += table.num_rows
+        at = shard.size * min(shard_rows, row - shard.first_line) // shard_rows  # bytes in proportion to rows
         if text_key and text_key in table.column_names and not _is_string(table.schema.field(text_key).type):
             yield ReadBatch(pa.table({}), [quarantine_record(shard.rel, int(x), f"field '{text_key}': expected string, got {table.schema.field(text_key).type}", "read", "")
-                                           for x in lines])
+                                           for x in lines], pos=at)
             continue
         table, lines, bad = split_missing_text(table, lines, shard.rel, text_key, alt_text_keys)
-        yield ReadBatch(_ensure_ids(table, lines, shard.rel, id_key), bad, lines=lines)
+        yield ReadBatch(_ensure_ids(table, lines, shard.rel, id_key), bad, lines=lines, pos=at)
 
 
 def _is_string(t: pa.DataType) -> bool:

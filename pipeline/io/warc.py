@@ -29,8 +29,8 @@ def _decode(body: bytes, content_type: str) -> str:
     return body.decode("cp1252", errors="replace")
 
 
-def read_warc(shard: Shard, id_key: str, rows_per_batch: int = 512) -> Iterator[tuple[pa.Table, list[dict], dict]]:
-    """Yields (table, quarantine records, counters) batches."""
+def read_warc(shard: Shard, id_key: str, rows_per_batch: int = 512) -> Iterator[tuple[pa.Table, list[dict], dict, int]]:
+    """Yields (table, quarantine records, counters, bytes of the file read so far) batches."""
     from warcio.archiveiterator import ArchiveIterator
 
     from thresher.pipeline.io.readers import quarantine_record
@@ -53,8 +53,8 @@ def read_warc(shard: Shard, id_key: str, rows_per_batch: int = 512) -> Iterator[
             rows.append({id_key: rid, "url": rec.rec_headers.get_header("WARC-Target-URI"),
                          "date": rec.rec_headers.get_header("WARC-Date"), HTML_KEY: _decode(body, ctype)})
             if len(rows) >= rows_per_batch:
-                yield pa.Table.from_pylist(rows), bad, counters
+                yield pa.Table.from_pylist(rows), bad, counters, f.tell()
                 rows, bad, counters = [], [], {}
     if rows or bad or counters:
         schema = pa.schema([(id_key, pa.string()), ("url", pa.string()), ("date", pa.string()), (HTML_KEY, pa.string())])
-        yield pa.Table.from_pylist(rows, schema=schema), bad, counters
+        yield pa.Table.from_pylist(rows, schema=schema), bad, counters, shard.size

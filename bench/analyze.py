@@ -1,0 +1,72 @@
+"""`thresher analyze` against `thresher run` of the same recipe, on the same corpus.
+
+    python bench/analyze.py               # ~1 GB corpus (480k docs) built from real paragraphs
+    python bench/analyze.py --n 100000    # ~200 MB
+
+Target (issue 14): analysis streams — peak memory bounded for 1 GB of input — at no worse than
+the run's speed. The analysis computes every filter's stats on *every* row (a run stops computing
+a row's stats once a filter drops it) and writes one small stats row per row instead of the text;
+the "tokens" case also counts cl100k tokens per row. Each case runs in its own process; memory is
+the whole process tree's PSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import make_corpus, run_measured  # noqa: E402
+
+RECIPE = """
+input: {{paths: ["{inp}"]}}
+output: {{path: "{out}", format: jsonl}}
+executor: {{type: local, workers: {workers}}}
+policy: {{max_quarantine_fraction: 0.5}}
+process:
+  - whitespace_normalize: {{}}
+  - gopher_repetition_filter: {{}}
+  - gopher_quality_filter: {{}}
+  - text_length_filter: {{min_words: 50}}
+  - exact_dedup: {{}}
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=480_000)
+    ap.add_argument("--corpus", type=Path)
+    ap.add_argument("--workers", type=int, default=0)
+    args = ap.parse_args()
+    corpus = args.corpus or make_corpus(args.n, Path(tempfile.gettempdir()) / "thresher-bench" / f"corpus_{args.n}.jsonl")
+    work = Path(tempfile.mkdtemp(prefix="thresher-bench-analyze-"))
+    thresher = [sys.executable, "-m", "thresher"]
+    recipe = work / "recipe.yaml"
+    recipe.write_text(RECIPE.format(inp=corpus, out=work / "run", workers=args.workers))
+    cases = {
+        "run": [*thresher, "run", str(recipe), "-q"],
+        "analyze --no-tokens": [*thresher, "analyze", str(recipe), "--output", str(work / "an1"), "--no-tokens", "-q"],
+        "analyze (tokens)": [*thresher, "analyze", str(recipe), "--output", str(work / "an2"), "-q"],
+    }
+    size = corpus.stat().st_size
+    print(f"corpus: {corpus} ({size / 1e6:,.0f} MB)")
+    print("| case | rows | wall s | MB/s | peak PSS MB |")
+    print("|---|---|---|---|---|")
+    try:
+        for name, cmd in cases.items():
+            wall, peak = run_measured(cmd, metric="pss", interval=0.5)
+            out = work / ("run" if name == "run" else ("an1" if "no-tokens" in name else "an2"))
+            rows = json.loads((out / "ledger.json").read_text())["totals"]["input"]
+            print(f"| {name} | {rows:,} | {wall:.1f} | {size / 1e6 / wall:.1f} | {peak / 2**20:,.0f} |", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()
