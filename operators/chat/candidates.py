@@ -3,6 +3,8 @@ length-controlled scores (the answer-length effect regressed out over the whole 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -11,18 +13,23 @@ from pydantic import Field
 
 from thresher.operators.chat.formats import CANDIDATES, MESSAGES
 from thresher.pipeline.columns import ROW, SHARD, drop_decisions, no_decisions, set_column, state_rows
+from thresher.pipeline.errors import ThresherError, did_you_mean
 from thresher.pipeline.ops import GlobalOp, OpParams, Resources
 from thresher.pipeline.registry import register
 
 
-def _prompt_keys(batch: pa.Table) -> np.ndarray:
-    """A 64-bit key of each row's conversation before its last answer."""
+def _prompt_keys(batch: pa.Table, group_by: list[str] = ()) -> np.ndarray:
+    """A 64-bit key of each row's conversation before its last answer, and of its ``group_by`` values."""
     convs = batch.column("messages").to_pylist()
+    extra = [batch.column(c).to_pylist() if c in batch.column_names else [None] * batch.num_rows for c in group_by]
     keys = []
-    for c in convs:
+    for i, c in enumerate(convs):
         c = c or []
         prompt = c[:-1] if c and c[-1]["role"] == "assistant" else c
-        keys.append(xxhash.xxh3_64_intdigest("\x1e".join(f"{m['role']}\x1f{m['content']}" for m in prompt).encode()))
+        text = "\x1e".join(f"{m['role']}\x1f{m['content']}" for m in prompt)
+        if extra:
+            text += "\x1d" + json.dumps([col[i] for col in extra], default=str, ensure_ascii=False)
+        keys.append(xxhash.xxh3_64_intdigest(text.encode()))
     return np.array(keys, dtype=np.uint64)
 
 
@@ -31,7 +38,10 @@ class GroupCandidates(GlobalOp):
     """Rows that share a prompt and each carry one scored answer (the last assistant turn, score in
     ``score_column``) become one row per prompt: the prompt in ``messages`` and every answer in
     ``candidates`` (first row in input order kept; the others dropped as ``merged_into_prompt_row``).
-    Then ``preference_pairs`` pairs them."""
+    Then ``preference_pairs`` pairs them. By default a group is every row of the whole input with
+    the same prompt (the conversation before the last answer, exactly), whichever comparison it
+    came from; ``group_by`` adds columns to the key (e.g. ``[comparison_id]``), so that separate
+    comparisons of one prompt stay separate and no pair mixes answers nobody compared."""
 
     name = "candidates_group"
     aliases = ("group_candidates",)
@@ -42,18 +52,26 @@ class GroupCandidates(GlobalOp):
     class Params(OpParams):
         score_column: str | None = Field("score", description="numeric score per row (null: no scores)")
         rank_column: str | None = Field(None, description="or a rank per row (lower is better)")
+        group_by: list[str] = Field(default_factory=list, description="columns that, with the prompt, make the "
+                                    "group key (e.g. [comparison_id]); default []: the prompt alone")
 
-    example = {"score_column": "score"}
+    example = {"score_column": "score", "group_by": ["comparison_id"]}
 
     def fingerprint(self, batch: pa.Table) -> pa.Table:
         p = self.params
+        missing = [c for c in p.group_by if c not in batch.column_names]
+        if missing and not getattr(self, "_columns_checked", False):
+            have = [c for c in batch.column_names if not c.startswith("__")]
+            raise ThresherError(f"{self.ctx.key}: group_by names '{missing[0]}', but the input has no such column "
+                                f"(its columns: {', '.join(have)}).{did_you_mean(missing[0], have)}")
+        self._columns_checked = True
         answer = [m[-1]["content"] if m and m[-1]["role"] == "assistant" else None
                   for m in batch.column("messages").to_pylist()]
 
         def col(name):
             return batch.column(name).cast(pa.float64()) if name and name in batch.column_names else pa.nulls(batch.num_rows, pa.float64())
 
-        return pa.table({"key": _prompt_keys(batch), "answer": pa.array(answer, pa.string()),
+        return pa.table({"key": _prompt_keys(batch, p.group_by), "answer": pa.array(answer, pa.string()),
                          "score": col(p.score_column), "rank": col(p.rank_column)})
 
     def resolve(self, fingerprints: pl.LazyFrame) -> pl.DataFrame:

@@ -10,7 +10,7 @@ import pyarrow as pa
 import xxhash
 from pydantic import Field
 
-from thresher.operators.chat.formats import MESSAGES
+from thresher.operators.chat.formats import KEEP_COLUMNS, MESSAGES, carried_columns
 from thresher.pipeline.ops import Mapper, MapResult, OpParams
 from thresher.pipeline.registry import register
 
@@ -23,7 +23,8 @@ class PreferencePairs(Mapper):
     against length bias, after Dubois et al., "Length-Controlled AlpacaEval", 2024); at most N
     pairs per prompt. Prompts that yield no pair are dropped with the reason. ``chosen_score`` /
     ``rejected_score`` hold the candidates' scores (or ranks, when ranked); ``margin`` is how much
-    better chosen is (score difference, or rank difference)."""
+    better chosen is (score difference, or rank difference). The row's other columns are copied
+    to each of its pairs (``keep_columns``)."""
 
     name = "preference_pairs"
     reads_text = False
@@ -42,8 +43,12 @@ class PreferencePairs(Mapper):
         max_length_ratio: float | None = Field(None, gt=1, description="skip pairs whose longer reply is more than "
                                                "this many times the shorter (characters)")
         candidates_key: str = Field("candidates", description="column of {content, rank, score} lists")
+        keep_columns: list[str] | Literal["all"] = Field("all", description=KEEP_COLUMNS + ", copied to each "
+                                                         "pair of the row (the candidates column is consumed)")
 
     example = {"strategy": "all_pairs", "min_margin": 0, "max_pairs": 4}
+
+    WRITES = ("id", "messages", "chosen", "rejected", "chosen_score", "rejected_score", "margin")
 
     def process(self, batch: pa.Table) -> MapResult:
         p = self.params
@@ -53,7 +58,8 @@ class PreferencePairs(Mapper):
         rows: dict[str, list] = {k: [] for k in ("id", "messages", "chosen", "rejected", "chosen_score",
                                                  "rejected_score", "margin")}
         drop: list[str | None] = []
-        for rid, msgs, cs in zip(ids, messages, cands, strict=True):
+        source: list[int] = []  # the input row of each output row
+        for i, (rid, msgs, cs) in enumerate(zip(ids, messages, cands, strict=True)):
             pairs, why = self._pairs(rid, cs or [])
             if not pairs:  # one placeholder row, dropped with the reason (keeps the ledger balanced)
                 pairs, reason = [(None, None, None)], why
@@ -68,12 +74,19 @@ class PreferencePairs(Mapper):
                 rows["rejected_score"].append(r[2] if r else None)
                 rows["margin"].append(margin)
                 drop.append(reason)
+                source.append(i)
         self.record("pairs", sum(1 for d in drop if d is None))
         table = pa.table({"id": pa.array(rows["id"], pa.string()), "messages": pa.array(rows["messages"], MESSAGES),
                           "chosen": pa.array(rows["chosen"], MESSAGES), "rejected": pa.array(rows["rejected"], MESSAGES),
                           "chosen_score": pa.array(rows["chosen_score"], pa.float64()),
                           "rejected_score": pa.array(rows["rejected_score"], pa.float64()),
                           "margin": pa.array(rows["margin"], pa.float64())})
+        carry = [c for c in carried_columns(self, batch, p.keep_columns, skip=(p.candidates_key, *self.WRITES))
+                 if c not in self.WRITES]
+        if carry:
+            extra = batch.select(carry).take(pa.array(source, pa.int64()))
+            for name in carry:
+                table = table.append_column(name, extra.column(name))
         reasons = sorted({d for d in drop if d})
         return MapResult(table, drop={r: np.array([d == r for d in drop]) for r in reasons})
 

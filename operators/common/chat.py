@@ -10,7 +10,9 @@ Canonical form (the columns chat ops read and write):
 - ``candidates``: ranked or scored replies, ``{"content", "rank", "score"}``.
 
 Readers raise ``ChatFormatError`` with a reason for a row whose structure is broken (roles not
-alternating, empty turns, missing fields); the op sends such rows to quarantine. Conversions are
+alternating, empty turns, missing fields); the op sends such rows to quarantine. Every reader
+checks the same rules (``check``, ``check_reply``), so whatever one writes, canonical or exported
+(``to_trl``), another reads back (``from_openai`` reads canonical rows, ``from_trl`` TRL's). Conversions are
 per row in Python: they reshape nested lists, which no column kernel expresses, and chat sets
 are small next to pretraining text.
 """
@@ -108,24 +110,109 @@ def from_sharegpt(row: dict) -> dict:
     messages = _sharegpt_turns(_field(row, "conversations"), "conversations")
     if row.get("system") and (not messages or messages[0]["role"] != "system"):
         messages.insert(0, msg("system", row["system"]))
-    if "chosen" in row or "rejected" in row:
+    if _has(row, "chosen") or _has(row, "rejected"):
         chosen = _sharegpt_turns([_field(row, "chosen")], "chosen")
         rejected = _sharegpt_turns([_field(row, "rejected")], "rejected")
         return {"messages": check(messages, "user"), "chosen": check_reply(chosen), "rejected": check_reply(rejected)}
     return {"messages": check(messages)}
 
 
+def read_turns(value, where: str) -> list[dict]:
+    """A list of ``{role, content}`` turns as canonical messages (other keys left out)."""
+    if not isinstance(value, list):
+        raise ChatFormatError(f"malformed turns ('{where}' is not a list of messages)")
+    out = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+            raise ChatFormatError(f"malformed turn ({where} turn {i} needs role and content)")
+        out.append(msg(m["role"], m["content"]))
+    return out
+
+
+def _label(row: dict) -> bool:
+    label = row.get("label", row.get("kto_tag"))
+    if not isinstance(label, bool):
+        raise ChatFormatError("bad KTO label (must be true or false)")
+    return label
+
+
+def read_reply(value, where: str) -> list[dict]:
+    """A reply: a list of assistant turns, or text (TRL's plain style: one leading space, which
+    separates it from the prompt it follows, is not part of the reply)."""
+    if isinstance(value, str):
+        return check_reply([msg("assistant", value[1:] if value.startswith(" ") else value)])
+    return check_reply(read_turns(value, where))
+
+
+def _candidates(value) -> list[dict]:
+    if not isinstance(value, list) or any(not isinstance(c, dict) or not isinstance(c.get("content"), str) for c in value):
+        raise ChatFormatError("malformed candidates (a list of {content, rank, score} is needed)")
+    return [{"content": c["content"], "rank": c.get("rank"), "score": c.get("score")} for c in value]
+
+
+def _has(row: dict, name: str) -> bool:
+    return row.get(name) is not None
+
+
 def from_openai(row: dict) -> dict:
     """messages: [{role, content}] (OpenAI / TRL conversational); with ``label`` a KTO row whose last
-    assistant turn is the completion."""
-    messages = [msg(m.get("role"), m.get("content")) if isinstance(m, dict) else m for m in _field(row, "messages")]
-    if "label" in row or "kto_tag" in row:
-        label = row.get("label", row.get("kto_tag"))
-        if not isinstance(label, bool):
-            raise ChatFormatError("bad KTO label (must be true or false)")
+    assistant turn is the completion. Canonical rows read as they are: ``messages`` (the prompt)
+    with ``chosen``/``rejected`` (DPO), with ``completion`` and ``label`` (KTO), or with
+    ``candidates`` (ranked or scored replies)."""
+    messages = read_turns(_field(row, "messages"), "messages")
+    if _has(row, "chosen") or _has(row, "rejected"):
+        return {"messages": check(messages, "user"), "chosen": read_reply(_field(row, "chosen"), "chosen"),
+                "rejected": read_reply(_field(row, "rejected"), "rejected")}
+    if _has(row, "completion"):
+        return {"messages": check(messages, "user"), "completion": read_reply(row["completion"], "completion"),
+                "label": _label(row)}
+    if _has(row, "candidates"):
+        return {"messages": check(messages, "user"), "candidates": _candidates(row["candidates"])}
+    if _has(row, "label") or _has(row, "kto_tag"):
+        label = _label(row)
         check(messages)
         return {"messages": messages[:-1], "completion": messages[-1:], "label": label}
     return {"messages": check(messages)}
+
+
+def from_trl(row: dict) -> dict:
+    """TRL's dataset types, conversational (lists of messages) or plain (text): ``prompt`` with
+    ``chosen``/``rejected`` (preference), with ``completion`` and ``label`` (KTO), with
+    ``completion`` alone (prompt-completion SFT), or alone (prompt-only); and ``chosen``/
+    ``rejected`` without a prompt (implicit prompt: the turns both share). A plain prompt in
+    thresher's transcript form (``render_plain``) reads back turn by turn; other text is one user turn."""
+    if not _has(row, "prompt"):
+        return _implicit_prompt(row)
+    prompt = row["prompt"]
+    if isinstance(prompt, str):
+        messages = parse_plain_prompt(prompt)
+    else:
+        messages = check(read_turns(prompt, "prompt"), "user")
+    if _has(row, "chosen") or _has(row, "rejected"):
+        return {"messages": messages, "chosen": read_reply(_field(row, "chosen"), "chosen"),
+                "rejected": read_reply(_field(row, "rejected"), "rejected")}
+    if _has(row, "label"):
+        return {"messages": messages, "completion": read_reply(_field(row, "completion"), "completion"), "label": _label(row)}
+    if _has(row, "completion"):
+        return {"messages": check(messages + read_reply(row["completion"], "completion"))}
+    return {"messages": messages}
+
+
+def _implicit_prompt(row: dict) -> dict:
+    """chosen and rejected conversations that share everything before their replies."""
+    chosen, rejected = _field(row, "chosen"), _field(row, "rejected")
+    if isinstance(chosen, str) and isinstance(rejected, str):
+        return from_hh(row)
+    chosen, rejected = read_turns(chosen, "chosen"), read_turns(rejected, "rejected")
+    k = 0
+    while k < min(len(chosen), len(rejected)) - 1 and chosen[k] == rejected[k]:
+        k += 1
+    while k and chosen[k - 1]["role"] == "assistant":  # a reply starts after the last shared user turn
+        k -= 1
+    if not k:
+        raise ChatFormatError("prompts differ (chosen and rejected share no prompt)")
+    return {"messages": check(chosen[:k], "user"), "chosen": check_reply(chosen[k:]),
+            "rejected": check_reply(rejected[k:])}
 
 
 def check_reply(reply: list[dict]) -> list[dict]:
@@ -157,7 +244,7 @@ def from_hh(row: dict) -> dict:
     prompt = chosen[:-1]
     if not prompt or prompt[-1]["role"] != "user":
         raise ChatFormatError("bad transcript (no Human turn before the replies)")
-    return {"messages": prompt, "chosen": chosen[-1:], "rejected": rejected[-1:]}
+    return {"messages": check(prompt, "user"), "chosen": check_reply(chosen[-1:]), "rejected": check_reply(rejected[-1:])}
 
 
 def to_hh(messages: list[dict], reply: list[dict]) -> str:
@@ -190,13 +277,39 @@ def oasst_ranked(tree: dict) -> Iterator[dict]:
 
 
 # ---------------------------------------------------------------------------------- writers
+PLAIN_PROMPT_END = "\n\nAssistant:"
+
+
 def render_plain(messages: list[dict]) -> str:
-    """A prompt as plain text: the user's message for one turn, else an HH-style transcript that
-    ends with '\\n\\nAssistant:' (what plain-text DPO expects the completion to follow)."""
+    """A prompt as plain text, always the same way: the HH-RLHF transcript ('\\n\\nHuman: ...' and
+    '\\n\\nAssistant: ...' turns), one turn or many, ending with '\\n\\nAssistant:'; a system
+    message comes first, as the text before the first '\\n\\nHuman: '. The reply follows with a
+    leading space (``plain_reply``), so prompt + chosen is the whole transcript, as in Anthropic's
+    HH-RLHF and TRL's plain ("standard") preference and prompt-completion examples."""
+    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
     turns = [m for m in messages if m["role"] != "system"]
-    if len(turns) == 1 and turns[0]["role"] == "user":
-        return turns[0]["content"]
-    return to_hh(turns, []) + "\n\nAssistant:"
+    return system + to_hh(turns, []) + PLAIN_PROMPT_END
+
+
+def plain_reply(reply: list[dict]) -> str:
+    """A reply as the text that follows a plain prompt: a space, then its turns joined by newlines."""
+    return " " + "\n".join(m["content"] for m in reply)
+
+
+def parse_plain_prompt(text) -> list[dict]:
+    """A plain prompt as turns: a transcript as ``render_plain`` writes it (or any HH-style one)
+    turn by turn, the text before its first '\\n\\nHuman: ' as the system message; any other
+    text is one user turn."""
+    if not isinstance(text, str):
+        raise ChatFormatError("bad prompt (not text)")
+    ended = text.endswith(PLAIN_PROMPT_END)
+    body = text[: -len(PLAIN_PROMPT_END)] if ended else text
+    start = body.find("\n\nHuman: ")
+    if start < 0 or (start > 0 and not ended):  # not a transcript: the whole text is the user's
+        return check([msg("user", text)], "user")
+    system = body[:start]
+    messages = ([msg("system", system)] if system.strip() else []) + parse_hh(body[start:])
+    return check(messages, "user")
 
 
 def to_trl(row: dict, kind: str, style: str = "conversational") -> dict:
@@ -206,17 +319,15 @@ def to_trl(row: dict, kind: str, style: str = "conversational") -> dict:
         return {"messages": row["messages"]}
     if kind == "dpo":
         if style == "plain":
-            return {"prompt": render_plain(row["messages"]), "chosen": _text(row["chosen"]), "rejected": _text(row["rejected"])}
+            return {"prompt": render_plain(row["messages"]), "chosen": plain_reply(row["chosen"]),
+                    "rejected": plain_reply(row["rejected"])}
         return {"prompt": row["messages"], "chosen": row["chosen"], "rejected": row["rejected"]}
     if kind == "kto":
         if style == "plain":
-            return {"prompt": render_plain(row["messages"]), "completion": _text(row["completion"]), "label": row["label"]}
+            return {"prompt": render_plain(row["messages"]), "completion": plain_reply(row["completion"]),
+                    "label": row["label"]}
         return {"prompt": row["messages"], "completion": row["completion"], "label": row["label"]}
     raise ValueError(f"unknown TRL format {kind!r}")
-
-
-def _text(reply: list[dict]) -> str:
-    return "\n".join(m["content"] for m in reply)
 
 
 def detect(row: dict) -> str:
@@ -229,8 +340,12 @@ def detect(row: dict) -> str:
         return "sharegpt"
     if "messages" in has:
         return "openai"
+    if "prompt" in has:
+        return "trl"
     if isinstance(row.get("chosen"), str) and isinstance(row.get("rejected"), str) and row["chosen"].startswith("\n\nHuman:"):
         return "hh_rlhf"
+    if isinstance(row.get("chosen"), list) and isinstance(row.get("rejected"), list):
+        return "trl"  # implicit prompt
     raise ChatFormatError(f"unknown chat format (fields {sorted(has)})")
 
 
@@ -250,13 +365,15 @@ def turn_text(messages, roles: tuple[str, ...], joiner: str = "\n"):
     return full["content"].fill_null("").to_arrow()
 
 
-def from_fields(row: dict, prompt: str, response: str | None) -> dict:
-    """Any two fields as one exchange (e.g. GSM8K's question and answer)."""
-    messages = [msg("user", _field(row, prompt))]
+def from_fields(row: dict, prompt: str, response: str | None, system: str | None = None) -> dict:
+    """Any two fields as one exchange (e.g. GSM8K's question and answer), with an optional third
+    as the system message (left out where it is null or empty)."""
+    messages = [msg("system", row[system])] if system and row.get(system) else []
+    messages.append(msg("user", _field(row, prompt)))
     if response:
         messages.append(msg("assistant", _field(row, response)))
         return {"messages": check(messages)}
     return {"messages": check(messages, "user")}
 
 
-READERS = {"alpaca": from_alpaca, "sharegpt": from_sharegpt, "openai": from_openai, "hh_rlhf": from_hh}
+READERS = {"alpaca": from_alpaca, "sharegpt": from_sharegpt, "openai": from_openai, "trl": from_trl, "hh_rlhf": from_hh}

@@ -1,1 +1,2 @@
-"""Curation and selection: global ops that choose which rows to keep."""
+"""Curation and selection: ops that choose which rows to keep — by score, diversity, their fields, or
+at random."""

@@ -27,6 +27,7 @@ _EXT = {
     ".jsonl.zst": "jsonl.zst", ".json.zst": "jsonl.zst", ".ndjson.zst": "jsonl.zst",
     ".parquet": "parquet", ".pq": "parquet",
     ".warc": "warc", ".warc.gz": "warc",
+    ".csv": "csv", ".tsv": "tsv",
 }
 _SCAN_BLOCK = 16 << 20
 
@@ -36,7 +37,7 @@ class Shard:
     index: int
     path: str  # absolute path; undecodable bytes of a file name kept as surrogate escapes (os.fsdecode)
     rel: str  # name used in ids, quarantine records and messages: always valid UTF-8 (see display_name)
-    format: str  # jsonl | jsonl.gz | jsonl.zst | json (an array) | parquet | warc
+    format: str  # jsonl | jsonl.gz | jsonl.zst | json (an array) | parquet | warc | csv | tsv (one shard per file)
     start: int = 0  # byte offset (jsonl) or first row group (parquet)
     end: int = -1  # byte end (exclusive, -1 = end of file) or row-group end (parquet)
     first_line: int = 1  # line number of the first line (jsonl) or row number of the first row (parquet)
@@ -126,7 +127,7 @@ def resolve_inputs(paths: list[str], declared: str = "auto") -> list[tuple[str, 
             files = sorted(f for f in _walk_files(base)
                            if detect_format(f, declared) and not os.path.basename(f).startswith((".", "_")))
             if not files:
-                raise InputError(f"input directory '{display_name(p)}' holds no jsonl/jsonl.gz/jsonl.zst/parquet/warc files")
+                raise InputError(f"input directory '{display_name(p)}' holds no jsonl/jsonl.gz/jsonl.zst/parquet/warc/csv/tsv files")
             found += [(os.path.abspath(f), os.path.relpath(f, base)) for f in files]
         elif os.path.exists(p):
             found.append((os.path.abspath(p), os.path.basename(p)))
@@ -144,7 +145,7 @@ def resolve_inputs(paths: list[str], declared: str = "auto") -> list[tuple[str, 
         fmt = detect_format(absp, declared)
         if fmt is None:
             raise InputError(f"input file '{display_name(absp)}': unknown format (extension); "
-                             "set input.format to jsonl, jsonl.gz, jsonl.zst or parquet")
+                             "set input.format to jsonl, jsonl.gz, jsonl.zst, parquet, csv or tsv")
         _check_readable(absp, fmt)
         out.append((absp, display_name(rel), fmt))
     return out
@@ -259,6 +260,10 @@ def _check_readable(path: str, fmt: str) -> None:
         if fmt == "parquet":
             with open_native(path) as f:
                 pq.ParquetFile(f).metadata  # noqa: B018 - reads and checks the footer
+        elif fmt in ("csv", "tsv"):
+            from thresher.pipeline.io.delimited import header
+
+            header(path, fmt)  # a header with duplicate or empty names is an InputError now
         elif fmt == "warc":
             from warcio.archiveiterator import ArchiveIterator
 

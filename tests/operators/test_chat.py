@@ -127,7 +127,9 @@ def test_dpo_export_conversational_and_plain(tmp_path):
                                 {"chat_export": {"to": "dpo", "style": style}}], input=CHAT_INPUT)
         (row,) = read_output(out)
         if style == "plain":
-            assert row["prompt"] == "qp1" and row["chosen"] == "great" and row["rejected"] == "poor"
+            # one rendering for every prompt (see render_plain): prompt + reply is the HH transcript
+            assert row["prompt"] == "\n\nHuman: qp1\n\nAssistant:"
+            assert row["chosen"] == " great" and row["rejected"] == " poor"
         else:
             assert row["prompt"] == [{"role": "user", "content": "qp1"}]
             assert row["chosen"] == [{"role": "assistant", "content": "great"}]

@@ -138,7 +138,7 @@ def test_input_errors_are_clear(tmp_path):
     bad_pq.write_bytes(b"PAR1 nope")
     with pytest.raises(InputError, match="bad.parquet"):
         resolve_inputs([str(bad_pq)])
-    odd = tmp_path / "data.csv"
+    odd = tmp_path / "data.xlsx"  # (.csv and .tsv are input formats since issue 15)
     odd.write_text("a,b\n")
     with pytest.raises(InputError, match="unknown format"):
         resolve_inputs([str(odd)])
