@@ -11,7 +11,7 @@ import numpy as np
 
 from thresher.capacity.hardware import GPU
 from thresher.capacity.models import Model
-from thresher.capacity.roofline import BF16, IDEAL, Precision, forward
+from thresher.capacity.roofline import BF16, CALIBRATED, IDEAL, Precision, forward, training_step
 
 
 def _plt():
@@ -49,36 +49,92 @@ def _save(fig, prefix: Path) -> list[str]:
     return out
 
 
-def roofline_chart(m: Model, gpu: GPU, batch: int, seq: int, prefix: Path, precision: Precision = BF16) -> list[str]:
-    fig = _roofline_fig(m, gpu, batch, seq, precision)
+def roofline_chart(m: Model, gpu: GPU, batch: int, seq: int, prefix: Path, precision: Precision = BF16,
+                   mode: str = "ideal", tp: int = 1, training: bool = False) -> list[str]:
+    fig = roofline_figure(m, gpu, batch, seq, precision, mode=mode, tp=tp, training=training)
     paths = _save(fig, prefix)
     _plt().close(fig)
     return paths
 
 
-def roofline_svg(m: Model, gpu: GPU, batch: int, seq: int, precision: Precision = BF16) -> str:
-    return svg_text(_roofline_fig(m, gpu, batch, seq, precision, REPORT_SIZE))
+def roofline_svg(m: Model, gpu: GPU, batch: int, seq: int, precision: Precision = BF16, mode: str = "ideal",
+                 tp: int = 1, training: bool = False) -> str:
+    return svg_text(roofline_figure(m, gpu, batch, seq, precision, REPORT_SIZE, mode, tp, training))
 
 
-def _roofline_fig(m: Model, gpu: GPU, batch: int, seq: int, precision: Precision = BF16, size: tuple = (8, 5)):
+MAX_LABELS_PER_PHASE = 4  # the ops that take the most time; the rest are dots without names
+
+
+def _phases(m: Model, gpu: GPU, batch: int, seq: int, precision: Precision, eff, tp: int, training: bool):
+    if training:
+        step = training_step(m, gpu, batch, seq, p=precision, eff=eff, tp=tp)
+        return [(f"training forward (micro-batch {batch}, {seq} tokens)", "forward", "o", step["forward"]),
+                (f"training backward (micro-batch {batch}, {seq} tokens)", "backward", "^", step["backward"])]
+    return [(f"prefill (batch 1, {seq} tokens)", "prefill", "o", forward(m, gpu, "prefill", 1, seq, p=precision, eff=eff, tp=tp)),
+            (f"decode (batch {batch}, {seq} tokens of KV)", "decode", "s",
+             forward(m, gpu, "decode", batch, seq, p=precision, eff=eff, tp=tp))]
+
+
+def roofline_figure(m: Model, gpu: GPU, batch: int, seq: int, precision: Precision = BF16, size: tuple = (8, 5),
+                    mode: str = "ideal", tp: int = 1, training: bool = False):
+    """Every op of a forward pass (prefill and decode; or a training step's forward and backward)
+    at its arithmetic intensity and attained FLOP/s in ``mode``: ideal points sit on the roof,
+    calibrated ones below it (at the efficiency factors' share of peak and bandwidth). Ops at the
+    same point share one label; only the few that take the most time are named, and a label that
+    would overlap another is moved or dropped."""
     plt = _plt()
+    eff = CALIBRATED if mode == "calibrated" else IDEAL
     peak = gpu.peak(precision.compute_dtype)
     fig, ax = plt.subplots(figsize=size)
-    x = np.logspace(-1, 4, 200)
+    x = np.logspace(-1, 4.5, 200)
     ax.loglog(x, np.minimum(peak, gpu.bandwidth * x), "k-", lw=1.5, label=f"{gpu.key} roof")
-    for phase, marker in (("prefill", "o"), ("decode", "s")):
-        f = forward(m, gpu, phase, 1 if phase == "prefill" else batch, seq, p=precision, eff=IDEAL)
+    if mode == "calibrated":
+        ax.loglog(x, np.minimum(peak * eff.compute, gpu.bandwidth * eff.memory * x), "k--", lw=1,
+                  label=f"calibrated ({eff.compute:.0%} of peak, {eff.memory:.0%} of bandwidth)")
+    wanted = []
+    for label, key, marker, f in _phases(m, gpu, batch, seq, precision, eff, tp, training):
         ops = [o for o in f.ops if o.flops > 0 and o.time > 0]
-        dots = ax.scatter([o.intensity for o in ops], [o.flops / o.time for o in ops], marker=marker,
-                          label=f"{phase} (batch {1 if phase == 'prefill' else batch}, {seq} tokens)")
-        dots.set_gid(f"mark-{phase}")
-        for o in ops:
-            ax.annotate(o.name, (o.intensity, o.flops / o.time), fontsize=6, alpha=0.7)
+        dots = ax.scatter([o.intensity for o in ops], [o.flops / o.time for o in ops], marker=marker, label=label,
+                          alpha=0.8)
+        dots.set_gid(f"mark-{key}")
+        groups: dict[tuple, list] = {}
+        for o in ops:  # ops at (nearly) the same point share a label
+            groups.setdefault((round(np.log10(o.intensity), 2), round(np.log10(o.flops / o.time), 2)), []).append(o)
+        ranked = sorted(groups.values(), key=lambda g: -sum(o.time * o.count for o in g))
+        for g in ranked[:MAX_LABELS_PER_PHASE]:
+            names = ", ".join(o.name for o in g[:3]) + (f" +{len(g) - 3}" if len(g) > 3 else "")
+            wanted.append((names, g[0].intensity, g[0].flops / g[0].time))
     ax.set_xlabel("arithmetic intensity (FLOP / byte)")
-    ax.set_ylabel("attainable FLOP/s")
-    ax.set_title(f"{m.key} on {gpu.name}: per-layer ops")
-    ax.legend(fontsize=8)
+    ax.set_ylabel(f"attained FLOP/s ({mode})")
+    what = "training step" if training else "per-layer ops"
+    ax.set_title(f"{m.key} on {gpu.name}: {what}, {mode}")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)  # below the axes, off the points
+    _place_labels(fig, ax, wanted)
     return fig
+
+
+def _place_labels(fig, ax, wanted: list[tuple[str, float, float]]) -> None:
+    """Annotate each point at the first of a few offsets where its text box overlaps no label
+    placed before it, nor the legend; drop it where none is free."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    taken = []
+    leg = ax.get_legend()
+    if leg is not None:
+        taken.append(leg.get_window_extent(renderer))
+    axbox = ax.get_window_extent(renderer)
+    offsets = [(5, 4), (5, -10), (-5, 4), (-5, -10), (5, 14), (5, -20), (-5, 14), (-5, -20), (5, 24), (-5, 24)]
+    for i, (text, xv, yv) in enumerate(wanted):
+        for dx, dy in offsets:
+            t = ax.annotate(text, (xv, yv), xytext=(dx, dy), textcoords="offset points", fontsize=6,
+                            ha="left" if dx > 0 else "right", alpha=0.85)
+            box = t.get_window_extent(renderer)
+            inside = axbox.x0 <= box.x0 and box.x1 <= axbox.x1 and axbox.y0 <= box.y0 and box.y1 <= axbox.y1
+            if inside and not any(box.overlaps(o) for o in taken):
+                t.set_gid(f"label-{i}")
+                taken.append(box)
+                break
+            t.remove()
 
 
 def memory_chart(plans: list, prefix: Path) -> list[str]:
@@ -109,11 +165,22 @@ def _memory_fig(plans: list, size: tuple | None = None):
         ax.hlines(p.memory["capacity"], i - 0.4, i + 0.4, colors="k", linestyles="--")
     ax.set_ylabel("GiB per GPU")
     ax.set_title(f"{plans[0].model}: memory per GPU (dashed: capacity)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the bars, never on them
     return fig
 
 
+def serve_memory_chart(plans: list, prefix: Path) -> list[str]:
+    fig = _serve_memory_fig(plans)
+    paths = _save(fig, prefix)
+    _plt().close(fig)
+    return paths
+
+
 def serve_memory_svg(plans: list) -> str:
+    return svg_text(_serve_memory_fig(plans))
+
+
+def _serve_memory_fig(plans: list):
     """Stacked GPU memory of serving plans (``ServePlan.memory``, GiB) as vLLM splits it: weights,
     peak activations, non-torch memory, the KV cache, and what ``gpu_memory_utilization`` leaves."""
     plt = _plt()
@@ -130,5 +197,5 @@ def serve_memory_svg(plans: list) -> str:
         bottom += vals
     ax.set_ylabel("GiB per GPU")
     ax.set_title(f"{plans[0].model}: memory per GPU when serving")
-    ax.legend(fontsize=8)
-    return svg_text(fig)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the bars, never on them
+    return fig

@@ -34,6 +34,16 @@ class GPU:
     source: str = ""
     price_source: str = ""
     extra: dict = field(default_factory=dict)
+    gpus_per_node: int = 8  # GPUs sharing the intra-node link (NVLink/NVSwitch domain or PCIe host)
+    network: float = 25e9  # inter-node bytes/s per GPU and direction (its share of the node's NICs)
+    network_kind: str = "network"
+    network_source: str = ""
+
+    @property
+    def link_intra(self) -> float:
+        """Per-direction GPU-to-GPU bytes/s inside a node: catalogue figures are bidirectional
+        aggregates (NVLink 4: 900 GB/s = 450 each way; PCIe 4 x16: 64 GB/s = 32 each way)."""
+        return self.interconnect / 2
 
     def peak(self, dtype: str) -> float:
         """Dense peak for ``dtype``; a dtype the part has no tensor path for runs at the next wider one."""
@@ -53,11 +63,14 @@ def _parse(key: str, d: dict, where: str) -> GPU:
     if unknown:
         raise ThresherError(f"{where}: GPU '{key}': unknown dtype(s) {sorted(unknown)}; known: {', '.join(DTYPES)}")
     ic = d.get("interconnect", {})
+    net = d.get("network", {})  # per-GPU NIC bandwidth between nodes, in Gb/s (as NICs are marketed)
     return GPU(key=key, name=d.get("name", key), flops={k: float(v) * 1e12 for k, v in d["flops"].items()},
                memory_bytes=float(d["memory_gb"]) * GIB, bandwidth=float(d["memory_bandwidth_gbs"]) * GB,
                interconnect=float(ic.get("gbs", d.get("pcie_gbs", 32))) * GB, interconnect_kind=ic.get("kind", "pcie"),
                price_per_hour=float(d.get("price_per_hour", 0.0)), source=d.get("source", ""),
-               price_source=d.get("price_source", ""))
+               price_source=d.get("price_source", ""), gpus_per_node=int(d.get("gpus_per_node", 8)),
+               network=float(net.get("gbps_per_gpu", 200)) / 8 * GB, network_kind=net.get("kind", "network"),
+               network_source=net.get("source", "assumed: 200 Gb/s per GPU"))
 
 
 @lru_cache(maxsize=8)

@@ -196,3 +196,41 @@ def forward(m: Model, gpu: GPU, phase: str, batch: int, prompt: int, context: in
 def ridge_point(gpu: GPU, dtype: str = "bf16") -> float:
     """Arithmetic intensity (FLOP/byte) above which an op is compute-bound."""
     return gpu.peak(dtype) / gpu.bandwidth
+
+
+def training_step(m: Model, gpu: GPU, micro_batch: int, seq: int, p: Precision = BF16, eff: Efficiency = IDEAL,
+                  flash: bool = True, tp: int = 1) -> dict[str, Forward]:
+    """The ops of one training micro-step, forward and backward, on one of ``tp`` GPUs: every op of
+    the forward over all ``micro_batch x seq`` tokens (the LM head and loss on every position, not
+    just the last), and its backward — a linear's input gradient (dX = dY·Wᵀ) and weight gradient
+    (dW = Xᵀ·dY), each as many FLOPs as the forward; attention's backward 2.5x its forward FLOPs
+    (FlashAttention-2 recomputes the scores: five matmuls to the forward's two); an element-wise
+    op's backward reads one more tensor than it writes. Times use ``eff`` as ``forward`` does."""
+    T = micro_batch * seq
+    fwd = Forward("train forward", micro_batch, seq, seq)
+    for op in layer_ops(m, micro_batch, seq, seq, p, flash, tp):
+        op.count = m.layers
+        fwd.ops.append(op)
+    last = Precision(16, p.act_bits, p.kv_bits)
+    fwd.ops.append(_elementwise("final_norm", T * m.hidden, 4, 2, p))
+    fwd.ops.append(_linear("lm_head", T, m.hidden, m.vocab // tp, last))
+    fwd.ops.append(_elementwise("cross_entropy", T * m.vocab // tp, 5, 2, Precision(16, 32, 16)))
+    bwd = Forward("train backward", micro_batch, seq, seq)
+    linears = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "router", "lm_head"}
+    for o in fwd.ops:
+        if o.name in linears:
+            bwd.ops += [OpCost(f"{o.name} dX", o.flops, o.bytes, o.count), OpCost(f"{o.name} dW", o.flops, o.bytes, o.count)]
+        elif o.name.startswith("attention") or o.name in ("qk_matmul", "sv_matmul", "softmax"):
+            bwd.ops.append(OpCost(f"{o.name} bwd", 2.5 * o.flops, 2 * o.bytes, o.count))
+        else:
+            moved = o.bytes  # element-wise: read the saved input and the incoming gradient, write one
+            bwd.ops.append(OpCost(f"{o.name} bwd", 2 * o.flops, moved * 1.5, o.count))
+    peak = gpu.peak(p.compute_dtype)
+    for f in (fwd, bwd):
+        for op in f.ops:
+            tc = op.flops / (peak * eff.compute)
+            tm = op.bytes / (gpu.bandwidth * eff.memory)
+            op.time = max(tc, tm)
+            op.bound = "compute" if tc >= tm else "memory"
+    fwd.overhead = eff.overhead_s
+    return {"forward": fwd, "backward": bwd}

@@ -1,7 +1,9 @@
 """Training planner: per-GPU memory (weights, gradients, optimizer states, activations, logits
 peak, framework reserve), FLOPs (dense 6N-style term per token plus attention from Σ len², not
 mean len), step time, total time, GPU-hours and cost for full fine-tuning, LoRA and QLoRA under
-ZeRO 0–3 / FSDP, tensor and pipeline parallelism and activation recomputation.
+ZeRO 0–3 / FSDP, tensor, pipeline (1F1B or interleaved) and context parallelism, activation
+recomputation, and SFT / DPO / KTO objectives (frozen reference forwards and memory, or none with
+precomputed reference log-probs). Communication volumes and links: capacity/comm.py.
 
 Sources of the formulas:
 - Mixed-precision AdamW memory, 2 + 2 + 12 bytes per parameter, and ZeRO's partitioning of
@@ -21,9 +23,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
+from thresher.capacity.comm import Layout, StepComm, bubble, step_comm
 from thresher.capacity.hardware import GPU
 from thresher.capacity.models import Model
 from thresher.capacity.serving import CUDA_VISIBLE, GIB
@@ -31,8 +35,6 @@ from thresher.capacity.stats import LengthStats
 
 NF4_BITS = 4 + 0.127  # QLoRA §3: NF4 + double-quantized block constants
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-INTER_NODE_GBS = 25.0  # per GPU between nodes: 200 Gb/s InfiniBand per GPU (assumption; override)
-GPUS_PER_NODE = 8
 CUDA_CONTEXT = 0.5 * GIB  # CUDA context + cuBLAS/NCCL workspaces
 FRAGMENTATION = 0.05  # share of allocated memory lost to the caching allocator's fragmentation
 
@@ -46,6 +48,12 @@ CALIBRATED_OVERLAP = 0.8  # share of gradient/parameter communication hidden beh
 
 @dataclass
 class TrainInputs:
+    """One training job and its layout. ``data`` holds one length per sequence the policy trains on
+    (DPO: a pair contributes its chosen and its rejected sequence, so pairs = sequences / 2; KTO: one
+    per example). ``global_batch`` and ``micro_batch`` count such sequences (after packing);
+    ``global_batch_tokens``, when given, sets the global batch in tokens instead. The global batch
+    is exactly dp x micro_batch x accumulation when the layout divides it (the search only
+    proposes layouts that do)."""
     data: LengthStats
     epochs: float = 1.0
     max_len: int = 2048
@@ -64,12 +72,29 @@ class TrainInputs:
     flash: bool = True
     mode: str = "calibrated"
     hfu: float | None = None
+    cp: int = 1  # context (sequence) parallel ranks splitting each sequence
+    virtual: int = 1  # interleaved pipeline stages per GPU (Megatron's virtual pipeline)
+    global_batch_tokens: int | None = None
+    objective: str = "sft"  # sft | dpo | kto
+    precomputed_reference: bool = False  # reference log-probs computed beforehand: no reference model
 
     @property
     def dp(self) -> int:
-        return max(1, self.gpus // (self.tp * self.pp))
+        return max(1, self.gpus // (self.tp * self.pp * self.cp))
+
+    @property
+    def sequences_per_step(self) -> int:
+        if self.global_batch_tokens:
+            return max(1, round(self.global_batch_tokens / self.max_len))
+        return max(1, self.global_batch)
+
+    @property
+    def accumulation(self) -> int:
+        """Micro-batches per optimizer step on each data-parallel rank (pipeline: per pipeline)."""
+        return max(1, math.ceil(self.sequences_per_step / (self.dp * self.micro_batch)))
 
 
+@lru_cache(maxsize=1024)
 def lora_params(m: Model, rank: int, targets: tuple[str, ...]) -> int:
     shapes = {"q_proj": (m.hidden, m.q_dim), "k_proj": (m.hidden, m.kv_dim), "v_proj": (m.hidden, m.kv_dim),
               "o_proj": (m.q_dim, m.hidden), "gate_proj": (m.hidden, m.intermediate),
@@ -127,8 +152,17 @@ class MemoryBreakdown:
         return d
 
 
+def reference_bytes(m: Model, t: TrainInputs) -> float:
+    """Per-GPU bytes of the frozen reference model that DPO/KTO run forward: a bf16 copy of the
+    weights, sharded like the policy (ZeRO-3 shards it too). None with precomputed reference
+    log-probs, or with adapters (the reference is the base with the adapters switched off)."""
+    if t.objective == "sft" or t.precomputed_reference or t.method != "full":
+        return 0.0
+    return 2 * _nparams(m) / (t.tp * t.pp) / (t.dp if t.zero >= 3 else 1)
+
+
 def memory(m: Model, gpu: GPU, t: TrainInputs) -> MemoryBreakdown:
-    n = m.params()
+    n = _nparams(m)
     shard = t.tp * t.pp
     dp = t.dp
     if t.method == "full":
@@ -145,11 +179,15 @@ def memory(m: Model, gpu: GPU, t: TrainInputs) -> MemoryBreakdown:
         weights = (base / (dp if t.zero >= 3 else 1) + 4 * lora) / shard  # adapters in fp32
         grads = 4 * lora / shard
         optim = (8 if t.optimizer == "adamw" else 2) * lora / shard
-    seq = t.max_len
+    weights += reference_bytes(m, t)
+    seq = t.max_len / t.cp  # context parallelism splits every sequence
     tokens = t.micro_batch * seq
-    act = tokens * m.layers * activation_bytes_per_token_layer(m, t.recompute, t.flash, seq) / t.tp
+    # 1F1B: the first stage holds min(m, p) micro-batches of its L/p layers = the whole model's
+    # activations of one micro-batch when m >= p
+    in_flight = min(t.accumulation, t.pp) / t.pp
+    act = tokens * m.layers * in_flight * activation_bytes_per_token_layer(m, t.recompute, t.flash, t.max_len) / t.tp
     if t.recompute == "full":  # plus the one layer being recomputed
-        act += tokens * activation_bytes_per_token_layer(m, "none", t.flash, seq) / t.tp
+        act += tokens * activation_bytes_per_token_layer(m, "none", t.flash, t.max_len) / t.tp
     logits = tokens * m.vocab * (2 + 4) / t.tp  # bf16 logits + their fp32 copy for the loss
     reserve = CUDA_CONTEXT + FRAGMENTATION * (weights + grads + optim + act + logits)
     return MemoryBreakdown(weights, grads, optim, act, logits, reserve, gpu.memory_bytes * CUDA_VISIBLE)
@@ -181,6 +219,16 @@ class TrainPlan:
     params: int
     trainable_params: int
     notes: list[str] = field(default_factory=list)
+    cp: int = 1
+    dp: int = 1
+    virtual: int = 1
+    accumulation: int = 1
+    objective: str = "sft"
+    precomputed_reference: bool = False
+    bubble: float = 0.0  # share of the step the pipeline idles
+    comm_s: dict = field(default_factory=dict)  # exposed seconds per step by kind of traffic
+    bound: str = "compute"  # what bounds the step, naming the link for communication
+    pareto: bool = False  # on the cost/time Pareto front of the search that produced it
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -202,66 +250,161 @@ def token_counts(t: TrainInputs) -> tuple[float, float]:
 
 
 def flops(m: Model, t: TrainInputs) -> tuple[float, float, float]:
-    """(tokens, model FLOPs, hardware FLOPs incl. recomputation) for all epochs."""
-    tokens, squares = token_counts(t)
+    """(tokens, model FLOPs, hardware FLOPs incl. recomputation) for all epochs.
+
+    DPO runs the policy forward and backward on chosen and rejected (both are in ``data``) and
+    the frozen reference forward on both: 6N + 2N per token, 4/3 of SFT on the same tokens.
+    KTO adds a policy forward (no gradient) and a reference forward on the mismatched pairs of its
+    KL estimate: 6N + 2N + 2 x 2N. Precomputed reference log-probs (TRL's
+    ``precompute_ref_log_probs``) drop the reference forwards."""
+    return _flops(m, t.method, t.recompute, t.flash, t.objective, t.precomputed_reference, t.epochs, t.lora_rank,
+                  t.lora_targets, *token_counts(t))
+
+
+def _flops(m: Model, method, recompute, flash, objective, precomputed, epochs, rank, targets, tokens, squares):
     matmul = m.linear_params(active=True) + m.lm_head_params  # embeddings are a lookup
     attn = 12 * m.layers * m.q_dim * squares  # fwd 4·L·d·s² per sequence, x3 for training
-    if t.method == "full":
+    fwd = 2 * matmul * tokens + attn / 3  # one forward pass over the tokens
+    if method == "full":
         dense = 6 * matmul * tokens
     else:  # frozen base: forward + input gradients, no weight gradients; adapters train fully
-        dense = 4 * matmul * tokens + 6 * lora_params(m, t.lora_rank, t.lora_targets) * tokens
-    model = (dense + attn) * t.epochs
+        dense = 4 * matmul * tokens + 6 * lora_params(m, rank, targets) * tokens
+    extra_fwd = 0.0
+    if objective == "kto":
+        extra_fwd += fwd  # policy on the KL pairs, no gradient
+    if objective in ("dpo", "kto") and not precomputed:
+        extra_fwd += fwd * (2 if objective == "kto" else 1)  # reference on the examples (and the KL pairs)
+    model = (dense + attn + extra_fwd) * epochs
     extra = 0.0
-    if t.recompute == "full":
-        extra = (2 * matmul * tokens + attn / 3) * t.epochs
-    elif t.recompute == "selective" and not t.flash:
-        extra = attn / 3 * t.epochs
-    return tokens * t.epochs, model, model + extra
+    if recompute == "full":
+        extra = (2 * matmul * tokens + attn / 3) * epochs
+    elif recompute == "selective" and not flash:
+        extra = attn / 3 * epochs
+    return tokens * epochs, model, model + extra
 
 
-def plan_training(m: Model, gpu: GPU, t: TrainInputs) -> TrainPlan:
-    mem = memory(m, gpu, t)
-    tokens, model_f, hw_f = flops(m, t)
+def small_batch_efficiency(tokens_per_micro_batch: float) -> float:
+    """Matmuls of few rows run below the calibrated utilisation (the calibration is at 2,048
+    tokens per micro-batch): (1 + K/2048) / (1 + K/T), K = 256 tokens, at most 1. An assumption
+    until bench/capacity_gpu.py measures it."""
+    k = 256.0
+    return min(1.0, (1 + k / 2048) / (1 + k / max(1.0, tokens_per_micro_batch)))
+
+
+def layers_per_stage(m: Model, pp: int) -> int:
+    return math.ceil(m.layers / pp)
+
+
+@lru_cache(maxsize=256)
+def _nparams(m: Model) -> int:
+    return m.params()
+
+
+@dataclass
+class StepTime:
+    step_s: float
+    steps: int
+    hours: float
+    accumulation: int
+    bubble: float
+    compute_s: float  # compute of the step, pipeline idle excluded
+    exposed: dict  # kind of traffic -> exposed seconds per step
+    comm: StepComm
+
+
+def step_time(m: Model, gpu: GPU, t: TrainInputs, fl: tuple[float, float, float]) -> StepTime:
+    """Seconds per optimizer step: (v·m + p - 1)/v pipeline slots of one micro-batch's compute at
+    the (calibrated) utilisation plus its unhidden tensor/context parallel, ZeRO-3 and point-to-
+    point traffic; then the data-parallel gradient sync beyond what the last micro-batch's
+    backward hides, and the optimizer update (memory-bound)."""
+    tokens, _, hw_f = fl
     calibrated = t.mode == "calibrated"
     hfu = t.hfu if t.hfu is not None else (CALIBRATED_HFU[t.method] if calibrated else 1.0)
-    peak = gpu.peak("bf16")
-    tokens_per_step = t.global_batch * t.max_len if t.packing else t.global_batch * t.max_len
-    steps = max(1, math.ceil(tokens / tokens_per_step))
-    compute_step = hw_f / steps / (t.gpus * peak * hfu)
-    comm_step = _comm_seconds(m, gpu, t)
+    if calibrated and t.hfu is None:
+        hfu *= small_batch_efficiency(t.micro_batch * t.max_len / t.cp)
+    per_step = t.sequences_per_step
+    steps = max(1, math.ceil(tokens / (per_step * t.max_len)))
+    acc = t.accumulation
+    lps = layers_per_stage(m, t.pp)
+    imbalance = lps * t.pp / m.layers  # the slowest stage sets the pace
+    compute_step = hw_f / steps / (t.gpus * gpu.peak("bf16") * hfu)
+    t_mb = compute_step * imbalance / acc
+    c = _step_comm(m, gpu, t, lps)
     overlap = CALIBRATED_OVERLAP if calibrated else 1.0
-    step = max(compute_step, comm_step) + (1 - overlap) * min(compute_step, comm_step)
-    seconds = steps * step
-    hours = seconds / 3600
+    z3 = max(0.0, c.zero3_s - overlap * t_mb)  # prefetched behind the micro-batch's compute
+    cp = max(0.0, c.cp_s - overlap * t_mb / 2)  # ring attention hides K/V passing behind attention
+    slot = t_mb + c.tp_s + c.pp_s + z3 + cp
+    bub = bubble(t.pp, acc, t.virtual)
+    pipeline = acc * slot / (1 - bub)
+    dp = max(0.0, c.dp_s - overlap * (2 / 3) * t_mb)  # overlapped with the last micro-batch's backward
+    trainable = _nparams(m) if t.method == "full" else lora_params(m, t.lora_rank, t.lora_targets)
+    opt_bytes = 28 * trainable / (t.tp * t.pp) / (t.dp if t.zero >= 1 else 1)  # read + write master, m, v, grad
+    step = pipeline + dp + opt_bytes / gpu.bandwidth
+    k = acc / (1 - bub)
+    exposed = {"tensor_parallel": k * c.tp_s, "pipeline_p2p": k * c.pp_s, "pipeline_bubble": pipeline * bub,
+               "zero3_gather": k * z3, "context_parallel": k * cp, "data_parallel": dp}
+    return StepTime(step, steps, steps * step / 3600, acc, bub, acc * t_mb, exposed, c)
+
+
+LINK_OF = {"tensor_parallel": "tp", "pipeline_p2p": "pp", "zero3_gather": "zero3", "context_parallel": "cp",
+           "data_parallel": "dp", "pipeline_bubble": "pp"}
+
+
+def plan_training(m: Model, gpu: GPU, t: TrainInputs, fl: tuple[float, float, float] | None = None,
+                  mem: MemoryBreakdown | None = None) -> TrainPlan:
+    mem = mem or memory(m, gpu, t)
+    fl = fl or flops(m, t)
+    tokens, model_f, hw_f = fl
+    st = step_time(m, gpu, t, fl)
+    peak = gpu.peak("bf16")
+    seconds, hours = st.steps * st.step_s, st.hours
+    exposed, c = st.exposed, st.comm
+    top = max(exposed, key=exposed.get)
+    what = top.replace("_", " ")
     notes = []
-    if comm_step > compute_step:
-        notes.append(f"communication-bound: {comm_step:.2f} s of gradient/parameter traffic per step vs "
-                     f"{compute_step:.2f} s of compute ({gpu.interconnect_kind})")
+    if exposed[top] > st.compute_s:
+        bound = what if top == "pipeline_bubble" else f"{what} ({c.link_name(LINK_OF[top])})"
+        notes.append(f"communication-bound: {exposed[top]:.2f} s of {what} per step vs "
+                     f"{st.compute_s:.2f} s of compute ({c.link_name(LINK_OF[top])})")
+    else:
+        bound = "compute"
+        if exposed[top] > 0.1 * st.step_s and top != "pipeline_bubble":
+            notes.append(f"{what}: {exposed[top]:.2f} s per step not hidden behind compute "
+                         f"({c.link_name(LINK_OF[top])})")
+    if st.bubble > 0.1:
+        notes.append(f"pipeline bubble {st.bubble:.0%} ({t.pp} stages, {st.accumulation} micro-batches, "
+                     f"{t.virtual} virtual)")
     if not mem.fits:
         k, v = mem.largest()
         notes.append(f"does not fit: needs {mem.total / GIB:.1f} GiB per GPU of {mem.capacity / GIB:.1f}; "
                      f"largest part: {k} {v / GIB:.1f} GiB")
-    trainable = m.params() if t.method == "full" else lora_params(m, t.lora_rank, t.lora_targets)
-    return TrainPlan(m.key, gpu.key, t.gpus, t.method, t.zero, t.tp, t.pp, t.recompute, t.micro_batch, t.global_batch,
-                     tokens, model_f, hw_f, steps, step, hours, hours * t.gpus, hours * t.gpus * gpu.price_per_hour,
-                     model_f / (seconds * t.gpus * peak) if seconds else 0.0, mem.gib(), mem.fits, m.params(),
-                     trainable, notes)
+    trainable = _nparams(m) if t.method == "full" else lora_params(m, t.lora_rank, t.lora_targets)
+    return TrainPlan(m.key, gpu.key, t.gpus, t.method, t.zero, t.tp, t.pp, t.recompute, t.micro_batch,
+                     t.sequences_per_step, tokens, model_f, hw_f, st.steps, st.step_s, hours, hours * t.gpus,
+                     hours * t.gpus * gpu.price_per_hour, model_f / (seconds * t.gpus * peak) if seconds else 0.0,
+                     mem.gib(), mem.fits, _nparams(m), trainable, notes, cp=t.cp, dp=t.dp, virtual=t.virtual,
+                     accumulation=st.accumulation, objective=t.objective, precomputed_reference=t.precomputed_reference,
+                     bubble=st.bubble, comm_s={k: round(v, 6) for k, v in exposed.items()}, bound=bound)
+
+
+def _step_comm(m: Model, gpu: GPU, t: TrainInputs, lps: int) -> StepComm:
+    """Traffic of one step (capacity/comm.py): gradients of the trainable parameters over data
+    parallel ranks, ZeRO-3's parameter gathers, tensor parallel activations per layer, context
+    parallel K/V rings and pipeline point-to-point."""
+    shard = t.tp * t.pp
+    grad_bytes = (2 * _nparams(m) if t.method == "full" else 4 * lora_params(m, t.lora_rank, t.lora_targets)) / shard
+    weight_bytes = (2 * _nparams(m) if t.method != "qlora" else m.linear_params() * NF4_BITS / 8) / shard
+    tokens_mb = t.micro_batch * t.max_len / t.cp
+    return step_comm(gpu, Layout(t.tp, t.cp, t.dp, t.pp), grad_bytes=grad_bytes, weight_bytes=weight_bytes,
+                     zero=t.zero, act_bytes_mb=2 * tokens_mb * m.hidden, kv_bytes_mb=2 * 2 * tokens_mb * m.kv_dim,
+                     layers_per_stage=lps, tp_collectives_per_layer=6 if t.recompute == "full" else 4,
+                     virtual=t.virtual)
 
 
 def _comm_seconds(m: Model, gpu: GPU, t: TrainInputs) -> float:
-    """Per step: ring all-reduce of gradients across data parallel ranks (ZeRO-2/3: reduce-scatter,
-    same volume), plus ZeRO-3's parameter all-gathers in forward and backward."""
-    dp = t.dp
-    if dp <= 1:
-        return 0.0
-    bw = gpu.interconnect if t.gpus <= GPUS_PER_NODE else min(gpu.interconnect, INTER_NODE_GBS * 1e9)
-    grad_bytes = (2 * m.params() if t.method == "full" else 4 * lora_params(m, t.lora_rank, t.lora_targets)) / (t.tp * t.pp)
-    ring = 2 * (dp - 1) / dp
-    vol = ring * grad_bytes
-    if t.zero >= 3:
-        weight_bytes = (2 * m.params() if t.method != "qlora" else m.linear_params() * NF4_BITS / 8) / (t.tp * t.pp)
-        vol += 2 * (dp - 1) / dp * weight_bytes
-    return vol / bw
+    """Unhidden communication seconds of one step (kept for callers of the old name)."""
+    c = _step_comm(m, gpu, t, layers_per_stage(m, t.pp))
+    return c.tp_s * t.accumulation + c.pp_s * t.accumulation + c.dp_s + c.zero3_s * t.accumulation + c.cp_s
 
 
 def gpu_hours(gpus: int, days: float) -> float:

@@ -92,8 +92,8 @@ def test_plan_time_and_cost_consistent():
 def test_search_ranks_cheapest_feasible_and_respects_pins():
     res = search(L7, [get_gpu("a100-80gb-sxm"), get_gpu("l4")], _inputs(), deadline_h=24)
     assert res.ranked and all(p.fits and p.hours <= 24 for p in res.ranked)
-    costs = [round(p.cost_usd, 2) for p in res.ranked]  # ties within a cent go to the faster
-    assert costs == sorted(costs)
+    costs = [p.cost_usd for p in res.ranked]  # costs within 1% tie and go to the smaller machine
+    assert all(b >= a / 1.0101 for a, b in zip(costs, costs[1:], strict=False))
     pinned = search(L7, [H100], _inputs(), counts=(8,), methods=("full",))
     assert {(p.gpus, p.method) for p in pinned.ranked} == {(8, "full")}
 
