@@ -7,7 +7,8 @@ Target (issue 14): analysis streams â€” peak memory bounded for 1 GB of input â€
 the run's speed. The analysis computes every filter's stats on *every* row (a run stops computing
 a row's stats once a filter drops it) and writes one small stats row per row instead of the text;
 the "tokens" case also counts cl100k tokens per row. Each case runs in its own process; memory is
-the whole process tree's PSS.
+the whole process tree's PSS; CPU seconds are the process tree's user + system time (a fairer
+comparison than wall time on a shared machine).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -55,14 +57,18 @@ def main() -> None:
     }
     size = corpus.stat().st_size
     print(f"corpus: {corpus} ({size / 1e6:,.0f} MB)")
-    print("| case | rows | wall s | MB/s | peak PSS MB |")
-    print("|---|---|---|---|---|")
+    print("| case | rows | wall s | CPU s | MB/s | peak PSS MB |")
+    print("|---|---|---|---|---|---|")
     try:
         for name, cmd in cases.items():
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             wall, peak = run_measured(cmd, metric="pss", interval=0.5)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             out = work / ("run" if name == "run" else ("an1" if "no-tokens" in name else "an2"))
             rows = json.loads((out / "ledger.json").read_text())["totals"]["input"]
-            print(f"| {name} | {rows:,} | {wall:.1f} | {size / 1e6 / wall:.1f} | {peak / 2**20:,.0f} |", flush=True)
+            print(f"| {name} | {rows:,} | {wall:.1f} | {cpu:.1f} | {size / 1e6 / wall:.1f} | {peak / 2**20:,.0f} |",
+                  flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -151,12 +151,12 @@ def memory_svg(plans: list) -> str:
 
 def _memory_fig(plans: list, size: tuple | None = None):
     plt = _plt()
-    parts = ("weights", "gradients", "optimizer", "activations", "logits", "reserve")
+    parts = ("weights", "gradients", "optimizer", "activations", "logits", "buffers", "reserve")
     fig, ax = plt.subplots(figsize=size or (max(4, 1.6 * len(plans)), 5))
     labels = [f"{p.gpus}x{p.gpu}\n{p.method} Z{p.zero}" for p in plans]
     bottom = np.zeros(len(plans))
     for part in parts:
-        vals = np.array([p.memory[part] for p in plans])
+        vals = np.array([p.memory.get(part, 0.0) for p in plans])
         bars = ax.bar(labels, vals, bottom=bottom, label=part)
         for i, b in enumerate(bars):
             b.set_gid(f"mark-{part}-{i}")

@@ -31,7 +31,12 @@ def add_parser(sub) -> None:
     t.add_argument("--method", choices=["full", "lora", "qlora"], help="pin the method (default: consider all)")
     t.add_argument("--lora-rank", type=int, default=16)
     t.add_argument("--lora-targets", default="all", help="comma list of q_proj,k_proj,... or 'all' (every linear)")
-    t.add_argument("--optimizer", choices=["adamw", "adamw8bit"], default="adamw")
+    t.add_argument("--optimizer", choices=["adamw", "adamw8bit", "paged_adamw", "paged_adamw8bit"], default="adamw",
+                   help="paged_*: bitsandbytes paged optimizers, whose states may page out to host memory")
+    t.add_argument("--adapter-dtype", choices=["fp32", "bf16"], default="fp32",
+                   help="LoRA/QLoRA adapter weights and gradients: fp32 as PEFT keeps them, bf16 as qlora.py casts them")
+    t.add_argument("--no-sequence-parallel", action="store_true",
+                   help="tensor parallelism without Megatron sequence parallelism (layer-norm activations unsharded)")
     t.add_argument("--zero", type=int, choices=[0, 1, 2, 3], help="pin the ZeRO stage (3 = FSDP full shard)")
     t.add_argument("--tp", type=int, help="pin the tensor parallel size (default: searched)")
     t.add_argument("--pp", type=int, help="pin the pipeline parallel size (default: searched)")
@@ -156,7 +161,8 @@ def cmd_train(args) -> int:
     targets = parse_lora_targets(args.lora_targets, LORA_TARGETS)
     base = TrainInputs(data=data, epochs=args.epochs, max_len=args.max_len, packing=not args.no_packing,
                        lora_rank=args.lora_rank, lora_targets=targets, optimizer=args.optimizer, tp=args.tp, pp=args.pp,
-                       micro_batch=args.micro_batch, global_batch=args.global_batch, mode=args.mode)
+                       micro_batch=args.micro_batch, global_batch=args.global_batch, mode=args.mode,
+                       adapter_dtype=args.adapter_dtype, sequence_parallel=not args.no_sequence_parallel)
     if hasattr(base, "objective"):  # DPO/KTO rows are planned as DPO/KTO
         base = dataclasses.replace(base, objective=data.objective)
     deadline = parse_duration(args.deadline) / 3600 if args.deadline else None
@@ -297,7 +303,7 @@ def _why_none(model, gpus, base, res, deadline, args) -> str:
         args._closest = p  # --json carries its memory
         t = dataclasses.replace(base, gpus=p.gpus, method=p.method, zero=p.zero, recompute=p.recompute)
         g = [x for x in gpus if x.key == p.gpu][0]
-        k, v = max(((k, v) for k, v in p.memory.items() if k not in ("capacity", "total", "fits")), key=lambda kv: kv[1])
+        k, v = max(((k, v) for k, v in p.memory.items() if k not in ("capacity", "total", "fits", "pageable")), key=lambda kv: kv[1])
         over = p.memory["total"] - p.memory["capacity"]
         hint = _what_fits(model, gpus, base, args)
         return (f"no configuration fits in memory. Closest: {t.method}, ZeRO-{t.zero}, recompute {t.recompute}, {t.gpus} x {g.key}: "
@@ -383,8 +389,9 @@ def _print_train(out: dict, data) -> None:
         c.print("* on the cost/time Pareto front (nothing else is both cheaper and faster)")
     best = out["plans"][0]
     m = best["memory"]
-    c.print("memory of #1 per GPU (GiB): " + ", ".join(f"{k} {m[k]:.1f}" for k in
-                                                      ("weights", "gradients", "optimizer", "activations", "logits", "reserve")))
+    c.print("memory of #1 per GPU (GiB): " + ", ".join(f"{k} {m.get(k, 0.0):.1f}" for k in
+                                                      ("weights", "gradients", "optimizer", "activations", "logits",
+                                                       "buffers", "reserve")))
     for note in best["notes"]:
         c.print(f"note: {note}")
 

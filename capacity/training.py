@@ -16,7 +16,12 @@ Sources of the formulas:
 - QLoRA storage, NF4 plus double-quantized constants = 4.127 bits per parameter: Dettmers et al.,
   "QLoRA", 2023, §3.
 - 8-bit Adam states, 2 bytes per parameter: Dettmers et al., "8-bit Optimizers via Block-wise
-  Quantization", ICLR 2022.
+  Quantization", ICLR 2022. Paged optimizers (states in unified memory that may page out): QLoRA §3.
+- Tensor and sequence parallel activations, sbh(10 + 24/t + 5as/(ht)) and sbh(34 + 5as/h)/t per
+  layer: Korthikanti et al. 2022, Table 2.
+- ZeRO-3/FSDP transient buffers, the computing and the prefetched unit's gathered parameters:
+  PyTorch FSDP (Zhao et al., VLDB 2023; ``limit_all_gathers``).
+Checks against published figures: tests/capacity/test_memory.py.
 """
 
 from __future__ import annotations
@@ -77,6 +82,8 @@ class TrainInputs:
     global_batch_tokens: int | None = None
     objective: str = "sft"  # sft | dpo | kto
     precomputed_reference: bool = False  # reference log-probs computed beforehand: no reference model
+    sequence_parallel: bool = True  # Megatron sequence parallelism with tp > 1 (shards norms and dropouts too)
+    adapter_dtype: str = "fp32"  # fp32 (PEFT's default) | bf16 (qlora.py casts adapters with --bf16)
 
     @property
     def dp(self) -> int:
@@ -110,20 +117,55 @@ def lora_params(m: Model, rank: int, targets: tuple[str, ...]) -> int:
     return n * m.layers
 
 
-def activation_bytes_per_token_layer(m: Model, recompute: str, flash: bool, seq: int) -> float:
-    """Bytes one layer keeps for the backward pass per token (16-bit activations)."""
+def activation_bytes_per_token_layer(m: Model, recompute: str, flash: bool, seq: int, tp: int = 1,
+                                     sequence_parallel: bool = True) -> float:
+    """Bytes one layer keeps for the backward pass per token (16-bit activations), per GPU of a
+    tensor-parallel group of ``tp``. Korthikanti et al. 2022 (Table 2): per layer sbh(34 + 5as/h)
+    without parallelism; tensor parallelism shards all but the 10sbh before and after the parallel
+    regions (layer-norm inputs and outputs, dropout masks): sbh(10 + 24/t + 5as/(ht)); sequence
+    parallelism shards those too: sbh(34 + 5as/h)/t; selective recomputation drops the 5as/h
+    score term. Here every saved tensor is counted for the model's shapes (GQA, gated MLPs, no
+    dropout), so a GPT-3-shaped model gives 32 in place of their 34 (no dropout masks);
+    FlashAttention saves no s² scores. Full recomputation keeps the layer's input only (2sbh, /t
+    with sequence parallelism)."""
+    t = max(1, tp)
     if recompute == "full":
-        return 2 * m.hidden  # only the layer's input
+        return 2 * m.hidden / (t if sequence_parallel else 1)  # only the layer's input
     h, q, kv = m.hidden, m.q_dim, m.kv_dim
     inter = m.intermediate * (m.experts_per_token if m.experts > 1 else 1)
-    attn = 2 * h + 2 * h + 2 * q + 2 * kv + 2 * kv + 2 * q  # norm in/out, q, k, v, attention output
-    mlp = 2 * h + 2 * h + (8 if m.gated_mlp else 4) * inter  # norm in/out, gate/up/act/product
+    replicated = 2 * h + 2 * h + 2 * h + 2 * h  # norm in/out before attention and before the MLP
+    attn = 2 * q + 2 * kv + 2 * kv + 2 * q  # q, k, v, attention output (o_proj input)
+    mlp = (8 if m.gated_mlp else 4) * inter  # gate/up/act/product (GeLU: input and output)
     scores = 0 if flash or recompute == "selective" else 4 * m.heads * seq + m.heads * seq  # scores, softmax, dropout mask
-    return attn + mlp + scores
+    return replicated / (t if sequence_parallel else 1) + (attn + mlp + scores) / t
+
+
+def korthikanti_activation_bytes(s: int, b: int, h: int, a: int, t: int = 1, sequence_parallel: bool = False,
+                                 recompute: str = "none") -> float:
+    """Activation bytes per transformer layer as Korthikanti et al. 2022 write them (Table 2; 16-bit
+    activations, dropout included): none sbh(34 + 5as/h); tensor parallel sbh(10 + 24/t + 5as/(ht));
+    + sequence parallel sbh(34 + 5as/h)/t; + selective recomputation sbh·34/t; full 2sbh."""
+    sbh = s * b * h
+    if recompute == "full":
+        return 2 * sbh / (t if sequence_parallel else 1)
+    score = 0.0 if recompute == "selective" else 5 * a * s / h
+    if sequence_parallel:
+        return sbh * (34 + score) / t
+    return sbh * (10 + 24 / t + score / t)
+
+
+ADAPTER_BYTES = {"fp32": 4, "bf16": 2}  # PEFT keeps adapters fp32 (autocast_adapter_dtype); qlora.py casts to bf16
+OPTIMIZER_BYTES = {"adamw": 8, "adamw8bit": 2, "paged_adamw": 8, "paged_adamw8bit": 2}  # m + v per trainable param
+PAGED = {"paged_adamw", "paged_adamw8bit"}  # bitsandbytes paged optimizers: states in CUDA unified memory
+ACTIVATION_FRAGMENTATION = 0.10  # extra share of activations/logits lost to the caching allocator
 
 
 @dataclass
 class MemoryBreakdown:
+    """Per-GPU bytes. ``buffers``: transient buffers (ZeRO-3/FSDP gathered layers being used and
+    prefetched, reduce-scatter gradient buckets, QLoRA's dequantised weights). ``pageable``: the
+    part of ``optimizer`` a paged optimizer lets the driver evict to host memory under pressure, so
+    ``fits`` does not require it on the GPU."""
     weights: float
     gradients: float
     optimizer: float
@@ -131,17 +173,20 @@ class MemoryBreakdown:
     logits: float
     reserve: float
     capacity: float
+    buffers: float = 0.0
+    pageable: float = 0.0
 
     @property
     def total(self) -> float:
-        return self.weights + self.gradients + self.optimizer + self.activations + self.logits + self.reserve
+        return (self.weights + self.gradients + self.optimizer + self.activations + self.logits + self.reserve
+                + self.buffers)
 
     @property
     def fits(self) -> bool:
-        return self.total <= self.capacity
+        return self.total - self.pageable <= self.capacity
 
     def largest(self) -> tuple[str, float]:
-        parts = {k: v for k, v in asdict(self).items() if k != "capacity"}
+        parts = {k: v for k, v in asdict(self).items() if k not in ("capacity", "pageable")}
         k = max(parts, key=parts.get)
         return k, parts[k]
 
@@ -162,35 +207,79 @@ def reference_bytes(m: Model, t: TrainInputs) -> float:
 
 
 def memory(m: Model, gpu: GPU, t: TrainInputs) -> MemoryBreakdown:
+    """Per-GPU memory of one training job.
+
+    Full fine-tuning: bf16 weights and gradients + fp32 master and Adam m, v (2 + 2 + 12 bytes per
+    parameter; 8-bit Adam 4 + 2), partitioned by ZeRO stage 1 (optimizer), 2 (+ gradients) and 3
+    (+ weights) over the data-parallel ranks (Rajbhandari et al. 2020, §3).
+    LoRA/QLoRA: the frozen base in bf16 (LoRA) or NF4 + double-quantised constants, 4.127 bits
+    per parameter of the linear layers, embeddings and norms in bf16 (QLoRA §3); adapters and their
+    gradients in ``adapter_dtype`` (PEFT: fp32), Adam m and v in fp32 (8 bytes; 8-bit: 2), i.e.
+    4 + 4 + 8 bytes per trainable parameter as PEFT keeps them. Paged optimizers
+    (``paged_adamw``, ``paged_adamw8bit``, QLoRA §3) keep the same states in unified memory that
+    may be evicted: counted, and reported as ``pageable``.
+    Buffers: ZeRO-3/FSDP hold the gathered parameters of the layer being computed and of the one
+    prefetched (2 x layer parameters x 2 bytes / tp; NF4 storage under QLoRA), and gradients
+    partitioned by ZeRO-2/3 pass through a reduce-scatter bucket of one layer's gradients (bf16);
+    QLoRA's bitsandbytes dequantises each NF4 weight to bf16 for its matmul and frees it after:
+    one layer's worth (its linear weights) in bf16 is held as a bound on what is live at once.
+    Reserve: the CUDA context and library workspaces, 5% of the static allocations and 10% of
+    the activations and logits for the caching allocator's fragmentation (an assumption, not a
+    measurement: the allocator rounds and splits blocks, and the variable-size activation blocks
+    fragment most; torch.cuda.memory_reserved() / memory_allocated() on the target measures it)."""
     n = _nparams(m)
     shard = t.tp * t.pp
     dp = t.dp
+    z3 = dp if t.zero >= 3 else 1
+    lp = m.layer_params() / t.tp  # one layer's parameters on this tensor-parallel rank
+    lin_layer = m.linear_params(active=True) / m.layers / t.tp  # one layer's linear weights (experts it routes to)
+    buffers = 0.0
+    pageable = 0.0
+    if t.optimizer not in OPTIMIZER_BYTES:
+        raise ValueError(f"unknown optimizer {t.optimizer!r}; known: {', '.join(OPTIMIZER_BYTES)}")
     if t.method == "full":
-        weights = 2 * n / shard / (dp if t.zero >= 3 else 1)
+        weights = 2 * n / shard / z3
         grads = 2 * n / shard / (dp if t.zero >= 2 else 1)
-        per_param = 12 if t.optimizer == "adamw" else 6  # fp32 master + m + v (8-bit: master + 2 x 1 byte)
+        per_param = 4 + OPTIMIZER_BYTES[t.optimizer]  # fp32 master + m + v (8-bit: master + 2 x 1 byte)
         optim = per_param * n / shard / (dp if t.zero >= 1 else 1)
+        if t.zero >= 3 and dp > 1:
+            buffers += 2 * 2 * lp  # gathered current + prefetched layer, bf16
+        if t.zero >= 2 and dp > 1:
+            buffers += 2 * lp  # one layer's full gradients before they are reduce-scattered
+        if t.optimizer in PAGED:
+            pageable = OPTIMIZER_BYTES[t.optimizer] * n / shard / (dp if t.zero >= 1 else 1)
     else:
         lora = lora_params(m, t.lora_rank, t.lora_targets)
+        ab = ADAPTER_BYTES[t.adapter_dtype]
         if t.method == "qlora":
             base = m.linear_params() * NF4_BITS / 8 + (n - m.linear_params()) * 2
+            buffers += 2 * lin_layer  # dequantised bf16 weights of one layer
+            gathered = lp * NF4_BITS / 8
         else:
             base = 2 * n
-        weights = (base / (dp if t.zero >= 3 else 1) + 4 * lora) / shard  # adapters in fp32
-        grads = 4 * lora / shard
-        optim = (8 if t.optimizer == "adamw" else 2) * lora / shard
+            gathered = 2 * lp
+        if t.zero >= 3 and dp > 1:
+            buffers += 2 * gathered  # current + prefetched layer of the sharded base
+        weights = (base / z3 + ab * lora) / shard
+        grads = ab * lora / shard
+        optim = OPTIMIZER_BYTES[t.optimizer] * lora / shard
+        if t.optimizer in PAGED:
+            pageable = optim
     weights += reference_bytes(m, t)
     seq = t.max_len / t.cp  # context parallelism splits every sequence
     tokens = t.micro_batch * seq
     # 1F1B: the first stage holds min(m, p) micro-batches of its L/p layers = the whole model's
     # activations of one micro-batch when m >= p
     in_flight = min(t.accumulation, t.pp) / t.pp
-    act = tokens * m.layers * in_flight * activation_bytes_per_token_layer(m, t.recompute, t.flash, t.max_len) / t.tp
+    sp = t.sequence_parallel
+    act = tokens * m.layers * in_flight * activation_bytes_per_token_layer(m, t.recompute, t.flash, t.max_len, t.tp, sp)
     if t.recompute == "full":  # plus the one layer being recomputed
-        act += tokens * activation_bytes_per_token_layer(m, "none", t.flash, t.max_len) / t.tp
+        act += tokens * activation_bytes_per_token_layer(m, "none", t.flash, t.max_len, t.tp, sp)
     logits = tokens * m.vocab * (2 + 4) / t.tp  # bf16 logits + their fp32 copy for the loss
-    reserve = CUDA_CONTEXT + FRAGMENTATION * (weights + grads + optim + act + logits)
-    return MemoryBreakdown(weights, grads, optim, act, logits, reserve, gpu.memory_bytes * CUDA_VISIBLE)
+    reserve = (CUDA_CONTEXT + FRAGMENTATION * (weights + grads + optim + buffers)
+               + ACTIVATION_FRAGMENTATION * (act + logits))
+    return MemoryBreakdown(weights, grads, optim, act, logits, reserve, gpu.memory_bytes * CUDA_VISIBLE,
+                           buffers=buffers, pageable=pageable)
 
 
 @dataclass
