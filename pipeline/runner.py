@@ -195,14 +195,16 @@ class BatchRunner:
                     counted[names[j]] += int(c)
             self._trace_drops(op, table, dropped_idx, [names[j] for j in reason_idx[dropped_idx]], stats)
         if self.analysis:
-            return self.flag(op, table, dropped_idx, [names[j] for j in reason_idx[dropped_idx]])
+            return self.flag(op, table, reason_idx, names)
         return table if keep.all() else table.filter(pa.array(keep))
 
-    def flag(self, op: Op, table: pa.Table, idx: np.ndarray, reasons: list[str]) -> pa.Table:
-        """(analysis) Mark rows ``idx`` with the reason ``op`` would drop them for, in ``FLAGS``."""
-        marks = np.full(table.num_rows, None, dtype=object)
-        marks[idx] = reasons
-        return add_stats(table, op.ctx.key, {"reason": pa.array(marks.tolist(), pa.string())}, column=FLAGS)
+    def flag(self, op: Op, table: pa.Table, reason_idx: np.ndarray, names: list[str]) -> pa.Table:
+        """(analysis) Mark each row with the reason ``op`` would drop it for, in ``FLAGS``:
+        ``reason_idx[i]`` indexes ``names`` (-1: kept, null). Built as a dictionary array, no
+        per-row Python."""
+        idx = np.asarray(reason_idx, dtype=np.int32)
+        marks = pa.DictionaryArray.from_arrays(pa.array(idx, mask=idx < 0), pa.array(names, pa.string()))
+        return add_stats(table, op.ctx.key, {"reason": marks.cast(pa.string())}, column=FLAGS)
 
     def record_global_drops(self, op: GlobalOp, table: pa.Table, drop_idx: np.ndarray, reasons: list[str],
                             ledger: Ledger) -> pa.Table:
@@ -214,7 +216,10 @@ class BatchRunner:
             counted[r] += 1
         self._trace_drops(op, table, drop_idx, reasons, {})
         if self.analysis:
-            return self.flag(op, table, drop_idx, list(reasons))
+            names, at = np.unique(np.asarray(reasons, dtype=object).astype(str), return_inverse=True)
+            reason_idx = np.full(table.num_rows, -1, dtype=np.int32)
+            reason_idx[drop_idx] = at
+            return self.flag(op, table, reason_idx, names.tolist())
         keep = np.ones(table.num_rows, dtype=bool)
         keep[drop_idx] = False
         return table.filter(pa.array(keep))
