@@ -228,11 +228,12 @@ def suggestions(lf: pl.LazyFrame, names: list[str], rows: int, filters: list, op
                 for side, param in (("lo", bound.lo_param), ("hi", bound.hi_param)):
                     if prop[side] is not None:
                         prop[side] = _param_value(op, param, prop[side], side)
-                prop["drop_share"] = _drop_share(lf, col, prop["lo"], prop["hi"], bound.inclusive, rows)
+            current = {"lo": bound.lo, "hi": bound.hi}
+            shares = _drop_shares(lf, col, [current, quant, sig], bound.inclusive, rows)  # one scan
+            quant["drop_share"], sig["drop_share"] = shares[1], shares[2]
             out.append({"op": op.ctx.key, "name": op.name, "index": op.ctx.index, "stat": stat,
                         "lo_param": bound.lo_param, "hi_param": bound.hi_param, "current": [bound.lo, bound.hi],
-                        "current_drop_share": _drop_share(lf, col, bound.lo, bound.hi, bound.inclusive, rows),
-                        "quantile": quant, "sigma": sig, "mean": q["mean"], "std": std})
+                        "current_drop_share": shares[0], "quantile": quant, "sigma": sig, "mean": q["mean"], "std": std})
     return out
 
 
@@ -249,15 +250,19 @@ def _param_value(op, param: str, value: float, side: str):
     return float(f"{value:.4g}")
 
 
-def _drop_share(lf: pl.LazyFrame, col: str, lo, hi, inclusive: bool, rows: int) -> float:
+def _drop_shares(lf: pl.LazyFrame, col: str, bounds: list[dict], inclusive: bool, rows: int) -> list[float]:
+    """The share of rows each ``{lo, hi}`` puts outside (as ``Bound.masks`` decides), in one scan."""
     v = pl.col(col).cast(pl.Float64)
-    cond = pl.lit(False)
-    if lo is not None:
-        cond = cond | ((v < lo) if inclusive else (v <= lo))
-    if hi is not None:
-        cond = cond | ((v > hi) if inclusive else (v >= hi))
-    n = lf.select(cond.fill_null(False).sum()).collect().item()
-    return round(n / rows, 6) if rows else 0.0
+    exprs = []
+    for i, b in enumerate(bounds):
+        cond = pl.lit(False)
+        if b["lo"] is not None:
+            cond = cond | ((v < b["lo"]) if inclusive else (v <= b["lo"]))
+        if b["hi"] is not None:
+            cond = cond | ((v > b["hi"]) if inclusive else (v >= b["hi"]))
+        exprs.append(cond.fill_null(False).sum().alias(f"s{i}"))
+    counts = lf.select(exprs).collect().row(0)
+    return [round(n / rows, 6) if rows else 0.0 for n in counts]
 
 
 # ------------------------------------------------------------------------------ the recipe diff
