@@ -3,8 +3,8 @@
 The recipe and thresher's own packages travel with the job (``runtime_env``: ``working_dir`` holds
 the recipe, ``py_modules`` thresher's code; ``pip`` installs thresher's dependencies on the workers
 unless the cluster's image already has them). Token authentication (Ray >= 2.60's default) is
-passed through from the environment: ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH`` (or Ray's own
-``~/.ray/auth_token``); the token never goes into a file that is submitted.
+sent as the ``Authorization`` header, found as Ray finds it: ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``,
+then Ray's own ``~/.ray/auth_token`` (``cluster.auth``); the token never goes into a file that is submitted.
 
 Plugins travel too: the packages that define the recipe's non-built-in ops go into ``py_modules``
 beside thresher (a plugin that is a single ``.py`` module is copied into the job's working directory,
@@ -18,7 +18,6 @@ folders) is refused before anything is submitted, with what to do instead.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import sys
@@ -28,23 +27,12 @@ from dataclasses import dataclass, field
 from importlib.metadata import requires
 from pathlib import Path
 
+from thresher.cluster.auth import auth_headers, find_token
 from thresher.pipeline.errors import ThresherError
 from thresher.pipeline.recipe import find_recipe
 
 SUBPACKAGES = ("pipeline", "operators", "cluster", "capacity", "recipes")
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
-
-
-def auth_headers() -> dict[str, str]:
-    """Authorization header from RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH, if set."""
-    token = os.environ.get("RAY_AUTH_TOKEN")
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    if not token and path:
-        try:
-            token = Path(path).read_text().strip()
-        except OSError as e:
-            raise ThresherError(f"RAY_AUTH_TOKEN_PATH '{path}' cannot be read: {e}") from None
-    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def client(address: str):
@@ -59,9 +47,12 @@ def client(address: str):
 def _explain(e: Exception, address: str) -> str:
     text = str(e)
     if "Authentication" in type(e).__name__ or "Authentication" in text or "401" in text or "403" in text:
+        token, where = find_token()
+        sent = f"the token from {where} was refused" if token else "no token was sent (none found)"
         return (f"the Ray cluster at {address} rejected the request: its token authentication needs the "
-                "cluster's token. Set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the token the head was started "
-                f"with (`ray get-auth-token` on the head). Ray said: {text.splitlines()[0][:200]}")
+                f"cluster's token, and {sent}. Set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token) "
+                f"to the token the head was started with (`ray get-auth-token` on the head). "
+                f"Ray said: {text.splitlines()[0][:200]}")
     if "Connection" in text or "connect" in text:
         return f"cannot reach the Ray dashboard at {address}: {text.splitlines()[0][:200]}"
     return f"Ray Jobs API at {address}: {text.splitlines()[0][:300]}"

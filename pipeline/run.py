@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from thresher.pipeline import outdir
+from thresher.pipeline import fs, outdir
 from thresher.pipeline.columns import no_decisions
 from thresher.pipeline.errors import OutputError, RunFailed
 from thresher.pipeline.executors.passes import load_json, ops_for, write_decisions
@@ -32,13 +32,15 @@ class RunResult:
     output_rows: int
     files: list[str]
     seconds: float
+    url: str | None = None  # the object-store URL the output was published to (``out`` was its staging)
 
 
 def input_roots(paths: list[str]) -> list[str]:
     """The directories and files a recipe's input paths name (globs by their fixed part)."""
     from thresher.pipeline.io.inputs import glob_root
 
-    return [glob_root(p) if any(c in p for c in "*?[") else p for p in paths if not p.startswith("demo:")]
+    return [glob_root(p) if any(c in p for c in "*?[") else p for p in paths
+            if not p.startswith("demo:") and not fs.is_url(p)]
 
 
 def check_output_path(layout: Layout) -> None:
@@ -120,16 +122,35 @@ def make_executor(recipe: Recipe):
 def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, progress=None) -> RunResult:
     t0 = time.perf_counter()
     recipe.attempt_id = uuid.uuid4().hex
+    recipe.storage = fs.Storage.from_recipe(recipe)  # the stores' options and environment, for the workers too
+    fs.configure(recipe.storage)
     files = resolve_inputs(recipe.input.paths, recipe.input.format)  # every input problem, before work
     shards = plan_shards(files, recipe.input.shard_size_mb)
-    layout = Layout(recipe.output.path)
-    outdir.check_not_overlapping(layout.out, input_roots(recipe.input.paths), [f[0] for f in files])
+    remote = None
+    if fs.is_url(recipe.output.path):  # an object store: staged locally, published when finished
+        if recipe.analysis:
+            raise OutputError(f"analyze writes a local directory (its report is read there): give --output a local "
+                              f"path, not '{fs.redact(recipe.output.path)}' (its inputs may be URLs)")
+        from thresher.pipeline.io.objectstore import (
+            RemoteOutput,
+            check_cluster_staging,
+            check_not_overlapping,
+        )
+
+        remote = RemoteOutput(recipe.output.path)
+        check_not_overlapping(remote.url, recipe.input.paths)
+        check_cluster_staging(recipe)
+    layout = Layout(fs.staging_dir(remote.url) if remote else recipe.output.path)
+    outdir.check_not_overlapping(layout.out, input_roots(recipe.input.paths), [f[0] for f in files if not fs.is_url(f[0])])
     check_output_path(layout)
     for op in recipe.build_ops():
         op.prepare()  # fetch models and lists now: a missing asset stops the run before any data is read
     with outdir.OutputLock(layout.out).acquire() as lock:
+        if remote is not None and remote.prepare(layout, resume, overwrite) == "finished":
+            return _result_from_remote(remote, layout, time.perf_counter() - t0)
         if prepare_output(layout, recipe, shards, resume, overwrite):
-            return _result_from_disk(layout, time.perf_counter() - t0)
+            result = _result_from_disk(layout, time.perf_counter() - t0)
+            return _published(remote, layout, result) if remote else result
         lock.note_run(recipe.run_id)
         try:
             timings = _run_passes(recipe, layout, shards, progress)
@@ -140,8 +161,25 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, progre
         except Exception as e:
             _write_failed_ledger(layout, recipe, shards, e)
             raise
+        if remote is not None:
+            _published(remote, layout, result)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _published(remote, layout: Layout, result: RunResult) -> RunResult:
+    remote.publish(layout)
+    result.url = remote.url
+    return result
+
+
+def _result_from_remote(remote, layout: Layout, seconds: float) -> RunResult:
+    """A finished output on an object store (``--resume`` of a run that was published)."""
+    report = remote.read_json(outdir.LEDGER_NAME) or {}
+    if "totals" not in report:
+        raise OutputError(f"output '{fs.redact(remote.url)}' is finished but its ledger.json cannot be read")
+    return RunResult(layout.out, Ledger.from_dict(report), report["totals"]["output"], report["run"]["files"], seconds,
+                     url=remote.url)
 
 
 def _run_passes(recipe: Recipe, layout: Layout, shards: list[Shard], progress) -> dict:
@@ -283,6 +321,10 @@ def finish(layout: Layout, recipe: Recipe, shards: list[Shard], n_passes: int, t
             if k == n_passes - 1:
                 output_rows += done["rows_out"]
                 files += [f"data/{f}" for f in done["files"]]
+    if recipe.output.format == "parquet" and not recipe.analysis:  # one schema for every part (datasets, polars)
+        from thresher.pipeline.io.unify import unify_parquet_parts
+
+        unify_parquet_parts(layout.out, files)
     if recipe.analysis:  # the analysis parts -> one stats.parquet
         from thresher.pipeline.analyze import merge_stats
 

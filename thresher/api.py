@@ -118,7 +118,12 @@ def run_recipe(recipe: str | os.PathLike | Mapping[str, Any], *, input: str | os
     else:
         raise TypeError(f"run_recipe takes a recipe name, a path, YAML text or a dict, not {type(recipe).__name__}")
     result = run(loaded, resume=resume, overwrite=overwrite)
-    ledger = json.loads((Path(result.out) / "ledger.json").read_text(encoding="utf-8"))
+    if result.url:  # published to an object store: the ledger is read back from there (staging is gone)
+        from thresher.pipeline.io.objectstore import RemoteOutput
+
+        ledger = RemoteOutput(result.url).read_json("ledger.json") or {}
+    else:
+        ledger = json.loads((Path(result.out) / "ledger.json").read_text(encoding="utf-8"))
     return RecipeRun(Path(result.out), result.output_rows, ledger, result.seconds, tuple(loaded.notes))
 
 

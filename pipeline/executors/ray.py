@@ -57,8 +57,13 @@ class RayExecutor:
                 os.environ["POLARS_MAX_THREADS"] = "1"
             try:
                 ray.init(**kwargs)
-            except ConnectionError as e:
-                raise ThresherError(f"cannot connect to the Ray cluster at {self.address}: {e}") from None
+            except Exception as e:
+                from thresher.cluster.auth import connect_error, is_auth_error
+
+                if self.address and (isinstance(e, ConnectionError) or is_auth_error(e)):
+                    # a token-protected cluster says only "Failed to connect": name what to set
+                    raise ThresherError(connect_error(self.address, e)) from None
+                raise
             finally:
                 if saved is None:
                     os.environ.pop("POLARS_MAX_THREADS", None)

@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from thresher.pipeline import fs
 from thresher.pipeline.errors import InputError
 from thresher.pipeline.io.inputs import Shard, display_name, open_native
 
@@ -42,7 +43,7 @@ def _records(path: str, fmt: str) -> Iterator[list[str]]:
     """The file's non-blank records as lists of fields (Python's ``csv``; bytes that are not UTF-8
     kept as surrogate escapes, so the row can be told apart and sent to quarantine)."""
     csv.field_size_limit(sys.maxsize)  # the default (128 KiB) is far below a long document
-    with open(path, "rb") as raw:
+    with fs.open_input(path) as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
         for fields in csv.reader(text, delimiter=DELIMITERS[fmt], quotechar='"', doublequote=True):
             if fields:  # a blank line: no record (as pyarrow skips it)

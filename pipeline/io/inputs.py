@@ -19,6 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from thresher.pipeline import fs
 from thresher.pipeline.errors import InputError
 
 _EXT = {
@@ -57,7 +58,10 @@ def display_name(name: str) -> str:
 
 def open_native(path: str) -> pa.NativeFile:
     """An Arrow file for ``path``. pyarrow encodes a ``str`` path as strict UTF-8, which fails for a
-    name with undecodable bytes; the bytes of the name (``os.fsencode``) open any file."""
+    name with undecodable bytes; the bytes of the name (``os.fsencode``) open any file. A URL
+    (``s3://``, ``hf://``...) is read through fsspec in ranged requests (``fs.native_input``)."""
+    if fs.is_url(path):
+        return fs.native_input(path)
     return pa.OSFile(os.fsencode(path))
 
 
@@ -78,7 +82,7 @@ def load_json_array(path: str, name: str | None = None) -> list:
     """The records of a file holding one JSON array; a syntax error names its line and column."""
     import json
 
-    with open(path, "rb") as f:
+    with fs.open_input(path) as f:
         raw = f.read()
     try:
         items = json.loads(raw.decode("utf-8-sig"))
@@ -92,7 +96,7 @@ def load_json_array(path: str, name: str | None = None) -> list:
 
 def _starts_with_bracket(path: str) -> bool:
     try:
-        with open(path, "rb") as f:
+        with fs.open_input(path) as f:
             head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
     except OSError:
         return False
@@ -116,6 +120,15 @@ def resolve_inputs(paths: list[str], declared: str = "auto") -> list[tuple[str, 
             f = demo_path(p[5:])
             found.append((str(f), f.name))
             continue
+        if fs.is_url(p):  # an object store or the Hub: listed and read through fsspec
+            is_glob = _has_magic(p.split("?", 1)[0])
+            files = fs.expand(p, is_glob)
+            if not is_glob and [u for u, _ in files] != [p]:  # a directory: its data files, as for a local one
+                files = [(u, rel) for u, rel in files if detect_format(u, declared)]
+            if not files:
+                raise InputError(f"input '{fs.redact(p)}' matches no files (or does not exist)")
+            found += files
+            continue
         if _has_magic(p):
             files = [m for m in sorted(_glob(p)) if os.path.isfile(m)]
             if not files:
@@ -136,15 +149,19 @@ def resolve_inputs(paths: list[str], declared: str = "auto") -> list[tuple[str, 
     if not found:
         raise InputError("no input paths given")
     out: list[tuple[str, str, str]] = []
-    seen: set[tuple[int, int]] = set()
+    seen: set[tuple] = set()  # (device, inode) of a local file, ("url", URL) of an object
     for absp, rel in found:
-        st = os.stat(absp)
-        if (st.st_dev, st.st_ino) in seen:
+        if fs.is_url(absp):
+            key = ("url", absp)  # an object is told apart by its URL
+        else:
+            st = os.stat(absp)
+            key = (st.st_dev, st.st_ino)
+        if key in seen:
             continue
-        seen.add((st.st_dev, st.st_ino))
+        seen.add(key)
         fmt = detect_format(absp, declared)
         if fmt is None:
-            raise InputError(f"input file '{display_name(absp)}': unknown format (extension); "
+            raise InputError(f"input file '{fs.redact(display_name(absp))}': unknown format (extension); "
                              "set input.format to jsonl, jsonl.gz, jsonl.zst, parquet, csv or tsv")
         _check_readable(absp, fmt)
         out.append((absp, display_name(rel), fmt))
@@ -253,8 +270,8 @@ def _check_readable(path: str, fmt: str) -> None:
     """Open each file and read its header now, so a wrong format fails before any work. A
     compressed file that is only cut short passes: its whole lines are read and its tail goes to
     quarantine (see ``readers.iter_blocks``)."""
-    name = display_name(path)
-    if not os.access(path, os.R_OK):
+    name = fs.redact(display_name(path))
+    if not fs.is_url(path) and not os.access(path, os.R_OK):
         raise InputError(f"input file '{name}' is not readable (permission denied)")
     try:
         if fmt == "parquet":
@@ -267,25 +284,27 @@ def _check_readable(path: str, fmt: str) -> None:
         elif fmt == "warc":
             from warcio.archiveiterator import ArchiveIterator
 
-            with open(path, "rb") as f:
+            with fs.open_input(path) as f:
                 next(iter(ArchiveIterator(f)), None)
         elif fmt == "jsonl.gz":
             # EOFError: a valid start, cut short before the first byte of data: read in part
-            with gzip.open(path, "rb") as f, contextlib.suppress(EOFError):
+            with fs.open_input(path) as raw, gzip.open(raw, "rb") as f, contextlib.suppress(EOFError):
                 f.read(1)
         elif fmt == "jsonl.zst":
-            with open(path, "rb") as f:
+            with fs.open_input(path) as f:
                 magic = f.read(4)
             if magic and magic != b"\x28\xb5\x2f\xfd":
                 raise InputError(f"input file '{name}' is not zstd-compressed (bad magic number)")
         elif fmt == "json":  # an array cannot be read in parts: check its syntax now, before any work
             load_json_array(path)
         else:
-            with open(path, "rb") as f:
+            with fs.open_input(path) as f:
                 f.read(1)
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001 - any failure to open is the same user error
+        if fs.is_url(path):
+            raise InputError(f"input file '{name}' cannot be read as {fmt}: {fs.describe(e)}") from None
         raise InputError(f"input file '{name}' cannot be read as {fmt}: {e}") from None
 
 
@@ -294,7 +313,7 @@ def plan_shards(files: list[tuple[str, str, str]], shard_size_mb: float) -> list
     target = max(1, int(shard_size_mb * (1 << 20)))
     shards: list[Shard] = []
     for absp, rel, fmt in files:
-        size = os.path.getsize(absp)
+        size = fs.size(absp) if fs.is_url(absp) else os.path.getsize(absp)
         if fmt == "jsonl" and size > target:
             for start, end, line in _jsonl_ranges(absp, size, target):
                 shards.append(Shard(len(shards), absp, rel, fmt, start, end, line, end - start))
@@ -323,7 +342,7 @@ def _jsonl_ranges(path: str, size: int, target: int) -> list[tuple[int, int, int
     next_cut = target
     lines_before = 0  # newlines in bytes [0, offset)
     offset = 0
-    with open(path, "rb") as f:
+    with fs.open_input(path) as f:
         while True:
             block = f.read(_SCAN_BLOCK)
             if not block:

@@ -23,6 +23,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 import xxhash
 
+from thresher.pipeline import fs
 from thresher.pipeline.columns import set_column
 from thresher.pipeline.io.inputs import Shard, load_json_array, open_native
 
@@ -295,7 +296,7 @@ def iter_blocks(shard: Shard, block_bytes: int, pos: ReadPos | None = None) -> I
 
 
 def _plain_chunks(shard: Shard, block_bytes: int) -> Iterator[bytes]:
-    with open(shard.path, "rb") as f:
+    with fs.open_input(shard.path) as f:  # the builtin open for a local file; ranged reads for a URL
         f.seek(shard.start)
         remaining = None if shard.end < 0 else shard.end - shard.start
         while True:
@@ -364,8 +365,9 @@ def _salvage(path: str, comp: str, skip: int, block_bytes: int) -> Iterator[byte
         out_pos += len(out)
 
     damage = None
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+    with fs.open_input(path) as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(0)
         start = 0  # file offset of the current member
         while damage is None and start < size:
             dec, off = _decoder(comp), start

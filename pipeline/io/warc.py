@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
+from thresher.pipeline import fs
 from thresher.pipeline.io.inputs import Shard
 
 HTML_KEY = "html"
@@ -38,7 +39,7 @@ def read_warc(shard: Shard, id_key: str, rows_per_batch: int = 512) -> Iterator[
     rows: list[dict] = []
     bad: list[dict] = []
     counters: dict[str, int] = {}
-    with open(shard.path, "rb") as f:
+    with fs.open_input(shard.path) as f:
         for n, rec in enumerate(ArchiveIterator(f), start=1):
             ctype = rec.http_headers.get_header("Content-Type", "") if rec.http_headers else ""
             if rec.rec_type != "response" or "html" not in (ctype or "").lower():

@@ -48,21 +48,23 @@ def ray_head(tmp_path_factory):
     if res.returncode != 0:
         pytest.fail(f"ray start failed: {res.stderr[-2000:]}")
     address = f"http://127.0.0.1:{dash}"
-    for _ in range(60):  # wait for the Jobs API
-        try:
-            socket.create_connection(("127.0.0.1", dash), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(1)
-    _wait_until_jobs_are_accepted(address, token)
-    yield {"address": address, "token": token, "gcs": gcs, "temp": temp}
-    _stop_head(tempfile_dir, gcs)
+    try:  # the head is stopped even when it never comes up (it used to outlive a failed setup)
+        for _ in range(60):  # wait for the Jobs API
+            try:
+                socket.create_connection(("127.0.0.1", dash), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(1)
+        _wait_until_jobs_are_accepted(address, token)
+        yield {"address": address, "token": token, "gcs": gcs, "temp": temp}
+    finally:
+        _stop_head(tempfile_dir, gcs)
 
 
-def _wait_until_jobs_are_accepted(address: str, token: str, timeout: float = 120) -> None:
+def _wait_until_jobs_are_accepted(address: str, token: str, timeout: float = 300) -> None:
     """The dashboard's port opens before the head's job agent has registered; until it has, a
-    submission fails with "No available agent to submit job" (seen on a loaded 2-core machine). A
-    trivial probe job, retried, tells when the head takes jobs."""
+    submission fails with "No available agent to submit job" (seen on a loaded 2-core machine, for
+    more than two minutes at a load of 10). A trivial probe job, retried, tells when the head takes jobs."""
     from ray.job_submission import JobSubmissionClient
 
     client = JobSubmissionClient(address, headers={"Authorization": f"Bearer {token}"})
@@ -128,3 +130,40 @@ def test_wrong_token_is_a_clear_error(ray_head):
                    token="not-the-token")
     assert res.returncode == 2
     assert "rejected" in res.stderr and "RAY_AUTH_TOKEN" in res.stderr and "Traceback" not in res.stderr
+
+
+def _without_token(home: Path, **env: str) -> dict[str, str]:
+    """This environment with no token anywhere Ray looks (HOME is a fresh folder), plus ``env``."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH") and k != "RAY_ADDRESS"}
+    return {**base, "HOME": str(home), **env}
+
+
+def test_jobs_reads_the_token_from_ray_auth_token(ray_head, tmp_path):
+    """docs/cli.md: with neither RAY_AUTH_TOKEN nor RAY_AUTH_TOKEN_PATH, Ray's ~/.ray/auth_token."""
+    from ray.job_submission import JobSubmissionClient
+
+    job_id = JobSubmissionClient(ray_head["address"], headers={"Authorization": f"Bearer {ray_head['token']}"}
+                                 ).submit_job(entrypoint="true")
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text(ray_head["token"] + "\n")
+    res = subprocess.run([sys.executable, "-m", "thresher", "jobs", "status", job_id, "--address", ray_head["address"]],
+                         cwd=ROOT, env=_without_token(tmp_path), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() in {"PENDING", "RUNNING", "SUCCEEDED"}
+
+
+def test_ray_executor_without_the_token_says_what_to_set(ray_head, tmp_path):
+    """`--executor ray` against the token-protected head: not "cannot connect", but what to set."""
+    args = [sys.executable, "-m", "thresher", "run", "quickstart", "--executor", "ray", "-q", "--overwrite",
+            "--output", str(tmp_path / "out")]
+    gcs = f"127.0.0.1:{ray_head['gcs']}"
+    res = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env=_without_token(tmp_path, RAY_ADDRESS=gcs, THRESHER_CACHE=str(tmp_path / "cache")))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    error = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert error and "requires token authentication: set RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN" \
+        in error[0], res.stderr[-2000:]
+    res = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300,  # the mode, no token
+                         env=_without_token(tmp_path, RAY_ADDRESS=gcs, RAY_AUTH_MODE="token",
+                                            THRESHER_CACHE=str(tmp_path / "cache")))
+    assert res.returncode == 2 and "set the cluster's token in RAY_AUTH_TOKEN" in res.stderr, res.stderr[-2000:]
