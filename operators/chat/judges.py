@@ -1,6 +1,8 @@
 """Judges: an LLM scores answers on a rubric (pointwise), or compares two answers in both orders
 (pairwise, position bias cancelled, ties allowed), optionally K times with only confident verdicts
-kept (after CLEAR); parsing survives chatty answers. ``heuristic_score`` scores without an LLM."""
+kept (after CLEAR); parsing survives chatty answers. ``heuristic_score`` scores without an LLM.
+``llm_quality_score`` scores plain documents on FineWeb-Edu's educational-value rubric, the labels
+``thresher train-quality --labels`` distils into a CPU classifier."""
 
 from __future__ import annotations
 
@@ -30,6 +32,34 @@ PAIRWISE = ("Which answer serves the user better? Judge correctness, completenes
             "ignore length and order.\n\n[Question]\n{question}\n\n[Answer A]\n{a}\n\n[Answer B]\n{b}\n\n"
             'Reply with a JSON object {{"reason": "<one sentence>", "winner": "A" | "B" | "tie"}}.')
 
+# FineWeb-Edu's additive 5-point educational-value prompt (Penedo et al. 2024, "The FineWeb Datasets:
+# Decanting the Web for the Finest Text Data at Scale", appendix; after Yuan et al. 2024's additive
+# self-rewarding prompt): a point per criterion met, so scores are comparable across documents.
+EDU_RUBRIC = """Below is an extract from a web page. Evaluate whether the page has a high educational value and \
+could be useful in an educational setting for teaching from primary school to grade school levels using the \
+additive 5-point scoring system described below. Points are accumulated based on the satisfaction of each criterion:
+
+- Add 1 point if the extract provides some basic information relevant to educational topics, even if it includes \
+some irrelevant or non-academic content like advertisements and promotional material.
+- Add another point if the extract addresses certain elements pertinent to education but does not align closely \
+with educational standards. It might mix educational content with non-educational material, offering a superficial \
+overview of potentially useful topics, or presenting information in a disorganized manner and incoherent writing style.
+- Award a third point if the extract is appropriate for educational use and introduces key concepts relevant to \
+school curricula. It is coherent though it may not be comprehensive, or could include some extraneous information.
+- Grant a fourth point if the extract is highly relevant and beneficial for educational purposes for a level not \
+higher than grade school, exhibiting a clear and consistent writing style. It is similar to a chapter from a \
+textbook or a tutorial, offering substantial educational content with minimal extraneous information.
+- Bestow a fifth point if the extract is outstanding in its educational value, perfectly suited for teaching either \
+at primary school or grade school. It follows detailed reasoning, the writing style is easy to follow and offers \
+profound and thorough insights into the subject matter, devoid of any non-educational or complex content.
+
+The extract:
+{text}
+
+After examining the extract:
+- Briefly justify your total score, up to 100 words.
+- Conclude with the score using the format: "Educational score: <total points>\""""
+
 _NUM = r"(\d+(?:\.\d+)?)"
 
 
@@ -56,6 +86,15 @@ def parse_score(text: str, scale_max: int) -> float | None:
         return v if 0 <= v <= scale_max else None
     nums = [float(x) for x in re.findall(_NUM, text) if 0 <= float(x) <= scale_max]
     return nums[-1] if nums else None
+
+
+def parse_edu_score(text: str, scale_max: int = 5) -> float | None:
+    """The score of a FineWeb-Edu-style answer: its last 'Educational score: N' (the format the rubric
+    asks for), else what ``parse_score`` finds; None if there is none."""
+    found = re.findall(rf"(?i)educational\s+score\W{{0,3}}{_NUM}", text or "")
+    if found and 0 <= float(found[-1]) <= scale_max:
+        return float(found[-1])
+    return parse_score(text, scale_max)
 
 
 def parse_winner(text: str) -> str | None:
@@ -147,6 +186,48 @@ class LLMJudge(LLMOp):
         marks = [f"llm request failed ({request_error(a)})" if a and all(c.text is None for c in a) else None
                  for a in asked_by_row]
         return MapResult(set_column(batch, "candidates", pa.array(cands, CANDIDATES)), quarantine=marks)
+
+
+@register
+class LLMQualityScore(LLMOp):
+    """Score plain documents with an LLM on a rubric — by default FineWeb-Edu's additive 0-5
+    educational-value prompt (Penedo et al. 2024) — K times if asked, the mean to ``score_key``.
+    These are the labels a FineWeb-Edu-style classifier is distilled from: run this on a sample,
+    then ``thresher train-quality --model-type embedding-logreg --labels <output> --label-column
+    edu_score`` (positive at >= 3, as FineWeb-Edu) and filter the corpus on CPU with
+    ``quality_classifier``. Documents are cut to ``max_chars`` (cost); rows whose answers have no
+    score, or whose requests failed, go to quarantine; ``min_score`` drops low-scoring rows."""
+
+    name = "llm_quality_score"
+    reads_text = True
+
+    class Params(OpParams):
+        llm: LLMConfig = Field(default_factory=LLMConfig, description="the scoring model's server")
+        rubric: str = Field(EDU_RUBRIC, description="the prompt; {text} is the document, {max} the top of the scale")
+        scale_max: int = Field(5, ge=1, le=100, description="top of the score scale")
+        score_key: str = Field("edu_score", description="column for the score")
+        max_chars: int = Field(4000, ge=100, description="send only the first N characters of a document")
+        samples: int = Field(1, ge=1, le=16, description="scorings per document (use temperature > 0 for K > 1)")
+        min_score: float | None = Field(None, ge=0, description="drop documents scoring below this (null: keep all)")
+
+    example = {"llm": {"model": "judge"}, "min_score": 3}
+
+    def process(self, batch: pa.Table) -> MapResult:
+        p = self.params
+        docs = pc.fill_null(pc.utf8_slice_codeunits(batch[self.text_key], 0, p.max_chars), "").to_pylist()
+        prompts = [p.rubric.replace("{max}", str(p.scale_max)).replace("{text}", d) for d in docs]
+        scores, marks = [], []
+        for asked in self._ask_k(prompts, p.samples):
+            vals = [v for v in (parse_edu_score(c.text, p.scale_max) for c in asked) if v is not None]
+            scores.append(statistics.fmean(vals) if vals else None)
+            answered = [c.text for c in asked if c.text is not None]
+            marks.append(None if vals else "judge answer unparseable (no score in: " + answered[0][:80] + ")"
+                         if answered else f"llm request failed ({request_error(asked)})")
+        out = set_column(batch, p.score_key, pa.array(scores, pa.float64()))
+        if p.min_score is None:
+            return MapResult(out, quarantine=marks)
+        low = np.array([s is not None and s < p.min_score for s in scores])
+        return MapResult(out, drop={"llm_quality_too_low": low}, quarantine=marks)
 
 
 @register

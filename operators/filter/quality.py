@@ -1,5 +1,7 @@
-"""fastText quality classifier: score rows with a model trained on positive and negative examples
-(``operators.filter.quality_training``, ``thresher train-quality``), keep the best.
+"""Quality classifier: score rows with a model trained on positive and negative examples
+(``operators.filter.quality_training``, ``thresher train-quality``), keep the best. The model is a
+fastText ``.bin`` (DCLM-style) or a calibrated logistic regression on sentence embeddings
+(``.npz``, FineWeb-Edu-style, ``operators.filter.quality_linear``); the file says which.
 """
 
 from __future__ import annotations
@@ -19,6 +21,38 @@ from thresher.pipeline.registry import register
 
 POSITIVE = "__label__hq"
 NEGATIVE = "__label__lq"
+BUILTIN = "builtin:"  # model_path "builtin:NAME": a model trained by a shipped config into the cache
+
+
+def builtin_model_path(name: str) -> Path:
+    """Where ``builtin:NAME`` lives: ``$THRESHER_CACHE/models/NAME.npz``. Built-in models are trained on
+    the machine by ``thresher train-quality --config NAME`` (recipes/training/NAME.yaml), not shipped:
+    the data they learn from is licensed for testing and benchmarking only (some of it non-commercial)."""
+    from thresher.pipeline.assets import cache_dir
+
+    return cache_dir("models") / f"{name}.npz"
+
+
+def resolve_model_path(path: str) -> Path:
+    """A model file: a path, or ``builtin:NAME`` for one trained from a shipped training config."""
+    if path.startswith(BUILTIN):
+        return builtin_model_path(path[len(BUILTIN):])
+    return Path(path)
+
+
+def missing_model_message(path: str) -> str:
+    if path.startswith(BUILTIN):
+        name = path[len(BUILTIN):]
+        return (f"quality_classifier: model '{path}' is not trained on this machine ({builtin_model_path(name)}): "
+                f"run `thresher train-quality --config {name}` once (it reads the labelled data its config names, "
+                f"recipes/training/{name}.yaml), or set model_path to your own model")
+    return f"quality_classifier: model_path '{path}' does not exist (train one with `thresher train-quality`)"
+
+
+def is_linear_model(path: Path) -> bool:
+    """An ``embedding-logreg`` model (a .npz, i.e. a zip archive) rather than a fastText .bin."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
 
 
 def positive_probability(model, texts: list[str]) -> np.ndarray:
@@ -33,8 +67,12 @@ def positive_probability(model, texts: list[str]) -> np.ndarray:
 
 @register
 class QualityClassifier(Filter):
-    """Score rows with a fastText quality model (quality_score = P(high quality)) and keep those at or
-    above a threshold, and/or the top fraction of the corpus by score."""
+    """Score rows with a quality model (quality_score = P(high quality)) and keep those at or above a
+    threshold, and/or the top fraction of the corpus by score. The model is either type ``thresher
+    train-quality`` makes: fastText (DCLM, Li et al. 2024) or a Platt-calibrated logistic regression
+    on MiniLM sentence embeddings, optionally with rule statistics (FineWeb-Edu, Penedo et al. 2024);
+    ``builtin:web-quality`` is the ``fineweb-edu`` recipe's embedding model, trained once on the machine by
+    ``thresher train-quality --config web-quality``."""
 
     name = "quality_classifier"
     stats = {"quality_score": "probability of the high-quality label"}
@@ -42,7 +80,8 @@ class QualityClassifier(Filter):
     resources = Resources(cpus=1.0, memory_mb=500, needs_model=True)
 
     class Params(OpParams):
-        model_path: str = Field(description="a model from `thresher train-quality` (fastText .bin)")
+        model_path: str = Field(description="a model from `thresher train-quality` (fastText .bin or embedding .npz), "
+                                "or builtin:NAME for one trained by `thresher train-quality --config NAME`")
         threshold: float | None = Field(0.5, ge=0, le=1, description="keep rows scoring at least this (null: keep all, score only)")
         top_fraction: float | None = Field(None, gt=0, le=1, description="then keep this share of the corpus with the best scores (a global step)")
         score_key: str = Field("quality_score", description="column for the score")
@@ -69,18 +108,40 @@ class QualityClassifier(Filter):
         return [SelectTop(params, replace(self.ctx, key=f"{self.ctx.key}.top"))]
 
     def prepare(self) -> None:
-        if not Path(self.params.model_path).is_file():
-            raise ThresherError(f"quality_classifier: model_path '{self.params.model_path}' does not exist "
-                                "(train one with `thresher train-quality`)")
+        if not resolve_model_path(self.params.model_path).is_file():
+            raise ThresherError(missing_model_message(self.params.model_path))
+        path = resolve_model_path(self.params.model_path)
+        if is_linear_model(path):  # fetch the embedding model into the cache now: workers only read it
+            from thresher.operators.common.embedding import embedder_files
+            from thresher.operators.filter.quality_linear import LinearQualityModel
+
+            emb = LinearQualityModel.load(path).meta.get("embedding", {})
+            embedder_files(emb.get("model_path"), emb.get("tokenizer_path"))
 
     def setup(self) -> None:
-        self._model = load_fasttext(str(Path(self.params.model_path).resolve()))
+        path = resolve_model_path(self.params.model_path).resolve()
+        if is_linear_model(path):
+            from thresher.operators.filter.quality_features import Featurizer
+            from thresher.operators.filter.quality_linear import LinearQualityModel
+
+            self._model = LinearQualityModel.load(path)
+            self._features = Featurizer.for_model(self._model.meta)
+        else:
+            self._model = load_fasttext(str(path))
+            self._features = None
+
+    def score(self, text: pa.ChunkedArray | pa.Array) -> np.ndarray:
+        """P(high quality) of each text."""
+        text = pc.fill_null(text, "")
+        if self._features is None:
+            return positive_probability(self._model, one_line(text))
+        return self._model.predict_proba(self._features(text.to_pylist()))
 
     def compute_stats(self, batch: pa.Table) -> dict[str, pa.Array]:
         text = batch[self.text_key]
         if self.params.max_chars:
             text = pc.utf8_slice_codeunits(text, 0, self.params.max_chars)
-        return {self.params.score_key: pa.array(positive_probability(self._model, one_line(text)))}
+        return {self.params.score_key: pa.array(self.score(text), pa.float64())}
 
     def drop_reasons(self, stats):
         return {"quality_score_too_low": under(stats[self.params.score_key], self.params.threshold)}

@@ -12,15 +12,41 @@ from thresher.pipeline.analyze import analysis_recipe
 from thresher.pipeline.recipe import load_recipe, shipped_recipes
 from thresher.pipeline.run import run
 
-NEEDS_LID = {"fineweb", "gopher", "c4", "multilingual"}  # language_id: the lid.176 model is downloaded
+NEEDS_LID = {"fineweb", "fineweb-edu", "gopher", "c4", "multilingual"}  # language_id: the lid.176 model is downloaded
 NEEDS_LLM = {"dpo-synthetic": "_judge_server", "augment-instructions": "_augment_server"}
+EMBEDS = {"fineweb-edu"}  # embeds every row (quality classifier, semantic dedup): minutes on 2 cores
 
 
 def _param(name: str):
     marks = [pytest.mark.network] if name in NEEDS_LID else []
-    if name in NEEDS_LLM:
+    if name in NEEDS_LLM or name in EMBEDS:
         marks.append(pytest.mark.slow)
     return pytest.param(name, marks=marks)
+
+
+def _small_input(tmp_path) -> list[str]:
+    """The first 300 rows of the quickstart demo: a recipe that embeds every row runs in a minute."""
+    from thresher.pipeline.demo import write_demo
+
+    demo = write_demo(tmp_path / "demo.jsonl")
+    small = tmp_path / "demo-300.jsonl"
+    small.write_text("".join(demo.read_text(encoding="utf-8").splitlines(keepends=True)[:300]), encoding="utf-8")
+    return [str(small)]
+
+
+def _use_small_quality_model(tmp_path, *recipes) -> None:
+    """Train a small embedding quality model and point the recipes' quality_classifier at it."""
+    from tests.operators.test_quality_embedding import _train_files
+    from thresher.operators.filter.quality_training import TrainConfig, train_quality
+
+    pos, neg = _train_files(tmp_path, 40)
+    model = tmp_path / "quality.npz"
+    train_quality(TrainConfig(model_type="embedding-logreg", positive=[{"path": str(pos)}],
+                              negative=[{"path": str(neg)}], output=str(model), eval_cv=0))
+    for recipe in recipes:
+        for spec in recipe.ops:
+            if spec.name == "quality_classifier":
+                spec.params = spec.params.model_copy(update={"model_path": str(model)})
 
 
 def charts(html: str) -> dict[str, int]:
@@ -43,8 +69,11 @@ def test_report_after_run_and_analyze_for_every_shipped_recipe(name, tmp_path, m
     with server as srv:
         if srv is not None:
             monkeypatch.setenv("THRESHER_LLM_BASE_URL", srv.url)
-        ran = run(load_recipe(name, output=str(tmp_path / "run")))
-        analysed = load_recipe(name)
+        inputs = _small_input(tmp_path) if name in EMBEDS else None
+        ran_recipe, analysed = load_recipe(name, inputs=inputs, output=str(tmp_path / "run")), load_recipe(name, inputs=inputs)
+        if name in EMBEDS:  # its builtin quality model is trained on the machine: a small one stands in
+            _use_small_quality_model(tmp_path, ran_recipe, analysed)
+        ran = run(ran_recipe)
         analysis_recipe(analysed, output=str(tmp_path / "an"), tokens=None, llm=True)
         run(analysed)
     reports = {}

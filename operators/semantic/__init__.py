@@ -1,0 +1,1 @@
+"""Semantic ops on sentence embeddings: ``embed`` (a vector column) and ``semantic_dedup`` (SemDeDup)."""

@@ -1,0 +1,58 @@
+"""``embed``: a sentence-embedding column (``operators.common.embedding``: all-MiniLM-L6-v2, int8
+ONNX on onnxruntime, no PyTorch), for ``semantic_dedup``, classifiers on embeddings, or export."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field
+
+from thresher.operators.common.embedding import embedder_files, get_embedder, vectors_column
+from thresher.pipeline.columns import set_column
+from thresher.pipeline.ops import Mapper, OpParams, Resources
+from thresher.pipeline.registry import register
+
+
+class EmbedParams(OpParams):
+    """The embedding model's settings, shared by ``embed`` and ``semantic_dedup``."""
+
+    model_path: str | None = Field(None, description="an ONNX sentence encoder (default: all-MiniLM-L6-v2 int8, fetched once)")
+    tokenizer_path: str | None = Field(None, description="its tokenizer.json (needed with model_path)")
+    max_tokens: int = Field(256, ge=8, le=8192, description="tokens embedded per text (longer texts are truncated)")
+    batch_size: int = Field(64, ge=1, le=4096, description="texts per model call (sorted by length, padded per batch)")
+
+
+@register
+class Embed(Mapper):
+    """Add a sentence embedding of each row's text (all-MiniLM-L6-v2, 384 dimensions, unit length, on
+    CPU with onnxruntime) as a fixed-size list column, float32 or int8. Reimers & Gurevych 2019."""
+
+    name = "embed"
+    resources = Resources(cpus=1.0, memory_mb=600, needs_model=True)
+
+    class Params(EmbedParams):
+        field: str | None = Field(None, description="column to embed (default: the recipe's text column)")
+        output: str = Field("embedding", description="column for the vectors")
+        dtype: Literal["float32", "int8"] = Field(
+            "float32", description="float32, or int8 (each row scaled to +-127: a quarter of the size; cosines change by ~0.002)")
+
+    example = {"output": "embedding", "max_tokens": 256}
+
+    def prepare(self) -> None:
+        embedder_files(self.params.model_path, self.params.tokenizer_path)
+
+    def setup(self) -> None:
+        p = self.params
+        self._embedder = get_embedder(p.model_path, p.tokenizer_path, p.max_tokens)
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        p = self.params
+        vectors = embed_column(self._embedder, batch[p.field or self.text_key], p.batch_size)
+        return set_column(batch, p.output, vectors_column(vectors, p.dtype))
+
+
+def embed_column(embedder, text, batch_size: int):
+    """Embeddings of a text column (nulls embed as empty text)."""
+    return embedder.encode(pc.fill_null(text, "").to_pylist(), batch_size)
