@@ -68,3 +68,19 @@ def make_corpus(n: int, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, str(tool), "--n", str(n), "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
     return out
+
+
+def corpus_args(ap, n: int = 100_000, **extra):
+    """The options every peer benchmark shares (--n, --workers, --skip-peers, --work, plus ``extra``:
+    name -> (type, default)), parsed; returns (args, work dir, corpus of n real-paragraph docs)."""
+    import tempfile
+
+    ap.add_argument("--n", type=int, default=n)
+    ap.add_argument("--workers", type=int, default=2)
+    for name, (kind, default) in extra.items():
+        ap.add_argument(f"--{name}", type=kind, default=default)
+    ap.add_argument("--skip-peers", action="store_true")
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "thresher-bench")
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    return args, args.work, make_corpus(args.n, args.work / f"corpus_{args.n}.jsonl")

@@ -24,12 +24,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import SHARED, make_corpus, run_measured  # noqa: E402
+from _measure import SHARED, corpus_args, run_measured  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = SHARED / "tools" / "peers"
@@ -160,15 +159,8 @@ def dt_reasons(out: Path) -> tuple[set[str], dict[str, str]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=100_000)
-    ap.add_argument("--peer-n", type=int, default=20_000)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--skip-peers", action="store_true")
-    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "thresher-bench")
-    args = ap.parse_args()
-    work, W = args.work, args.workers
-    work.mkdir(parents=True, exist_ok=True)
-    corpus = make_corpus(args.n, work / f"corpus_{args.n}.jsonl")
+    args, work, corpus = corpus_args(ap, **{"peer-n": (int, 20_000)})
+    W = args.workers
     subset = work / f"subset_{args.peer_n}.jsonl"
     with open(corpus) as f:
         subset.write_text("".join(itertools.islice(f, args.peer_n)))

@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--repeat", type=int, default=1, help="interleaved runs of each configuration (median reported)")
     ap.add_argument("--model-tasks", action="store_true", help="also run Ray with model ops in tasks (model_actors: false)")
+    ap.add_argument("--shard-mb", type=int, default=32, help="input shard size (more workers need more shards)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "thresher-bench")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -50,7 +51,7 @@ def main() -> None:
                for e in ("local", "ray", "ray-tasks") if e != "ray-tasks" or args.model_tasks]
     for _ in range(args.repeat):
         for executor, workers in configs:
-            runs.setdefault((executor, workers), []).append(_run_once(args.work, corpus, executor, workers))
+            runs.setdefault((executor, workers), []).append(_run_once(args.work, corpus, executor, workers, args.shard_mb))
     print(f"\ncorpus: {corpus} ({corpus.stat().st_size / 1e9:.2f} GB); machine: {os.cpu_count()} cores; "
           f"{time.strftime('%Y-%m-%d')}; median of {args.repeat} interleaved run(s)")
     print("| executor | workers | wall s (runs) | peak PSS MB | Ray / local | start s | passes s (resolve s) | output sha256 |")
@@ -68,7 +69,7 @@ def main() -> None:
               f"{mid[3]['start_seconds']:.1f} | {passes} | {', '.join(sorted(digests))} |")
 
 
-def _run_once(work: Path, corpus: Path, executor: str, workers: int) -> tuple[float, int, str, dict]:
+def _run_once(work: Path, corpus: Path, executor: str, workers: int, shard_mb: int = 32) -> tuple[float, int, str, dict]:
     """One run: wall seconds, peak PSS bytes, output digest, the ledger's timings."""
     out = work / f"out-{executor}-{workers}"
     shutil.rmtree(out, ignore_errors=True)
@@ -77,11 +78,11 @@ def _run_once(work: Path, corpus: Path, executor: str, workers: int) -> tuple[fl
     if executor == "ray-tasks":
         spec["model_actors"] = False
     recipe.write_text(yaml.safe_dump({
-        "input": {"paths": [str(corpus)], "shard_size_mb": 32},
+        "input": {"paths": [str(corpus)], "shard_size_mb": shard_mb},
         "output": {"path": str(out), "rows_per_shard": 1_000_000, "trace_samples": 0},
         "executor": spec, "seed": 42, "process": PROCESS}))
     wall, pss = run_measured([sys.executable, "-m", "thresher", "run", str(recipe), "-q"],
-                             env={"PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"},
+                             env={"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), "RAY_USAGE_STATS_ENABLED": "0"},
                              interval=0.25, metric="pss")
     timings = json.loads((out / "ledger.json").read_text())["run"]["timings"]
     digest = _row_stream_digest(out)

@@ -29,6 +29,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _no_credentials(options: dict[str, Any]) -> dict[str, Any]:
+    """storage_options say where a store is; credentials come from the environment (docs/storage.md)."""
+    from thresher.pipeline.fs import SECRET_OPTION
+
+    bad = sorted(k for k in options if SECRET_OPTION.search(str(k)))
+    if bad:
+        from pydantic_core import PydanticCustomError
+
+        raise PydanticCustomError("credentials_in_recipe", "storage_options may not hold credentials ({names}): set "
+                                  "them in the environment (AWS_ACCESS_KEY_ID, ...), a profile or the node's role "
+                                  "instead", {"names": ", ".join(bad)})
+    return options
+
+
 class InputSpec(_Strict):
     paths: list[str] = Field(description="files, directories or globs; 'demo:quickstart' is the built-in demo corpus")
     format: Literal["auto", "jsonl", "jsonl.gz", "jsonl.zst", "json", "parquet", "warc", "csv", "tsv"] = Field(
@@ -38,6 +52,10 @@ class InputSpec(_Strict):
                                  "(chat and preference data), which only ops that do not read text may process")
     id_key: str = Field("id", description="column holding the row id; rows without one get a stable id")
     shard_size_mb: float = Field(64.0, gt=0, description="plain JSONL and Parquet files bigger than this are split")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="where URL inputs' store is "
+                                            "(e.g. endpoint_url, region); never credentials (docs/storage.md)")
+
+    _no_secrets = field_validator("storage_options")(lambda v: _no_credentials(v))
 
     @field_validator("paths", mode="before")
     @classmethod
@@ -51,7 +69,11 @@ class InputSpec(_Strict):
 
 
 class OutputSpec(_Strict):
-    path: str = Field(description="output directory")
+    path: str = Field(description="output directory, or an object-store URL (s3://, gs://, az://; docs/storage.md)")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="where a URL output's store is "
+                                            "(e.g. endpoint_url, region); never credentials (docs/storage.md)")
+
+    _no_secrets = field_validator("storage_options")(lambda v: _no_credentials(v))
     format: Literal["jsonl", "jsonl.gz", "jsonl.zst", "parquet"] = "jsonl"
     rows_per_shard: int = Field(100_000, gt=0, description="at most this many rows per output file")
     keep_stats: bool = Field(False, description=f"keep filter stats in a '{STATS}' column")
@@ -108,10 +130,16 @@ class OpSpec(BaseModel):
     name: str
     key: str
     params: OpParams
+    # the op class, resolved where the recipe was parsed: a worker that unpickles the recipe imports
+    # only the modules of the recipe's ops, not every operator (and numba) through the registry
+    op_cls: Any = Field(None, exclude=True, repr=False)
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
+    def op_class(self) -> type[Op]:
+        return self.op_cls or get_op(self.name)
+
     def build(self, text_key: str, id_key: str, seed: int, run_id: str = "", attempt_id: str = "") -> Op:
-        cls = get_op(self.name)
+        cls = self.op_class()
         ctx = OpContext(text_key=text_key, id_key=id_key, seed=seed, index=self.index, key=self.key, run_id=run_id,
                         attempt_id=attempt_id)
         return cls(self.params, ctx)
@@ -130,6 +158,7 @@ class Recipe:
         self.notes: list[str] = []  # deprecations met while loading (former op names)
         self.analysis = False  # thresher analyze: every op sees every row, nothing is dropped
         self.analysis_tokens: str | None = None  # (analysis) tokenizer for tokens per row; None: not counted
+        self.analysis_token_share = 1.0  # (analysis) share of rows whose tokens are counted (a seeded sample)
         self.analysis_added: set[str] = set()  # (analysis) ops it added (language_id for --lang)
         self.analysis_options = None  # (analysis) pipeline.analyze.Options
 
@@ -153,7 +182,7 @@ class Recipe:
         """The recipe's ops, each followed by the ops it expands into (``Op.expand``)."""
         ops: list[Op] = []
         for s in self.ops:
-            if self.input.text_key is None and get_op(s.name).reads_text and not getattr(s.params, "field", None):
+            if self.input.text_key is None and s.op_class().reads_text and not getattr(s.params, "field", None):
                 raise RecipeError(f"{self.source}: process[{s.index}] '{s.name}' reads the text column, but "
                                   "input.text_key is null; set input.text_key to the column holding the text (or the op's field)")
             op = s.build(self.input.text_key or "", self.input.id_key, self.model.seed, self.run_id, self.attempt_id)
@@ -165,10 +194,11 @@ class Recipe:
         """Hash of everything that decides the output (not workers, not the output path)."""
         body = {k: v for k, v in self.model.model_dump(mode="json").items()
                 if k not in ("executor", "policy", "name", "description")}
-        body["output"] = {k: v for k, v in body["output"].items() if k not in ("path", "report")}
+        body["output"] = {k: v for k, v in body["output"].items() if k not in ("path", "report", "storage_options")}
+        body["input"] = {k: v for k, v in body["input"].items() if k != "storage_options"}
         body["process"] = [{s.name: s.params.model_dump(mode="json")} for s in self.ops]
         if self.analysis:
-            body["analysis"] = {"tokens": self.analysis_tokens}
+            body["analysis"] = {"tokens": self.analysis_tokens, "token_share": self.analysis_token_share}
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -435,7 +465,7 @@ def _validate_process(process: list[Any], source: str, notes: list[str]) -> list
             raise RecipeError(_explain(e, source, cls.Params, f"process[{i}] '{name}'")) from None
         seen[name] = seen.get(name, 0) + 1
         key = name if seen[name] == 1 else f"{name}_{seen[name]}"
-        specs.append(OpSpec(index=i, name=name, key=key, params=p))
+        specs.append(OpSpec(index=i, name=name, key=key, params=p, op_cls=cls))
     return specs
 
 
@@ -452,6 +482,8 @@ def _explain(err: ValidationError, source: str, model: type[BaseModel], where: s
                          f"Valid: {', '.join(valid)}")
         elif e["type"] == "missing":
             lines.append(f"{prefix}parameter '{loc}' is required")
+        elif e["type"] == "credentials_in_recipe":  # never echo what was given: it is a secret
+            lines.append(f"{prefix}parameter '{loc}': {e['msg']}")
         else:
             given = e.get("input")
             lines.append(f"{prefix}parameter '{loc}': {e['msg']} (got {given!r}, {_yaml_kind(given)})")

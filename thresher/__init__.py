@@ -19,3 +19,9 @@ __version__ = "0.1.0"  # the one place the version is written (pyproject reads i
 _checkout = _Path(__file__).resolve().parent.parent
 if (_checkout / "pyproject.toml").is_file() and (_checkout / "pipeline" / "__init__.py").is_file():
     __path__.append(str(_checkout))  # noqa: F821 - a package's __path__
+
+# numba's kernel cache: beside the sources, or $THRESHER_CACHE/numba where they are read-only
+# (pipeline/kernel_cache.py); before any kernel module imports numba
+from thresher.pipeline.kernel_cache import configure as _configure_kernel_cache  # noqa: E402
+
+_configure_kernel_cache()

@@ -26,6 +26,18 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+# Workers hand freed block memory back to the system instead of keeping it for the next block:
+# Arrow's buffers come from malloc (not mimalloc, which keeps freed pages mapped), and glibc maps
+# allocations from 1 MiB up on their own pages (its default threshold grows up to 32 MiB, after which
+# freed blocks stay in the heap). Peak PSS of a 2-worker exact dedup: -100 MB; speed the same
+# (docs/benchmarks.md, "Exact dedup and memory, round two"). A value set by the user wins.
+WORKER_ALLOCATOR = {"ARROW_DEFAULT_MEMORY_POOL": "system", "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
+
+
+def worker_allocator_env() -> dict[str, str]:
+    return {k: v for k, v in WORKER_ALLOCATOR.items() if k not in os.environ}
+
+
 _events = None  # in a pool worker: the pool's progress queue (see LocalExecutor._get_pool)
 
 
@@ -73,8 +85,9 @@ class LocalExecutor:
         if self._pool is None:
             # threads per worker so that workers x threads ~ cores (set before the children import polars)
             threads = str(max(1, default_workers() // self.workers))
-            saved = {k: os.environ.get(k) for k in ("POLARS_MAX_THREADS", "OMP_NUM_THREADS")}
-            os.environ.update({"POLARS_MAX_THREADS": threads, "OMP_NUM_THREADS": threads})
+            env = {"POLARS_MAX_THREADS": threads, "OMP_NUM_THREADS": threads, **worker_allocator_env()}
+            saved = {k: os.environ.get(k) for k in env}
+            os.environ.update(env)
             try:
                 ctx = mp.get_context("spawn")
                 # a queue only a process started with it can use: unused (and free) while no progress is asked for

@@ -17,6 +17,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from thresher.pipeline import fs
 from thresher.pipeline.columns import LINE, REASON, ROW, ROWS_TAG, SHARD
 from thresher.pipeline.executors.intermediates import IpcWriter, read_intermediate
 from thresher.pipeline.io.inputs import Shard
@@ -85,6 +86,7 @@ class PassSink:
         self.inter = None if self.final else IpcWriter(layout.intermediate(k, shard, piece))
         self.fps: list[pa.Table] = []
         self.tokens = recipe.analysis_tokens if recipe.analysis else None  # tokenizer for analysis token counts
+        self.token_share = recipe.analysis_token_share  # ... on this seeded share of the rows
         self.rows = 0  # rows written (last pass) or kept for the next pass (ordinals of this piece)
 
     def add(self, table: pa.Table, ledger: Ledger, runner: BatchRunner) -> None:
@@ -95,12 +97,12 @@ class PassSink:
                 from thresher.pipeline.analyze import LENGTHS, row_stats
 
                 lang = table.column("lang") if "lang" in table.column_names else None
-                table = row_stats(table, runner.text_key, runner.id_key, self.tokens)
+                table = row_stats(table, runner.text_key, runner.id_key, self.tokens, self.token_share)
                 measured = table.select([n for n in LENGTHS if n in table.column_names])
                 if lang is not None:
                     measured = measured.append_column("lang", lang)
-                runner.profile.add_corpus("output", measured, "", extra={n: measured.column(n) for n in LENGTHS
-                                                                        if n in measured.column_names})
+                runner.profile.add_corpus("output", measured, "", extra={n: measured.column(n).drop_null()
+                                                                        for n in LENGTHS if n in measured.column_names})
             else:
                 runner.profile.add_corpus("output", table, runner.text_key)
             self.writer.write(table.drop_columns([LINE]) if LINE in table.column_names else table)
@@ -186,6 +188,7 @@ def source(recipe: Recipe, layout: Layout, k: int, shard: Shard, stages: list[St
     previous global op's decisions applied. ``track`` follows the input consumed (bytes of the
     shard, pass 0; rows of the previous pass's output after) and the rows that came in."""
     if k == 0:
+        fs.configure(getattr(recipe, "storage", None))  # URL inputs: the driver's store options and environment
         block_bytes = int(recipe.executor.batch_size_mb * (1 << 20))
         read = ledger[READ]
         t0 = time.perf_counter()

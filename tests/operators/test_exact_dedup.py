@@ -113,3 +113,26 @@ def test_span_dedup_keep_longest_document(tmp_path):
     run_recipe([src], tmp_path / "o", [{"span_dedup": {"unit": "line", "keep": "longest"}}])
     rows = {r["id"]: r["text"] for r in read_output(tmp_path / "o")}
     assert rows == {"long": docs[1]["text"]}  # the short document lost its only line to the longer one
+
+
+def test_hash_reads_arrow_buffers_like_the_python_strings():
+    """Chunks, slices, nulls (as ''), large strings and lists all give xxh3-128 of the UTF-8 bytes."""
+    vals = ["abc", None, "", "é  x", "long " * 300]
+    expect = [xxhash.xxh3_128_intdigest((s or "").encode()) for s in vals]
+    for arr in (vals, pa.array(vals), pa.array(vals, pa.large_string()),
+                pa.chunked_array([pa.array(vals[:2]), pa.array(vals[2:])]), pa.array(["pad", *vals]).slice(1)):
+        hi, lo = hash128(arr)
+        assert [(int(h) << 64) | int(low) for h, low in zip(hi, lo, strict=True)] == expect
+
+
+def test_fast_normalisation_matches_the_reference_definition():
+    """NFKC of non-ASCII rows only and the folded whitespace regex equal NFKC + lower + \\s+ -> ' ' + trim."""
+    import pyarrow.compute as pc
+
+    from thresher.operators.dedup.exact import normalise
+
+    texts = [" A\t\tb  c\n", "ﬁ  X\u00a0 y", "x\x0by", "a \r\n\f b", None, "", "  ", "Ｆｕｌｌ　ｗｉｄｔｈ", "plain text"]
+    ref = pc.utf8_trim_whitespace(pc.replace_substring_regex(
+        pc.utf8_lower(pc.utf8_normalize(pa.array(texts), form="NFKC")), r"\s+", " "))
+    got = normalise(pa.chunked_array([pa.array(texts[:4]), pa.array(texts[4:])]), True, True, False, True)
+    assert got.to_pylist() == ref.to_pylist()

@@ -224,3 +224,36 @@ def test_a_long_lived_process_keeps_the_ops_of_a_few_recent_runs_only(tmp_path):
     for i in range(passes._OPS_CACHE_SIZE + 3):
         run_recipe([src], tmp_path / f"o{i}", PROCESS)
     assert len(passes._OPS_CACHE) <= passes._OPS_CACHE_SIZE
+
+
+def _worker_env(_: int) -> dict:
+    import os
+    import sys
+
+    return {"pool": os.environ.get("ARROW_DEFAULT_MEMORY_POOL"), "mmap": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
+            "registry_loaded": "thresher.operators.filter.langid" in sys.modules}
+
+
+def test_workers_return_freed_memory_and_import_only_the_recipes_ops(tmp_path, monkeypatch):
+    """Pool workers get the allocator settings (unless the user set them), and a worker that builds
+    an unpickled recipe's ops imports those ops' modules, not every operator."""
+    import pickle
+    import subprocess
+    import sys
+
+    from thresher.pipeline.executors.local import LocalExecutor
+    from thresher.pipeline.recipe import parse_recipe
+
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "4194304")
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    seen = []
+    with LocalExecutor(2) as ex:
+        ex.map(_worker_env, [(0,), (1,)], seen.append)
+    assert all(s["pool"] == "system" and s["mmap"] == "4194304" for s in seen)
+
+    recipe = parse_recipe("input: {paths: [x.jsonl]}\noutput: {path: out}\nprocess: [{exact_dedup: {}}]\n")
+    (tmp_path / "r.pkl").write_bytes(pickle.dumps(recipe))
+    code = ("import pickle, sys\nr = pickle.load(open(sys.argv[1], 'rb'))\nops = r.build_ops()\n"
+            "print(ops[0].name, 'thresher.operators.filter.langid' in sys.modules, 'numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r.pkl")], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["exact_dedup", "False", "False"]

@@ -101,16 +101,48 @@ def test_small_graphs_finish_in_one_task_with_the_same_components(shuffle, tmp_p
     local = functools.partial(_logged_union_find, tmp_path)
     n_pairs = pl.DataFrame({"a": np.minimum(s, d), "b": np.maximum(s, d)}).filter(pl.col("a") != pl.col("b")).unique().height
 
-    assert _ray_components(shuffle, s, d, local).equals(want)  # under the threshold: every edge, one call
+    assert _ray_components(shuffle, s, d, local).equals(want)  # under the threshold: contracted blocks, one finish
     calls = _finisher_calls(tmp_path)
-    assert len(calls) == 1 and n_pairs <= calls[0] <= int((s != d).sum())  # (pairs are made unique per block)
+    assert len(calls) == 4 + 1 and sum(sorted(calls)[:-1]) <= int((s != d).sum())  # 4 blocks (see _ds), 1 finish
     rounds_first = RayShuffle(3, local_edges=n_pairs // 3)  # star rounds until few enough edges are left
     assert _ray_components(rounds_first, s, d, local).equals(want)
     calls = _finisher_calls(tmp_path)
-    assert len(calls) <= 1 and all(c <= n_pairs // 3 for c in calls)
+    assert 4 <= len(calls) <= 5 and (len(calls) == 4 or min(calls) <= n_pairs // 3)
     never = RayShuffle(3, local_edges=-1)
-    assert _ray_components(never, s, d, local).equals(want) and _finisher_calls(tmp_path) == []
+    assert _ray_components(never, s, d, local).equals(want) and len(_finisher_calls(tmp_path)) == 4  # contraction only
     assert _ray_components(shuffle, [5], [5], local).height == 0  # only a self-loop: no edge, no component
+
+
+@pytest.mark.slow
+def test_blocks_are_contracted_in_parallel_before_the_one_task_finish(shuffle, tmp_path):
+    """20 clusters of 8 rows, every pair an edge (as small LSH buckets give): each block's union-find
+    leaves 7 star edges per cluster, so the one serial task sees 140 edges instead of 560."""
+    import ray
+
+    pairs = [(c * 100 + i, c * 100 + j) for c in range(20) for i in range(8) for j in range(i + 1, 8)]
+    s, d = (np.array(x, np.int64) for x in zip(*pairs, strict=True))
+    edges = ray.data.from_arrow(pl.DataFrame({"s": s, "d": d}).to_arrow()).repartition(1)
+    got = shuffle.collect(shuffle.components(edges, functools.partial(_logged_union_find, tmp_path)),
+                          {"gid": pl.Int64, "root": pl.Int64}).sort("gid")
+    assert got.equals(_reference(s, d)) and got["root"].n_unique() == 20
+    assert sorted(_finisher_calls(tmp_path)) == [140, 560]
+
+
+def _split_contract_reference(s, d, parts):
+    """Contract every part of an edge split on its own (as the Ray blocks are), then union-find the rest."""
+    from thresher.pipeline.executors.ray_shuffle import _contract
+
+    frame = pl.DataFrame({"s": np.asarray(s, np.int64), "d": np.asarray(d, np.int64)})
+    contracted = pl.concat([_contract(components, frame.filter(pl.Series(parts) == p)) for p in sorted(set(parts))])
+    return components(contracted["a"].to_numpy(), contracted["b"].to_numpy()).sort("gid")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 60), st.integers(0, 60), st.integers(0, 4)), min_size=1, max_size=150))
+def test_contracting_any_split_of_the_edges_keeps_components_and_roots(edges):
+    """The property the parallel contraction relies on, on random graphs and random splits."""
+    s, d, parts = zip(*edges, strict=True)
+    assert _split_contract_reference(s, d, list(parts)).equals(_reference(s, d))
 
 
 @pytest.mark.slow

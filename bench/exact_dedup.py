@@ -1,0 +1,114 @@
+"""Exact dedup against the IO floor and datatrove (issue 19 item 2), in one invocation.
+
+    python bench/exact_dedup.py                      # 100k docs: floor, thresher, datatrove
+    python bench/exact_dedup.py --n 1000000          # 1M docs
+    python bench/exact_dedup.py --skip-peers         # floor and thresher only
+
+Three commands on the same JSONL corpus (``bench/_measure.py: make_corpus``), each in its own
+process tree, wall time, CPU seconds of the tree and peak PSS of the tree (sampled every 50 ms):
+
+- floor: ``pyarrow.json.read_json`` of the file + polars ``write_ndjson`` (bench/io_floor.py);
+- thresher: a recipe with ``exact_dedup: {}`` (NFKC, lower-case, whitespace folded; 2 workers);
+- datatrove: ``../shared/tools/peers/dt_pipelines.py --part exact`` (xxhash64 of the raw text,
+  three stages, 2 workers), in the throwaway venv ``bench/filters.py`` creates (made here if absent).
+
+``--rounds`` runs the three commands that many times interleaved and reports the medians: on a
+shared machine the ratios of one round move with the load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import SHARED, corpus_args, run_measured  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PEERS = SHARED / "tools" / "peers"
+PLAIN_JSONL = """
+import sys, pyarrow.json as pj, polars as pl
+t = pj.read_json(sys.argv[1])
+with open(sys.argv[2], "wb") as f:
+    pl.from_arrow(t).write_ndjson(f)
+"""
+RECIPE = """
+input: {{paths: ["{inp}"]}}
+output: {{path: "{out}", rows_per_shard: 1000000, trace_samples: 0}}
+executor: {{type: local, workers: {workers}}}
+process:
+  - exact_dedup: {{}}
+"""
+
+
+def measured(cmd: list[str], env: dict | None = None) -> tuple[float, int, float]:
+    """(wall s, peak PSS bytes, CPU s of the whole tree)."""
+    before = os.times()
+    wall, pss = run_measured(cmd, env=env, metric="pss")
+    after = os.times()
+    return wall, pss, (after.children_user - before.children_user) + (after.children_system - before.children_system)
+
+
+def split_shards(src: Path, out_dir: Path, n: int) -> Path:
+    """The corpus in ``n`` files (datatrove splits work by file), made once."""
+    if (out_dir / ".done").exists():
+        return out_dir
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    with open(src, "rb") as f:
+        lines = f.readlines()
+    per = (len(lines) + n - 1) // n
+    for i in range(n):
+        (out_dir / f"shard-{i}.jsonl").write_bytes(b"".join(lines[i * per:(i + 1) * per]))
+    (out_dir / ".done").write_text("ok")
+    return out_dir
+
+
+def datatrove_python(work: Path) -> Path:
+    from filters import ensure_venv
+
+    return ensure_venv(work, "dt", ["datatrove[processing]"], PEERS / "overlay_dt_requirements.txt")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    args, work, corpus = corpus_args(ap, rounds=(int, 1))
+    W = args.workers
+    py = sys.executable
+    cases: dict[str, list[str]] = {"plain pyarrow read + polars write (floor)": [py, "-c", PLAIN_JSONL, str(corpus),
+                                                                               str(work / "out-plain-exact.jsonl")]}
+    out = work / "out-exact-thresher"
+    recipe = work / "recipe-exact-dedup.yaml"
+    recipe.write_text(RECIPE.format(inp=corpus, out=out, workers=W))
+    cases[f"thresher exact_dedup ({W} workers)"] = [py, "-m", "thresher", "run", str(recipe), "-q"]
+    if not args.skip_peers:
+        shards = split_shards(corpus, work / f"shards_exact_{args.n}_{W}", W)
+        cases[f"datatrove exact dedup ({W} workers)"] = [str(datatrove_python(work)), str(PEERS / "dt_pipelines.py"),
+                                                        "--part", "exact", "--input", str(shards),
+                                                        "--out", str(work / "out-dt-exact"), "--workers", str(W)]
+    results: dict[str, list[tuple[float, int, float]]] = {k: [] for k in cases}
+    for _ in range(args.rounds):
+        for name, cmd in cases.items():
+            shutil.rmtree(out, ignore_errors=True)
+            results[name].append(measured(cmd, env={"PYTHONPATH": str(ROOT)}))
+    shutil.rmtree(out, ignore_errors=True)
+    (work / "out-plain-exact.jsonl").unlink(missing_ok=True)
+
+    med = {k: tuple(statistics.median(r[i] for r in v) for i in range(3)) for k, v in results.items()}
+    floor = next(iter(med.values()))
+    dt = next((v for k, v in med.items() if k.startswith("datatrove")), None)
+    print(f"\n{args.n:,} docs ({corpus.stat().st_size / 1e6:.0f} MB JSONL); machine: {os.cpu_count()} cores, "
+          f"load {os.getloadavg()[0]:.1f}; {args.rounds} round(s), medians; {time.strftime('%Y-%m-%d')}")
+    print("| command | wall s | CPU s | peak PSS MB | wall / floor | PSS / datatrove |\n|---|---|---|---|---|---|")
+    for name, (wall, pss, cpu) in med.items():
+        rel = f"{pss / dt[1]:.2f}x" if dt else ""
+        print(f"| {name} | {wall:.1f} | {cpu:.1f} | {pss / 2**20:,.0f} | {wall / floor[0]:.2f}x | {rel} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Where thresher's memory goes, against datatrove's (issue 19 item 1), in one invocation.
+
+    python bench/memory.py                          # breakdown + exact, heuristic, MinHash at 100k
+    python bench/memory.py --parts exact --n 20000  # one part, smaller
+    python bench/memory.py --skip-peers             # thresher only
+
+1. Breakdown: the USS and PSS of one fresh process after each import step a worker takes
+   (interpreter; pyarrow; polars; numba; the engine; every built-in operator through the registry).
+2. Per part (exact dedup, the peers' Gopher heuristic set, MinHash 14x8), thresher (2 workers) and
+   datatrove (``../shared/tools/peers/dt_pipelines.py``, 2 workers, the throwaway venv of
+   bench/filters.py): wall, CPU s and peak PSS of the process tree, and at thresher's peak the
+   PSS of each of its processes (driver, resource tracker, workers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import SHARED, corpus_args  # noqa: E402
+from exact_dedup import datatrove_python, split_shards  # noqa: E402
+from filters import PEER_HEURISTIC  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PEERS = SHARED / "tools" / "peers"
+STEPS = [("interpreter", "pass"), ("+ pyarrow (compute, json, parquet)", "import pyarrow.compute, pyarrow.json, pyarrow.parquet"),
+         ("+ polars", "import polars"), ("+ numba", "import numba"),
+         ("+ engine (executors.passes)", "import thresher.pipeline.executors.passes"),
+         ("+ every built-in op (registry)", "from thresher.pipeline.registry import load_all; load_all()")]
+PARTS = {"exact": [{"exact_dedup": {}}], "heuristic": PEER_HEURISTIC,
+         "minhash": [{"minhash_dedup": {"threshold": 0.8, "num_perm": 112, "bands": 14, "rows": 8, "ngram": 5}}]}
+
+
+def import_breakdown() -> list[tuple[str, float, float]]:
+    code = ("import json, psutil\nout = []\n" + "".join(
+        f"{stmt}\nm = psutil.Process().memory_full_info(); out.append(({label!r}, m.uss, m.pss))\n"
+        for label, stmt in STEPS) + "print(json.dumps(out))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return [(label, uss / 2**20, pss / 2**20) for label, uss, pss in json.loads(res.stdout)]
+
+
+def run_tree(cmd: list[str], env: dict | None = None) -> tuple[float, float, int, list[tuple[str, int]]]:
+    """(wall s, CPU s, peak PSS of the tree, [(process, PSS)] at the peak)."""
+    before = os.times()
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL)
+    ps = psutil.Process(p.pid)
+    best: list = [0, []]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            snap = []
+            with contextlib.suppress(psutil.NoSuchProcess):
+                for q in [ps, *ps.children(recursive=True)]:
+                    with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                        snap.append((" ".join(q.cmdline())[:60], q.memory_full_info().pss))
+            total = sum(m for _, m in snap)
+            if total > best[0]:
+                best[:] = [total, snap]
+            time.sleep(0.05)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    rc = p.wait()
+    wall = time.perf_counter() - t0
+    stop.set()
+    th.join()
+    after = os.times()
+    if rc:
+        raise SystemExit(f"command failed ({rc}): {' '.join(cmd)}")
+    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    return wall, cpu, best[0], best[1]
+
+
+def thresher_cmd(work: Path, corpus: Path, part: str, workers: int) -> list[str]:
+    import yaml
+
+    out = work / f"out-memory-{part}"
+    shutil.rmtree(out, ignore_errors=True)
+    recipe = work / f"recipe-memory-{part}.yaml"
+    recipe.write_text(yaml.safe_dump({"input": {"paths": [str(corpus)]},
+                                      "output": {"path": str(out), "rows_per_shard": 1_000_000, "trace_samples": 0},
+                                      "executor": {"type": "local", "workers": workers}, "process": PARTS[part]}))
+    return [sys.executable, "-m", "thresher", "run", str(recipe), "-q"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    args, work, corpus = corpus_args(ap, parts=(str, "exact,heuristic,minhash"))
+    W = args.workers
+
+    print("one process, after each import step: USS MB / PSS MB")
+    for label, uss, pss in import_breakdown():
+        print(f"  {label}: {uss:.0f} / {pss:.0f}")
+    rows = []
+    for part in args.parts.split(","):
+        wall, cpu, peak, procs = run_tree(thresher_cmd(work, corpus, part, W), env={"PYTHONPATH": str(ROOT)})
+        rows.append((part, "thresher", wall, cpu, peak))
+        print(f"thresher {part}: at the peak " + "; ".join(f"{m / 2**20:.0f} MB {c.split()[-1][-30:]}" for c, m in procs))
+        if not args.skip_peers:
+            shards = split_shards(corpus, work / f"shards_exact_{args.n}_{W}", W)
+            cmd = [str(datatrove_python(work)), str(PEERS / "dt_pipelines.py"), "--part", part, "--input", str(shards),
+                   "--out", str(work / f"out-dt-memory-{part}"), "--workers", str(W)]
+            wall, cpu, peak, _ = run_tree(cmd)
+            rows.append((part, "datatrove", wall, cpu, peak))
+    print(f"\n{args.n:,} docs, {W} workers; machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
+          f"{time.strftime('%Y-%m-%d')}")
+    print("| part | tool | wall s | CPU s | peak PSS MB | PSS / datatrove |\n|---|---|---|---|---|---|")
+    peer = {p: pk for p, tool, _, _, pk in rows if tool == "datatrove"}
+    for part, tool, wall, cpu, peak in rows:
+        rel = f"{peak / peer[part]:.2f}x" if part in peer else ""
+        print(f"| {part} | {tool} | {wall:.1f} | {cpu:.1f} | {peak / 2**20:,.0f} | {rel} |")
+
+
+if __name__ == "__main__":
+    main()
