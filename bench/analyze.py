@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=480_000)
     ap.add_argument("--corpus", type=Path)
     ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--no-full-tokens", action="store_true", help="leave out the case that counts every row's tokens")
     args = ap.parse_args()
     corpus = args.corpus or make_corpus(args.n, Path(tempfile.gettempdir()) / "thresher-bench" / f"corpus_{args.n}.jsonl")
     work = Path(tempfile.mkdtemp(prefix="thresher-bench-analyze-"))
@@ -53,22 +54,31 @@ def main() -> None:
     cases = {
         "run": [*thresher, "run", str(recipe), "-q"],
         "analyze --no-tokens": [*thresher, "analyze", str(recipe), "--output", str(work / "an1"), "--no-tokens", "-q"],
-        "analyze (tokens)": [*thresher, "analyze", str(recipe), "--output", str(work / "an2"), "-q"],
+        "analyze (tokens on a 5% sample, the default)": [*thresher, "analyze", str(recipe), "--output",
+                                                         str(work / "an2"), "-q"],
+        "analyze --token-sample 1 (every row)": [*thresher, "analyze", str(recipe), "--output", str(work / "an3"),
+                                                 "--token-sample", "1", "-q"],
     }
+    if args.no_full_tokens:
+        cases.pop("analyze --token-sample 1 (every row)")
+    outs = {"run": "run", "analyze --no-tokens": "an1", "analyze (tokens on a 5% sample, the default)": "an2",
+            "analyze --token-sample 1 (every row)": "an3"}
     size = corpus.stat().st_size
     print(f"corpus: {corpus} ({size / 1e6:,.0f} MB)")
-    print("| case | rows | wall s | CPU s | MB/s | peak PSS MB |")
-    print("|---|---|---|---|---|---|")
+    print("| case | rows | wall s | CPU s | MB/s | peak PSS MB | passes s (resolve s) |")
+    print("|---|---|---|---|---|---|---|")
     try:
         for name, cmd in cases.items():
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             wall, peak = run_measured(cmd, metric="pss", interval=0.5)
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-            out = work / ("run" if name == "run" else ("an1" if "no-tokens" in name else "an2"))
-            rows = json.loads((out / "ledger.json").read_text())["totals"]["input"]
-            print(f"| {name} | {rows:,} | {wall:.1f} | {cpu:.1f} | {size / 1e6 / wall:.1f} | {peak / 2**20:,.0f} |",
-                  flush=True)
+            ledger = json.loads((work / outs[name] / "ledger.json").read_text())
+            rows = ledger["totals"]["input"]
+            passes = " / ".join(f"{p['seconds']:.0f}" + (f" ({p['resolve_seconds']:.0f})" if "resolve_seconds" in p else "")
+                                for p in ledger["run"]["timings"]["passes"])
+            print(f"| {name} | {rows:,} | {wall:.1f} | {cpu:.1f} | {size / 1e6 / wall:.1f} | {peak / 2**20:,.0f} | "
+                  f"{passes} |", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

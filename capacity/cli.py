@@ -378,7 +378,7 @@ def _print_train(out: dict, data) -> None:
                 "USD", "MFU"):
         tab.add_column(col, justify="right" if col not in ("GPU", "method", "layout", "recompute") else "left")
     for i, p in enumerate(out["plans"], 1):
-        layout = " ".join(f"{k}{p.get(f)}" for k, f in (("TP", "tp"), ("PP", "pp"), ("CP", "cp"), ("DP", "dp"))
+        layout = " ".join(f"{k}{p.get(f)}" for k, f in (("TP", "tp"), ("PP", "pp"), ("CP", "cp"), ("DP", "dp"), ("EP", "ep"))
                           if p.get(f, 1) > 1 or k == "DP") + f" mb{p['micro_batch']}x{p.get('accumulation', 1)}"
         tab.add_row(f"{i}{'*' if p.get('pareto') else ''}", p["gpu"], str(p["gpus"]), p["method"], layout, str(p["zero"]),
                     p["recompute"],

@@ -67,6 +67,7 @@ class Layout:
     cp: int = 1
     dp: int = 1
     pp: int = 1
+    ep: int = 1  # expert-parallel ranks, a subgroup of the data-parallel ranks (innermost of them)
 
 
 @dataclass
@@ -78,6 +79,7 @@ class StepComm:
     pp_s: float = 0.0  # per micro-batch and pipeline slot, point-to-point
     zero3_s: float = 0.0  # per micro-batch, parameter all-gathers (prefetched: overlapped)
     dp_s: float = 0.0  # per step, gradient reduce(-scatter) (+ ZeRO-1/2 parameter all-gather)
+    ep_s: float = 0.0  # per micro-batch, MoE token dispatch/combine all-to-alls (on the critical path)
     links: dict | None = None  # kind of traffic -> Link
 
     def link_name(self, part: str) -> str:
@@ -90,15 +92,25 @@ class StepComm:
 
 def step_comm(gpu: GPU, lay: Layout, *, grad_bytes: float, weight_bytes: float, zero: int, act_bytes_mb: float,
               kv_bytes_mb: float, layers_per_stage: float, tp_collectives_per_layer: int = 4,
-              virtual: int = 1) -> StepComm:
+              virtual: int = 1, expert_grad_bytes: float = 0.0, dispatch_bytes_mb: float = 0.0,
+              moe_layers_per_stage: float = 0.0, a2a_per_layer: int = 4) -> StepComm:
     """Traffic for one optimizer step. ``grad_bytes``/``weight_bytes``: what one model-parallel
-    shard (tp x pp) holds; ``act_bytes_mb``: one micro-batch's b·s·h activation tensor on one
-    context-parallel rank; ``kv_bytes_mb``: its K and V of one layer."""
+    shard (tp x pp) holds (``grad_bytes`` without the routed experts, whose gradients
+    ``expert_grad_bytes`` are reduced over the dp/ep ranks holding the same experts);
+    ``act_bytes_mb``: one micro-batch's b·s·h activation tensor on one context-parallel rank;
+    ``kv_bytes_mb``: its K and V of one layer; ``dispatch_bytes_mb``: the token copies one MoE layer
+    sends to its experts (b·s·h·top_k·2 bytes), moved by an all-to-all to the expert-parallel
+    ranks and back, in the forward and again in the backward pass (GShard, Lepikhin et al. 2020;
+    DeepSpeed-MoE, Rajbhandari et al. 2022): each rank keeps 1/ep of it, sends (ep-1)/ep."""
     tp_link = group_link(gpu, 1, lay.tp)
     cp_link = group_link(gpu, lay.tp, lay.cp)
     dp_link = group_link(gpu, lay.tp * lay.cp, lay.dp)
     pp_link = group_link(gpu, lay.tp * lay.cp * lay.dp, lay.pp)
-    c = StepComm(links={"tp": tp_link, "cp": cp_link, "dp": dp_link, "pp": pp_link, "zero3": dp_link})
+    ep_link = group_link(gpu, lay.tp * lay.cp, lay.ep)
+    edp_link = group_link(gpu, lay.tp * lay.cp * lay.ep, max(1, lay.dp // lay.ep))
+    c = StepComm(links={"tp": tp_link, "cp": cp_link, "dp": dp_link, "pp": pp_link, "zero3": dp_link, "ep": ep_link})
+    if lay.ep > 1 and moe_layers_per_stage:
+        c.ep_s = ep_link.seconds(a2a_per_layer * moe_layers_per_stage * (lay.ep - 1) / lay.ep * dispatch_bytes_mb)
     if lay.tp > 1:
         vol = tp_collectives_per_layer * layers_per_stage * all_reduce_bytes(lay.tp, act_bytes_mb / 1)
         c.tp_s = tp_link.seconds(vol)
@@ -106,12 +118,15 @@ def step_comm(gpu: GPU, lay: Layout, *, grad_bytes: float, weight_bytes: float, 
         c.cp_s = cp_link.seconds(3 * layers_per_stage * all_gather_bytes(lay.cp, kv_bytes_mb * lay.cp))
     if lay.pp > 1:  # activation forward + gradient backward per boundary; interleaving crosses v times as often
         c.pp_s = pp_link.seconds(2 * virtual * act_bytes_mb / lay.tp)
+    edp = max(1, lay.dp // max(1, lay.ep))
     if lay.dp > 1:
         if zero >= 3:
             c.dp_s = dp_link.seconds(reduce_scatter_bytes(lay.dp, grad_bytes))
+            c.dp_s += edp_link.seconds(reduce_scatter_bytes(edp, expert_grad_bytes))
             c.zero3_s = dp_link.seconds(2 * all_gather_bytes(lay.dp, weight_bytes))
         else:  # all-reduce, or ZeRO-1/2's reduce-scatter + all-gather: the same volume
             c.dp_s = dp_link.seconds(all_reduce_bytes(lay.dp, grad_bytes))
+            c.dp_s += edp_link.seconds(all_reduce_bytes(edp, expert_grad_bytes))
     return c
 
 

@@ -85,7 +85,7 @@ def search(m: Model, gpus: list[GPU], base: TrainInputs, deadline_h: float | Non
            recomputes: tuple[str, ...] = RECOMPUTE, tps: tuple[int, ...] | None = None,
            pps: tuple[int, ...] | None = None, cps: tuple[int, ...] | None = None,
            micro_batches: tuple[int, ...] | None = None, min_billable_h: float = 0.0,
-           max_gpus: int = 512) -> SearchResult:
+           max_gpus: int = 512, eps: tuple[int, ...] | None = None) -> SearchResult:
     """``counts``/``tps``/``pps``/``cps``/``micro_batches`` pin those choices (None: search them);
     ``min_billable_h`` bills every job at least that long on every GPU it holds."""
     G = min(base.sequences_per_step, sequences_in_data(base))  # a step cannot hold more than the data
@@ -98,6 +98,15 @@ def search(m: Model, gpus: list[GPU], base: TrainInputs, deadline_h: float | Non
     def self_fits(t, n, tp, pp, cp, mb, method, z, rc) -> bool:
         t.gpus, t.tp, t.pp, t.cp, t.micro_batch, t.method, t.zero, t.recompute = n, tp, pp, cp, mb, method, z, rc
         return memory(m, gpu, t).fits
+
+    def layouts(dp: int, mb: int):
+        """(ep, method) pairs: expert parallelism is searched for MoE models (ep divides the experts
+        and the data-parallel ranks)."""
+        for ep in eps or ep_options(m, dp):
+            if dp % ep or (m.experts > 1 and m.experts % ep) or (m.experts <= 1 and ep > 1):
+                continue
+            for method in methods:
+                yield ep, method
 
     for gpu in gpus:
         for n in counts or default_counts(gpu, max_gpus):
@@ -117,7 +126,8 @@ def search(m: Model, gpus: list[GPU], base: TrainInputs, deadline_h: float | Non
                             if G % (dp * mb):
                                 continue  # the global batch must be exactly dp x mb x accumulation
                             acc = G // (dp * mb)
-                            for method in methods:
+                            for ep, method in layouts(dp, mb):
+                                t.ep = ep
                                 best = None
                                 # ZeRO-1/2 move what ZeRO-0 moves with less memory, and recomputation
                                 # only adds work: per recompute level, the lowest fitting stage of 0-2
@@ -158,10 +168,18 @@ def search(m: Model, gpus: list[GPU], base: TrainInputs, deadline_h: float | Non
                                     cost = max(h, min_billable_h) * n * gpu.price_per_hour
                                     cands.append((cost, h, gpu, dataclasses.replace(
                                         t, gpus=n, tp=tp, pp=pp, cp=cp, micro_batch=mb, method=method, zero=zero,
-                                        recompute=rc, virtual=v), best[2]))
+                                        recompute=rc, virtual=v, ep=ep), best[2]))
                             if mb * base.max_len / cp >= 2048:
                                 break  # larger micro-batches only add memory and pipeline bubble
     return _select(m, cands, considered, deadline_h, budget, min_billable_h, fl_cache)
+
+
+def ep_options(m: Model, dp: int) -> list[int]:
+    """Expert-parallel sizes for a MoE model: 1 and the powers of two dividing both its experts and
+    the data-parallel ranks (dense models: 1)."""
+    if m.experts <= 1:
+        return [1]
+    return [e for e in (1, 2, 4, 8, 16, 32, 64) if e <= dp and dp % e == 0 and m.experts % e == 0]
 
 
 def _cp_options(max_len: int, n: int) -> list[int]:
@@ -204,4 +222,4 @@ def _bucket(x: float, ratio: float = 1.01) -> int:
 
 def _rank(p: TrainPlan) -> tuple:
     """Cheapest (costs within 1% tie), then the smaller machine, then fastest and simplest."""
-    return _bucket(p.cost_usd), p.gpus, p.hours, p.zero, COMPLEXITY[p.recompute], p.tp * p.pp * p.cp
+    return _bucket(p.cost_usd), p.gpus, p.hours, p.zero, COMPLEXITY[p.recompute], p.tp * p.pp * p.cp * p.ep

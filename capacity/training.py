@@ -84,6 +84,7 @@ class TrainInputs:
     precomputed_reference: bool = False  # reference log-probs computed beforehand: no reference model
     sequence_parallel: bool = True  # Megatron sequence parallelism with tp > 1 (shards norms and dropouts too)
     adapter_dtype: str = "fp32"  # fp32 (PEFT's default) | bf16 (qlora.py casts adapters with --bf16)
+    ep: int = 1  # expert-parallel ranks (MoE): each holds experts/ep of every MoE layer; carved out of dp
 
     @property
     def dp(self) -> int:
@@ -231,6 +232,17 @@ def memory(m: Model, gpu: GPU, t: TrainInputs) -> MemoryBreakdown:
     shard = t.tp * t.pp
     dp = t.dp
     z3 = dp if t.zero >= 3 else 1
+    # expert parallelism: the routed experts are split over ep ranks (and sharded by ZeRO over the
+    # dp/ep ranks holding the same experts); everything else as without it
+    ep = max(1, t.ep)
+    n_exp = expert_param_count(m)
+    n_eff = n - n_exp + n_exp / ep  # parameters this rank holds (before ZeRO), per model-parallel shard x shard
+    edp = max(1, dp // ep)
+
+    def zshard(total_dense: float, total_exp: float, stage_on: bool) -> float:
+        """Per-GPU share of a per-parameter quantity: dense over dp, experts over dp/ep (when ZeRO
+        partitions it at this stage), else replicated."""
+        return (total_dense / dp + total_exp / ep / edp) if stage_on else (total_dense + total_exp / ep)
     lp = m.layer_params() / t.tp  # one layer's parameters on this tensor-parallel rank
     lin_layer = m.linear_params(active=True) / m.layers / t.tp  # one layer's linear weights (experts it routes to)
     buffers = 0.0
@@ -238,25 +250,27 @@ def memory(m: Model, gpu: GPU, t: TrainInputs) -> MemoryBreakdown:
     if t.optimizer not in OPTIMIZER_BYTES:
         raise ValueError(f"unknown optimizer {t.optimizer!r}; known: {', '.join(OPTIMIZER_BYTES)}")
     if t.method == "full":
-        weights = 2 * n / shard / z3
-        grads = 2 * n / shard / (dp if t.zero >= 2 else 1)
+        dense = n - n_exp
+        weights = 2 * zshard(dense, n_exp, t.zero >= 3) / shard
+        grads = 2 * zshard(dense, n_exp, t.zero >= 2) / shard
         per_param = 4 + OPTIMIZER_BYTES[t.optimizer]  # fp32 master + m + v (8-bit: master + 2 x 1 byte)
-        optim = per_param * n / shard / (dp if t.zero >= 1 else 1)
+        optim = per_param * zshard(dense, n_exp, t.zero >= 1) / shard
         if t.zero >= 3 and dp > 1:
             buffers += 2 * 2 * lp  # gathered current + prefetched layer, bf16
         if t.zero >= 2 and dp > 1:
             buffers += 2 * lp  # one layer's full gradients before they are reduce-scattered
         if t.optimizer in PAGED:
-            pageable = OPTIMIZER_BYTES[t.optimizer] * n / shard / (dp if t.zero >= 1 else 1)
+            pageable = OPTIMIZER_BYTES[t.optimizer] * zshard(dense, n_exp, t.zero >= 1) / shard
     else:
         lora = lora_params(m, t.lora_rank, t.lora_targets)
         ab = ADAPTER_BYTES[t.adapter_dtype]
+        lin = m.linear_params() - n_exp + n_exp / ep  # the linear weights this expert-parallel rank holds
         if t.method == "qlora":
-            base = m.linear_params() * NF4_BITS / 8 + (n - m.linear_params()) * 2
+            base = lin * NF4_BITS / 8 + (n - m.linear_params()) * 2
             buffers += 2 * lin_layer  # dequantised bf16 weights of one layer
             gathered = lp * NF4_BITS / 8
         else:
-            base = 2 * n
+            base = 2 * n_eff
             gathered = 2 * lp
         if t.zero >= 3 and dp > 1:
             buffers += 2 * gathered  # current + prefetched layer of the sharded base
@@ -318,6 +332,7 @@ class TrainPlan:
     comm_s: dict = field(default_factory=dict)  # exposed seconds per step by kind of traffic
     bound: str = "compute"  # what bounds the step, naming the link for communication
     pareto: bool = False  # on the cost/time Pareto front of the search that produced it
+    ep: int = 1  # expert-parallel ranks (MoE)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -389,6 +404,12 @@ def _nparams(m: Model) -> int:
     return m.params()
 
 
+def expert_param_count(m: Model) -> int:
+    """Parameters of the routed experts (what expert parallelism splits; shared experts, attention and
+    embeddings are replicated on every expert-parallel rank)."""
+    return m.moe_layers * m.experts * m.expert_params if m.experts > 1 else 0
+
+
 @dataclass
 class StepTime:
     step_s: float
@@ -422,21 +443,25 @@ def step_time(m: Model, gpu: GPU, t: TrainInputs, fl: tuple[float, float, float]
     overlap = CALIBRATED_OVERLAP if calibrated else 1.0
     z3 = max(0.0, c.zero3_s - overlap * t_mb)  # prefetched behind the micro-batch's compute
     cp = max(0.0, c.cp_s - overlap * t_mb / 2)  # ring attention hides K/V passing behind attention
-    slot = t_mb + c.tp_s + c.pp_s + z3 + cp
+    slot = t_mb + c.tp_s + c.pp_s + z3 + cp + c.ep_s  # the all-to-alls sit between router and experts: not hidden
     bub = bubble(t.pp, acc, t.virtual)
     pipeline = acc * slot / (1 - bub)
     dp = max(0.0, c.dp_s - overlap * (2 / 3) * t_mb)  # overlapped with the last micro-batch's backward
     trainable = _nparams(m) if t.method == "full" else lora_params(m, t.lora_rank, t.lora_targets)
+    if t.method == "full" and t.ep > 1:  # routed experts split over the expert-parallel ranks
+        n_exp = expert_param_count(m)
+        trainable = trainable - n_exp + n_exp / t.ep
     opt_bytes = 28 * trainable / (t.tp * t.pp) / (t.dp if t.zero >= 1 else 1)  # read + write master, m, v, grad
     step = pipeline + dp + opt_bytes / gpu.bandwidth
     k = acc / (1 - bub)
     exposed = {"tensor_parallel": k * c.tp_s, "pipeline_p2p": k * c.pp_s, "pipeline_bubble": pipeline * bub,
-               "zero3_gather": k * z3, "context_parallel": k * cp, "data_parallel": dp}
+               "zero3_gather": k * z3, "context_parallel": k * cp, "data_parallel": dp,
+               "expert_all_to_all": k * c.ep_s}
     return StepTime(step, steps, steps * step / 3600, acc, bub, acc * t_mb, exposed, c)
 
 
 LINK_OF = {"tensor_parallel": "tp", "pipeline_p2p": "pp", "zero3_gather": "zero3", "context_parallel": "cp",
-           "data_parallel": "dp", "pipeline_bubble": "pp"}
+           "data_parallel": "dp", "pipeline_bubble": "pp", "expert_all_to_all": "ep"}
 
 
 def plan_training(m: Model, gpu: GPU, t: TrainInputs, fl: tuple[float, float, float] | None = None,
@@ -473,7 +498,7 @@ def plan_training(m: Model, gpu: GPU, t: TrainInputs, fl: tuple[float, float, fl
                      hours * t.gpus * gpu.price_per_hour, model_f / (seconds * t.gpus * peak) if seconds else 0.0,
                      mem.gib(), mem.fits, _nparams(m), trainable, notes, cp=t.cp, dp=t.dp, virtual=t.virtual,
                      accumulation=st.accumulation, objective=t.objective, precomputed_reference=t.precomputed_reference,
-                     bubble=st.bubble, comm_s={k: round(v, 6) for k, v in exposed.items()}, bound=bound)
+                     bubble=st.bubble, comm_s={k: round(v, 6) for k, v in exposed.items()}, bound=bound, ep=t.ep)
 
 
 def _step_comm(m: Model, gpu: GPU, t: TrainInputs, lps: int) -> StepComm:
@@ -481,13 +506,21 @@ def _step_comm(m: Model, gpu: GPU, t: TrainInputs, lps: int) -> StepComm:
     parallel ranks, ZeRO-3's parameter gathers, tensor parallel activations per layer, context
     parallel K/V rings and pipeline point-to-point."""
     shard = t.tp * t.pp
-    grad_bytes = (2 * _nparams(m) if t.method == "full" else 4 * lora_params(m, t.lora_rank, t.lora_targets)) / shard
-    weight_bytes = (2 * _nparams(m) if t.method != "qlora" else m.linear_params() * NF4_BITS / 8) / shard
+    ep = max(1, t.ep)
+    n, n_exp = _nparams(m), expert_param_count(m)
+    if t.method == "full":
+        grad_bytes, expert_grad_bytes = 2 * (n - n_exp) / shard, 2 * n_exp / ep / shard
+    else:
+        grad_bytes, expert_grad_bytes = 4 * lora_params(m, t.lora_rank, t.lora_targets) / shard, 0.0
+    weight_bytes = (2 * (n - n_exp + n_exp / ep) if t.method != "qlora" else m.linear_params() * NF4_BITS / 8) / shard
     tokens_mb = t.micro_batch * t.max_len / t.cp
-    return step_comm(gpu, Layout(t.tp, t.cp, t.dp, t.pp), grad_bytes=grad_bytes, weight_bytes=weight_bytes,
+    moe_per_stage = lps * m.moe_layers / m.layers if m.experts > 1 else 0.0
+    return step_comm(gpu, Layout(t.tp, t.cp, t.dp, t.pp, ep), grad_bytes=grad_bytes, weight_bytes=weight_bytes,
                      zero=t.zero, act_bytes_mb=2 * tokens_mb * m.hidden, kv_bytes_mb=2 * 2 * tokens_mb * m.kv_dim,
                      layers_per_stage=lps, tp_collectives_per_layer=6 if t.recompute == "full" else 4,
-                     virtual=t.virtual)
+                     virtual=t.virtual, expert_grad_bytes=expert_grad_bytes,
+                     dispatch_bytes_mb=2 * tokens_mb * m.hidden * m.experts_per_token / t.tp if m.experts > 1 else 0.0,
+                     moe_layers_per_stage=moe_per_stage, a2a_per_layer=6 if t.recompute == "full" else 4)
 
 
 def _comm_seconds(m: Model, gpu: GPU, t: TrainInputs) -> float:

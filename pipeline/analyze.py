@@ -25,8 +25,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from thresher.pipeline.columns import FLAGS, LINE, STATS
@@ -41,9 +43,25 @@ LENGTHS = ("chars", "words", "lines", "tokens")
 
 
 # ------------------------------------------------------------------------------ in the workers
-def row_stats(table: pa.Table, text_key: str, id_key: str, tokens: str | None) -> pa.Table:
+TOKEN_SAMPLE_SEED = 0x7E57  # which rows the token sample holds: a hash of the row id (any executor, any order)
+
+
+def token_sample(table: pa.Table, id_key: str, share: float) -> pa.Array | None:
+    """Which rows of ``table`` have their tokens counted: all (None) at share 1, else the rows whose
+    id hashes into the lowest ``share`` of the hash range — a seeded sample that does not depend on
+    batches, workers or executor, and holds the same rows in every analysis of the same data."""
+    if share >= 1:
+        return None
+    key = table.column(id_key) if id_key in table.column_names else table.column(LINE)
+    h = pl.Series(key.combine_chunks()).cast(pl.Utf8).hash(seed=TOKEN_SAMPLE_SEED)
+    return (h < int(share * 2**64)).to_arrow()
+
+
+def row_stats(table: pa.Table, text_key: str, id_key: str, tokens: str | None, token_share: float = 1.0) -> pa.Table:
     """The analysis row of each row: id, lengths, every filter stat as ``<op>.<stat>`` and, per op,
-    the reason it would drop the row as ``<op>.reason``."""
+    the reason it would drop the row as ``<op>.reason``. Tokens are counted on a seeded share of the
+    rows (``token_share``; null elsewhere): exact BPE costs about what the whole run does, and a
+    sample of a few percent gives the distribution and, scaled by characters, the total."""
     cols: dict[str, pa.Array] = {}
     if id_key in table.column_names:
         cols["id"] = table.column(id_key).combine_chunks()
@@ -56,7 +74,16 @@ def row_stats(table: pa.Table, text_key: str, id_key: str, tokens: str | None) -
         if tokens:
             from thresher.pipeline.tokenizers import token_counter
 
-            cols["tokens"] = pa.array(token_counter(tokens).count(text.fill_null("").to_pylist()), pa.int64())
+            counter = token_counter(tokens)
+            sample = token_sample(table, id_key, token_share)
+            if sample is None:
+                cols["tokens"] = pa.array(counter.count(text.fill_null("").to_pylist()), pa.int64())
+            else:
+                picked = pc.indices_nonzero(sample)
+                counts = counter.count(pc.take(text, picked).fill_null("").to_pylist())
+                full = np.full(table.num_rows, -1, np.int64)
+                full[picked.to_numpy()] = counts
+                cols["tokens"] = pa.array(full, pa.int64(), mask=full < 0)
     for struct_col in (STATS, FLAGS):  # {op: {stat: v}} and {op: {reason: r}} -> "<op>.<stat>", "<op>.reason"
         if struct_col not in table.column_names:
             continue
@@ -82,7 +109,8 @@ class Options:
 
 
 def analysis_recipe(recipe: Recipe, *, output: str | None = None, sample: int | None = None, lang: bool = False,
-                    llm: bool = False, tokens: str | None = "cl100k_base", options: Options | None = None) -> list[str]:
+                    llm: bool = False, tokens: str | None = "cl100k_base", token_share: float = 1.0,
+                    options: Options | None = None) -> list[str]:
     """Turn ``recipe`` into its analysis (in place). Returns notes for the user (ops left out or added)."""
     from thresher.pipeline.recipe import OpSpec
     from thresher.pipeline.registry import get_op
@@ -90,6 +118,9 @@ def analysis_recipe(recipe: Recipe, *, output: str | None = None, sample: int | 
     notes = []
     recipe.analysis = True
     recipe.analysis_tokens = tokens
+    if not 0 < token_share <= 1:
+        raise ThresherError(f"the token sample must be a share in (0, 1] (got {token_share})")
+    recipe.analysis_token_share = token_share
     recipe.analysis_options = options or Options()
     out = recipe.model.output
     out.format = "parquet"
@@ -192,13 +223,27 @@ def summarize(out: Path, recipe: Recipe, ops: list, options: Options) -> dict:
         first_expr = pl.coalesce([pl.when(pl.col(c).is_not_null()).then(pl.lit(op.ctx.key)) for op, c in reason_cols])
         vc = lf.select(first_expr.alias("first")).collect()["first"].drop_nulls().value_counts()
         first = dict(zip(vc["first"].to_list(), vc["count"].to_list(), strict=True))
-    summary = {"rows": rows, "notes": options.notes,
+    summary = {"rows": rows, "notes": options.notes, **_token_summary(lf, names, recipe),
                "ops": [{"key": op.ctx.key, "name": op.name, "flagged": int(flagged.get(op.ctx.key, 0)),
                         "first": int(first.get(op.ctx.key, 0))} for op in ops]}
     if options.suggest:
         summary["suggestions"] = suggestions(lf, names, rows, [op for op in ops if isinstance(op, Filter)], options)
         summary["method"] = options.method
     return summary
+
+
+def _token_summary(lf: pl.LazyFrame, names: list[str], recipe: Recipe) -> dict:
+    """Tokens counted (on the rows of the sample) and the total estimated for every row: the sample's
+    tokens per character times all rows' characters (exact when every row was counted)."""
+    if "tokens" not in names or "chars" not in names:
+        return {}
+    sampled = pl.col("tokens").is_not_null()
+    counted, tokens, chars, all_chars = lf.select(
+        sampled.sum().alias("n"), pl.col("tokens").sum().alias("t"), pl.col("chars").filter(sampled).sum().alias("c"),
+        pl.col("chars").sum().alias("a")).collect().row(0)
+    total = tokens if counted and chars == all_chars else round((tokens or 0) * all_chars / chars) if chars else 0
+    return {"tokens": {"tokenizer": recipe.analysis_tokens, "share": recipe.analysis_token_share,
+                       "rows_counted": int(counted), "counted": int(tokens or 0), "estimated_total": int(total)}}
 
 
 def suggestions(lf: pl.LazyFrame, names: list[str], rows: int, filters: list, options: Options) -> list[dict]:

@@ -59,8 +59,9 @@ def cmd_run(args) -> int:
         result = run(recipe, resume=args.resume, overwrite=args.overwrite, progress=progress)
     if not args.quiet:
         console.print(ledger_table(result.ledger, result.output_rows))
-        console.print(f"wrote {result.output_rows:,} rows to {result.out}/data in {result.seconds:.1f} s "
-                      f"(ledger: {result.out}/ledger.json)")
+        where = result.url or result.out  # an object-store output: its URL, not the staging directory
+        console.print(f"wrote {result.output_rows:,} rows to {where}/data in {result.seconds:.1f} s "
+                      f"(ledger: {where}/ledger.json)")
     return 0
 
 
@@ -74,7 +75,8 @@ def cmd_analyze(args) -> int:
         raise ThresherError(f"--keep must be a share between 0 and 1 (got {args.keep})")
     options = Options(suggest=args.suggest, keep=args.keep, sigma=args.sigma, method=args.method)
     notes = analysis_recipe(recipe, output=args.output, sample=args.sample, lang=args.lang, llm=args.llm,
-                            tokens=None if args.no_tokens else args.tokenizer, options=options)
+                            tokens=None if args.no_tokens else args.tokenizer, token_share=args.token_sample,
+                            options=options)
     for note in notes:
         err_console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
     progress = make_progress(args.quiet)
@@ -86,6 +88,9 @@ def cmd_analyze(args) -> int:
         if summary.get("diff"):
             console.print(f"\nsuggested recipe ({options.method}; written to {result.out}/suggested.yaml):")
             console.print(summary["diff"], markup=False, highlight=False, soft_wrap=True)
+        if tok := summary.get("tokens"):
+            how = "counted" if tok["share"] >= 1 else f"estimated from {tok['rows_counted']:,} rows ({tok['share']:.0%} sample)"
+            console.print(f"tokens ({tok['tokenizer']}): {tok['estimated_total']:,} {how}", highlight=False)
         console.print(f"analysed {summary['rows']:,} rows in {result.seconds:.1f} s: {result.out}/stats.parquet, "
                       f"{result.out}/report.html", highlight=False)
     return 0
@@ -185,42 +190,9 @@ def cmd_demo(args) -> int:
 
 
 def cmd_train_quality(args) -> int:
-    from pathlib import Path
+    from thresher.operators.filter.quality_training import config_from_args, format_report, train_quality
 
-    import yaml
-
-    from thresher.operators.filter.quality_training import TrainConfig, train_quality
-    from thresher.pipeline.recipe import interpolate
-
-    if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            from importlib import resources
-
-            shipped = Path(str(resources.files("thresher.recipes"))) / "training" / f"{args.config}.yaml"
-            if not shipped.is_file():
-                raise ThresherError(f"training config '{args.config}' is neither a file nor a shipped config "
-                                    f"(recipes/training/*.yaml)")
-            path = shipped
-        raw = interpolate(yaml.safe_load(path.read_text(encoding="utf-8")) or {}, str(path))
-    else:
-        if not args.positive or not args.negative:
-            raise ThresherError("give --positive and --negative files, or --config")
-        raw = {"positive": [{"path": p, "text_key": args.text_key} for p in args.positive],
-               "negative": [{"path": p, "text_key": args.text_key} for p in args.negative]}
-    for key in ("output", "seed", "epoch"):
-        if getattr(args, key) is not None:
-            raw[key] = getattr(args, key)
-    from pydantic import ValidationError
-
-    try:
-        cfg = TrainConfig.model_validate(raw)
-    except ValidationError as e:
-        raise ThresherError(f"training config: {e}") from None
-    report = train_quality(cfg)
-    console.print(f"model: {report.model}\ntrain: {report.train_examples}  held-out: {report.test_examples}\n"
-                  f"held-out precision {report.precision:.3f}  recall {report.recall:.3f}  ROC AUC {report.auc:.4f}",
-                  highlight=False)
+    console.print(format_report(train_quality(config_from_args(args))), highlight=False, markup=False, soft_wrap=True)
     return 0
 
 
@@ -258,8 +230,20 @@ def cmd_jobs(args) -> int:
 def cmd_cluster(args) -> int:
     from thresher.cluster.templates import write_templates
 
-    for path in write_templates(args.provider, args.recipe, args.out, sets=args.sets):
+    for path in write_templates(args.provider, args.recipe, args.out, sets=args.sets, inputs=args.input,
+                                output=args.output, image=args.image, service_account=args.service_account,
+                                staging_claim=args.staging_claim, staging_class=args.staging_class,
+                                staging_nfs=args.staging_nfs):
         print(path)
+    return 0
+
+
+def cmd_push_hf(args) -> int:
+    from thresher.pipeline.hub import push
+
+    staged, url = push(args.out, args.repo_id, private=args.private, revision=args.revision, license=args.license)
+    console.print(f"pushed {staged.rows:,} rows in {len(staged.files)} Parquet shards and the dataset card to "
+                  f"{args.repo_id}: {url}", highlight=False)
     return 0
 
 
@@ -292,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llm", action="store_true", help="include ops that send paid LLM requests")
     p.add_argument("--tokenizer", default="cl100k_base", help="tokenizer for tokens per row (a name or a tokenizer.json)")
     p.add_argument("--no-tokens", action="store_true", help="do not count tokens per row")
+    p.add_argument("--token-sample", type=float, default=0.05, metavar="SHARE",
+                   help="count tokens on this seeded share of the rows (1: every row; exact BPE costs about "
+                        "as much as the whole run) and estimate the total from it (default 0.05)")
     p.add_argument("--suggest", action="store_true", help="propose thresholds and print the recipe diff")
     p.add_argument("--keep", type=float, default=0.95, help="(--suggest) share of rows each stat's bounds keep")
     p.add_argument("--sigma", type=float, default=3.0, help="(--suggest) outliers beyond mean ± SIGMA std")
@@ -317,12 +304,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="print the recipe JSON Schema")
     p.set_defaults(fn=cmd_schema)
 
-    p = sub.add_parser("train-quality", help="train a fastText quality classifier (for quality_classifier)")
+    p = sub.add_parser("train-quality", help="train a quality classifier (for quality_classifier): fastText or "
+                       "logistic regression on sentence embeddings")
     p.add_argument("--positive", nargs="+", metavar="FILE", help="files of high-quality examples (jsonl/json/txt/parquet)")
     p.add_argument("--negative", nargs="+", metavar="FILE", help="files of low-quality examples")
-    p.add_argument("--text-key", default="text")
-    p.add_argument("--config", help="a training config (YAML) or a shipped one's name, e.g. shared-data")
-    p.add_argument("--output", help="where to write the model (.bin; metrics go beside it as .json)")
+    p.add_argument("--labels", nargs="+", metavar="FILE", help="labelled examples, e.g. llm_quality_score's output")
+    p.add_argument("--label-column", help="the labels' score column (e.g. edu_score)")
+    p.add_argument("--label-threshold", type=float, help="a label at least this is positive (default 3, as FineWeb-Edu)")
+    p.add_argument("--text-key", "--text-column", dest="text_key", default="text")
+    p.add_argument("--config", help="a training config (YAML) or a shipped one's name, e.g. shared-data, web-quality")
+    p.add_argument("--model-type", choices=["fasttext", "embedding-logreg"], help="default fasttext (or the config's)")
+    p.add_argument("--rule-features", action="store_true", help="(embedding-logreg) add the Gopher/C4/FineWeb rule stats")
+    p.add_argument("--eval", metavar="FILE", help="a labelled set ({text, label}) to report precision/recall/AUC on")
+    p.add_argument("--eval-cv", type=int, metavar="K", help="also K-fold figures with the other folds of --eval in training")
+    p.add_argument("--threshold", type=float, help="the keep threshold the reports use (default 0.5)")
+    p.add_argument("--output", help="where to write the model (.bin or .npz; metrics go beside it as .json)")
     p.add_argument("--seed", type=int)
     p.add_argument("--epoch", type=int)
     p.set_defaults(fn=cmd_train_quality)
@@ -359,6 +355,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("recipe")
     c.add_argument("--out", default="cluster", help="directory to write to")
     c.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    c.add_argument("--input", nargs="+", metavar="URL", help="input paths as the cluster sees them (replace input.paths)")
+    c.add_argument("--output", metavar="URL", help="where the cluster writes: an object-store URL such as "
+                   "s3://BUCKET/PREFIX (default: the recipe's output.path, if it is one)")
+    c.add_argument("--image", help="(kuberay) container image with thresher installed (default thresher:latest)")
+    c.add_argument("--service-account", help="(kuberay) pods' service account, for IRSA / Workload Identity "
+                   "storage credentials")
+    c.add_argument("--staging-claim", metavar="PVC", help="(kuberay) an existing ReadWriteMany claim to stage output "
+                   "parts on (default: the manifests make one)")
+    c.add_argument("--staging-class", metavar="CLASS", help="(kuberay) storage class of the claim the manifests make "
+                   "(one that offers ReadWriteMany: EFS, Filestore, NFS)")
+    c.add_argument("--staging-nfs", metavar="HOST:/PATH", help="(aws, gcp) NFS export (EFS, Filestore) every node "
+                   "mounts to stage output parts on")
     c.set_defaults(fn=cmd_cluster)
 
     from thresher.capacity.cli import add_parser as add_plan_parser
@@ -379,6 +387,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="long texts and turns whole, not cut")
     p.add_argument("--no-pager", action="store_true", help="print plainly even on a terminal")
     p.set_defaults(fn=cmd_show)
+
+    p = sub.add_parser("push-hf", help="publish an output as a Hugging Face Hub dataset: Parquet shards and a "
+                       "dataset card with the ledger's funnel (token: HF_TOKEN or `hf auth login`)")
+    p.add_argument("out", help="a finished output directory of `thresher run`")
+    p.add_argument("repo_id", metavar="ORG/NAME", help="the dataset repository (created if missing)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument("--revision", metavar="BRANCH", help="push to this branch (created if missing) instead of main")
+    p.add_argument("--license", default="other", help="the card's license id (default: other, a placeholder)")
+    p.set_defaults(fn=cmd_push_hf)
 
     p = sub.add_parser("report", help="(re)build OUT/report.html: funnel, stat histograms, samples, timings")
     p.add_argument("out", help="an output directory of a run or an analysis")

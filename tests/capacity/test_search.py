@@ -184,3 +184,47 @@ def test_llama_2_7b_on_2048_a100_gpu_hours():
     _identity(p)
     gpu_hours = 2e12 / (1024 * 4096) * p.step_s * 2048 / 3600
     assert 184_320 / 1.25 < gpu_hours < 184_320 * 1.25
+
+
+MIXTRAL = get_model("mixtral-8x7b")
+
+
+def test_expert_parallelism_splits_the_experts_and_pays_all_to_alls():
+    """Expert parallelism (GShard; DeepSpeed-MoE): each of ep ranks holds experts/ep of every MoE
+    layer — the routed experts' weights, gradients and optimizer states shrink by ep while attention,
+    embeddings and the router stay whole — and every MoE layer moves its tokens' copies to the
+    experts and back (two all-to-alls forward, two backward), (ep-1)/ep of them leaving the rank."""
+    from thresher.capacity.training import expert_param_count, step_time
+
+    base = dataclasses.replace(_pretrain(4096, 256), method="full", gpus=64, tp=1, pp=1, micro_batch=1, zero=1)
+    n_exp = expert_param_count(MIXTRAL)
+    assert 0.9 * MIXTRAL.params() < n_exp < MIXTRAL.params()  # Mixtral's experts hold most of its 46.7B
+    one, eight = (memory(MIXTRAL, H100, dataclasses.replace(base, ep=e)) for e in (1, 8))
+    # bf16 weights: the dense part whole, the experts / 8 (ZeRO-1 leaves weights unsharded)
+    assert eight.weights == pytest.approx(2 * (MIXTRAL.params() - n_exp + n_exp / 8), rel=1e-9)
+    assert one.weights == pytest.approx(2 * MIXTRAL.params(), rel=1e-9)
+    fl = flops(MIXTRAL, base)
+    s1 = step_time(MIXTRAL, H100, dataclasses.replace(base, ep=1), fl)
+    s8 = step_time(MIXTRAL, H100, dataclasses.replace(base, ep=8), fl)
+    assert s1.comm.ep_s == 0 and s8.comm.ep_s > 0
+    assert not s8.comm.links["ep"].inter_node  # 8 ranks of TP 1 fit in one 8-GPU node
+    # per micro-batch: 4 all-to-alls x 32 MoE layers x 7/8 of 4096 tokens x 4096 hidden x top-2 x 2 bytes
+    vol = 4 * 32 * 7 / 8 * 4096 * 4096 * 2 * 2
+    assert s8.comm.ep_s == pytest.approx(vol / s8.comm.links["ep"].bytes_per_s, rel=1e-9)
+    # and the expert gradients are reduced over the 8 ranks that hold the same experts, not all 64
+    assert s8.comm.dp_s < s1.comm.dp_s
+
+
+def test_search_uses_expert_parallelism_where_experts_do_not_fit_otherwise():
+    """Full fine-tuning of Mixtral-8x7B on 16 H100s does not fit without sharding the experts or
+    ZeRO-3; with expert parallelism searched, the plans that fit include EP > 1 layouts, each with
+    ep dividing both the experts and the data-parallel ranks, and the table shows the EP."""
+    t = dataclasses.replace(_pretrain(4096, 64, steps=10), method="full")
+    res = search(MIXTRAL, [H100], t, counts=(16,), methods=("full",), zeros=(0, 1, 2))
+    assert res.ranked, res
+    eps = {p.ep for p in res.ranked}
+    assert eps - {1}
+    for p in res.ranked:
+        assert MIXTRAL.experts % p.ep == 0 and p.dp % p.ep == 0
+    dense = search(L7, [H100], _pretrain(4096, 64, steps=10), counts=(16,), methods=("full",))
+    assert {p.ep for p in dense.ranked} == {1}  # a dense model has nothing to split

@@ -230,3 +230,31 @@ def test_lang_adds_language_measurement(demo, tmp_path):
     profile = json.loads((tmp_path / "an" / "profile.json").read_text())
     langs = profile["corpus"]["output"]["lang"]
     assert sum(langs.values()) == stats.height and max(langs, key=langs.get) == "en"
+
+
+def test_token_sample_is_seeded_by_id_and_estimates_the_total(demo, tmp_path):
+    """Tokens are counted on a share of the rows picked by id hash — the same rows whatever the
+    workers — and the total is estimated from the sample's tokens per character; counting every row
+    gives the exact figure, which the estimate lands near."""
+    process = [{"whitespace_normalize": {}}, {"gopher_quality_filter": {"min_doc_words": 30}}]
+    outs = {}
+    for workers, share in ((1, 0.2), (2, 0.2), (2, 1.0)):
+        out = tmp_path / f"an-{workers}-{share}"
+        _analyze(make_recipe([demo], out, process, workers=workers, policy={"max_quarantine_fraction": 0.5}),
+                 out, tokens="cl100k_base", token_share=share)
+        outs[(workers, share)] = (pl.read_parquet(out / "stats.parquet").sort("id"),
+                                  json.loads((out / "analysis.json").read_text())["tokens"])
+    full, full_summary = outs[(2, 1.0)]
+    one, one_summary = outs[(1, 0.2)]
+    two, _ = outs[(2, 0.2)]
+    assert one["tokens"].to_list() == two["tokens"].to_list()  # the same sample on 1 and 2 workers
+    counted = one["tokens"].is_not_null()
+    assert 0.1 < counted.mean() < 0.3  # about the share asked for
+    # sampled rows carry the exact count (the same as counting every row gives), the others none
+    assert (one.filter(counted)["tokens"] == full.filter(counted)["tokens"]).all()
+    assert full["tokens"].null_count() == 0
+    ratio = (full["chars"] / full["tokens"]).filter(full["tokens"] > 20)
+    assert 2.5 < ratio.median() < 6  # English prose: about four characters per cl100k token
+    assert full_summary["estimated_total"] == full_summary["counted"] == int(full["tokens"].sum())
+    assert one_summary["rows_counted"] == int(counted.sum())
+    assert abs(one_summary["estimated_total"] / full_summary["estimated_total"] - 1) < 0.1
