@@ -107,7 +107,9 @@ def test_compressed_input_moves_by_compressed_bytes(tmp_path, fast_events):
 @pytest.mark.slow
 def test_one_big_file_moves_under_ray(tmp_path, local_ray):
     pytest.importorskip("ray")
-    src = _big_file(tmp_path)
+    # a task sends its blocks' progress every INTERVAL_S (0.25 s) from its own process and the
+    # driver hears of the shard only when it ends: a file big enough to take several seconds
+    src = _big_file(tmp_path, 100_000)
     progress = RunProgress(record=True)
     with progress:
         res = run(_one_shard_many_blocks(src, tmp_path / "out", type="ray", workers=2), progress=progress)
