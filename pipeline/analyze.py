@@ -152,6 +152,8 @@ def merge_stats(out: Path, files: list[str]) -> list[str]:
     """The analysis parts (``data/part-*.parquet``) -> one ``stats.parquet``, streamed a row group
     at a time (types unified across parts; a column a part lacks is null there). Safe to repeat
     after a crash: an existing ``stats.parquet`` is the merge already done."""
+    from thresher.pipeline.io.unify import conform
+
     target = out / STATS_NAME
     parts = [out / f for f in files]
     if not target.exists():
@@ -166,7 +168,7 @@ def merge_stats(out: Path, files: list[str]) -> list[str]:
             for p in parts:
                 f = pq.ParquetFile(p)
                 for g in range(f.num_row_groups):
-                    writer.write_table(_conform(f.read_row_group(g), schema))
+                    writer.write_table(conform(f.read_row_group(g), schema))
         os.replace(tmp, target)
     for p in parts:
         p.unlink(missing_ok=True)
@@ -193,17 +195,6 @@ def _unified(schemas: list[pa.Schema]) -> pa.Schema:
 
 def _numeric(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
-
-
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    cols = []
-    for f in schema:
-        if f.name in table.column_names:
-            c = table.column(f.name)
-            cols.append(c if c.type == f.type else c.cast(f.type))
-        else:
-            cols.append(pa.nulls(table.num_rows, f.type))
-    return pa.table(cols, schema=schema)
 
 
 def summarize(out: Path, recipe: Recipe, ops: list, options: Options) -> dict:

@@ -31,17 +31,10 @@ def _rotl(x, r):
 
 
 @njit(cache=True, inline="always")
-def _read64(data, i):
+def _read_le(data, i, n):
+    """The ``n`` bytes at ``data[i]`` as a little-endian unsigned integer."""
     v = np.uint64(0)
-    for k in range(8):
-        v |= np.uint64(data[i + k]) << np.uint64(8 * k)
-    return v
-
-
-@njit(cache=True, inline="always")
-def _read32(data, i):
-    v = np.uint64(0)
-    for k in range(4):
+    for k in range(n):
         v |= np.uint64(data[i + k]) << np.uint64(8 * k)
     return v
 
@@ -70,10 +63,10 @@ def _xxh64(data, offsets, seed, out):
             v3 = seed
             v4 = seed - _P1
             while end - i >= 32:
-                v1 = _round(v1, _read64(data, i))
-                v2 = _round(v2, _read64(data, i + 8))
-                v3 = _round(v3, _read64(data, i + 16))
-                v4 = _round(v4, _read64(data, i + 24))
+                v1 = _round(v1, _read_le(data, i, 8))
+                v2 = _round(v2, _read_le(data, i + 8, 8))
+                v3 = _round(v3, _read_le(data, i + 16, 8))
+                v4 = _round(v4, _read_le(data, i + 24, 8))
                 i += 32
             h = _rotl(v1, 1) + _rotl(v2, 7) + _rotl(v3, 12) + _rotl(v4, 18)
             h = _merge(h, v1)
@@ -84,11 +77,11 @@ def _xxh64(data, offsets, seed, out):
             h = seed + _P5
         h = h + np.uint64(n)
         while end - i >= 8:
-            h = h ^ _round(np.uint64(0), _read64(data, i))
+            h = h ^ _round(np.uint64(0), _read_le(data, i, 8))
             h = _rotl(h, 27) * _P1 + _P4
             i += 8
         if end - i >= 4:
-            h = h ^ (_read32(data, i) * _P1)
+            h = h ^ (_read_le(data, i, 4) * _P1)
             h = _rotl(h, 23) * _P2 + _P3
             i += 4
         while i < end:

@@ -28,6 +28,20 @@ _K = np.uint64(0x9E3779B97F4A7C15)
 
 
 @njit(cache=True, inline="always")
+def _count(keys, stamps, stamp, mask, key, counts, distinct, nd):
+    """Count one occurrence of ``key``; a key seen for the first time has its slot appended to
+    ``distinct`` (whose first ``nd`` entries are the distinct keys so far). Returns the new ``nd``."""
+    s, present = _slot(keys, stamps, stamp, mask, key)
+    if present:
+        counts[s] += 1
+    else:
+        counts[s] = 1
+        distinct[nd] = s
+        nd += 1
+    return nd
+
+
+@njit(cache=True, inline="always")
 def _mix(x):
     """splitmix64's finaliser: spreads a code point over 64 bits."""
     z = np.uint64(x) + np.uint64(0x9E3779B97F4A7C15)
@@ -63,13 +77,7 @@ def _char_kernel(data, offsets, n, keys, stamps, counts, mask, vals, distinct):
         for p in range(m):
             if p > 0:
                 h = (h - vals[p - 1] * top_pow) * _K + vals[p + n - 1]
-            s, present = _slot(keys, stamps, stamp, mask, h)
-            if present:
-                counts[s] += 1
-            else:
-                counts[s] = 1
-                distinct[nd] = s
-                nd += 1
+            nd = _count(keys, stamps, stamp, mask, h, counts, distinct, nd)
         reps = np.empty(nd, dtype=np.int64)  # counts of the n-grams seen more than once
         nr = 0
         for k in range(nd):
@@ -138,13 +146,7 @@ def _word_kernel(data, offsets, n, special, keys, stamps, counts, mask, words, d
             g = np.uint64(0)
             for j in range(n):
                 g = g * _K + words[p + j]
-            s, present = _slot(keys, stamps, stamp, mask, g)
-            if present:
-                counts[s] += 1
-            else:
-                counts[s] = 1
-                distinct[nd] = s
-                nd += 1
+            nd = _count(keys, stamps, stamp, mask, g, counts, distinct, nd)
         once = 0
         for k in range(nd):
             if counts[distinct[k]] == 1:
