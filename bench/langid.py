@@ -9,7 +9,10 @@ languages, multilingual fortunes, trafilatura's multilingual web pages, C4, Dolm
 SpamAssassin, State of the Union): label equality, and equality of the keep/drop decision of the
 `fineweb` recipe's setting (English at >= 0.65). Op time is `language_id`'s compute_stats on a
 corpus of real paragraphs (../shared/tools/make_corpus.py), wall and CPU seconds (CPU time is the
-steadier figure on a shared machine), both paths in the same invocation, interleaved.
+steadier figure on a shared machine), every path in the same invocation, interleaved: whole
+documents and the fast path, each with fastText's binding (``multilinePredict`` on Python strings)
+and with the compiled inference on the Arrow buffers (operators/filter/fasttext_infer.py, the same
+labels and probabilities bit for bit: the op's default).
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import SHARED, make_corpus, run_measured  # noqa: E402
 
-from thresher.operators.filter.langid import LanguageId  # noqa: E402
+from thresher.operators.filter.langid import LanguageId, load_fasttext  # noqa: E402
+from thresher.pipeline.assets import LID176, asset_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = SHARED / "data"
@@ -55,10 +59,12 @@ def read_texts(pattern: str, key: str = "text", limit: int | None = None) -> lis
     return out[:limit]
 
 
-def language_id(**params) -> LanguageId:
+def language_id(binding: bool = False, **params) -> LanguageId:
     op = LanguageId(LanguageId.Params(languages=["en"], min_score=0.65, **params))
     op.prepare()
     op.setup()
+    if binding:  # fastText's own binding in place of the compiled inference
+        op._model = load_fasttext(str(asset_path(LID176)))
     return op
 
 
@@ -86,13 +92,14 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "thresher-bench")
     args = ap.parse_args()
     full, fast = language_id(sample_bytes=None), language_id()
+    ref = language_id(binding=True, sample_bytes=None)  # the reference: fastText's binding, whole documents
     p = fast.params
     print(f"fast path: sample_bytes={p.sample_bytes}, pieces={p.sample_pieces}, recheck below {fast.recheck_below}")
     print("\n| set | docs | mean chars | label agreement | decision agreement (en >= 0.65) |\n|---|---|---|---|---|")
     worst = 1.0
     for name, (pattern, key) in SETS.items():
         texts = read_texts(pattern, key)
-        labels, decisions = agreement(texts, full, fast)
+        labels, decisions = agreement(texts, ref, fast)
         worst = min(worst, labels, decisions)
         print(f"| {name} | {len(texts):,} | {statistics.mean(len(t or '') for t in texts):,.0f} | "
               f"{labels:.2%} | {decisions:.2%} |")
@@ -101,18 +108,22 @@ def main() -> None:
     corpus = make_corpus(args.n, args.work / f"corpus_{args.n}.jsonl")
     docs = [json.loads(line)["text"] for line in corpus.open()]
     batches = [pa.table({"text": docs[i: i + 8192]}) for i in range(0, len(docs), 8192)]
-    labels, decisions = agreement(docs, full, fast)
-    times: dict[str, list[tuple[float, float]]] = {"whole document": [], "fast path": []}
+    labels, decisions = agreement(docs, ref, fast)
+    paths = {"whole document, binding": ref,
+             "fast path, binding": language_id(binding=True), "whole document": full, "fast path": fast}
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in paths}
     for _ in range(args.repeat):
-        times["whole document"].append(op_seconds(full, batches))
-        times["fast path"].append(op_seconds(fast, batches))
+        for k, op in paths.items():
+            times[k].append(op_seconds(op, batches))
     print(f"\nop time, {len(docs):,} corpus docs (agreement: labels {labels:.2%}, decisions {decisions:.2%}), "
           f"median of {args.repeat}:\n| path | wall s | CPU s | us/doc (CPU) |\n|---|---|---|---|")
     med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in times.items()}
     for k, (w, c) in med.items():
         print(f"| {k} | {w:.2f} | {c:.2f} | {1e6 * c / len(docs):.0f} |")
-    print(f"speed-up: {med['whole document'][0] / med['fast path'][0]:.2f}x wall, "
-          f"{med['whole document'][1] / med['fast path'][1]:.2f}x CPU")
+    base = med["whole document, binding"]
+    for k in ("fast path, binding", "fast path"):
+        print(f"speed-up of {k} over whole documents with the binding: {base[0] / med[k][0]:.2f}x wall, "
+              f"{base[1] / med[k][1]:.2f}x CPU")
     if args.recipe:
         recipe_times(corpus, args.work, args.repeat)
 

@@ -3,6 +3,7 @@
     python bench/memory.py                          # breakdown + exact, heuristic, MinHash at 100k
     python bench/memory.py --parts exact --n 20000  # one part, smaller
     python bench/memory.py --skip-peers             # thresher only
+    python bench/memory.py --parts exact --skip-peers --block_mb 16,8,4   # block sizes, interleaved
 
 1. Breakdown: the USS and PSS of one fresh process after each import step a worker takes
    (interpreter; pyarrow; polars; numba; the engine; every built-in operator through the registry).
@@ -85,31 +86,36 @@ def run_tree(cmd: list[str], env: dict | None = None) -> tuple[float, float, int
     return wall, cpu, best[0], best[1]
 
 
-def thresher_cmd(work: Path, corpus: Path, part: str, workers: int) -> list[str]:
+def thresher_cmd(work: Path, corpus: Path, part: str, workers: int, block_mb: float | None = None) -> list[str]:
     import yaml
 
     out = work / f"out-memory-{part}"
     shutil.rmtree(out, ignore_errors=True)
     recipe = work / f"recipe-memory-{part}.yaml"
+    executor = {"type": "local", "workers": workers, **({"batch_size_mb": block_mb} if block_mb else {})}
     recipe.write_text(yaml.safe_dump({"input": {"paths": [str(corpus)]},
                                       "output": {"path": str(out), "rows_per_shard": 1_000_000, "trace_samples": 0},
-                                      "executor": {"type": "local", "workers": workers}, "process": PARTS[part]}))
+                                      "executor": executor, "process": PARTS[part]}))
     return [sys.executable, "-m", "thresher", "run", str(recipe), "-q"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    args, work, corpus = corpus_args(ap, parts=(str, "exact,heuristic,minhash"))
+    args, work, corpus = corpus_args(ap, parts=(str, "exact,heuristic,minhash"), block_mb=(str, ""), rounds=(int, 1))
     W = args.workers
 
     print("one process, after each import step: USS MB / PSS MB")
     for label, uss, pss in import_breakdown():
         print(f"  {label}: {uss:.0f} / {pss:.0f}")
     rows = []
+    blocks = [float(b) for b in args.block_mb.split(",") if b] or [None]
     for part in args.parts.split(","):
-        wall, cpu, peak, procs = run_tree(thresher_cmd(work, corpus, part, W), env={"PYTHONPATH": str(ROOT)})
-        rows.append((part, "thresher", wall, cpu, peak))
-        print(f"thresher {part}: at the peak " + "; ".join(f"{m / 2**20:.0f} MB {c.split()[-1][-30:]}" for c, m in procs))
+        for _ in range(args.rounds):  # block sizes interleaved within each round
+            for block in blocks:
+                tool = "thresher" + (f" ({block:g} MB blocks)" if block else "")
+                wall, cpu, peak, procs = run_tree(thresher_cmd(work, corpus, part, W, block), env={"PYTHONPATH": str(ROOT)})
+                rows.append((part, tool, wall, cpu, peak))
+                print(f"{tool} {part}: at the peak " + "; ".join(f"{m / 2**20:.0f} MB {c.split()[-1][-30:]}" for c, m in procs))
         if not args.skip_peers:
             shards = split_shards(corpus, work / f"shards_exact_{args.n}_{W}", W)
             cmd = [str(datatrove_python(work)), str(PEERS / "dt_pipelines.py"), "--part", part, "--input", str(shards),

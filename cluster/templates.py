@@ -1,15 +1,16 @@
 """Cluster templates sized from a recipe: Ray cluster-launcher YAML (AWS, GCP) and KubeRay
-manifests (a ConfigMap holding the recipe, a ReadWriteMany claim to stage output on, and one RayJob
-that brings up its own RayCluster).
+manifests (a ConfigMap holding the recipe and one RayJob that brings up its own RayCluster).
 
 What runs: the recipe as resolved here — ``${VAR}`` filled in, ``--set``, ``--input`` and
 ``--output`` applied, ``executor: ray`` — travels with the cluster (KubeRay: a ConfigMap mounted at
 ``/etc/thresher/recipe.yaml`` in the head and worker pods; AWS/GCP: a head setup command writes it to
 ``~/thresher-recipe.yaml``), and the job runs ``thresher run ... --resume``, so a retried job finishes
 the interrupted run instead of refusing it. The output must be an object-store URL (``s3://``,
-``gs://``, ...): a pod's disk is deleted with the job. While the run works, its parts are staged in
-``THRESHER_STAGING`` (docs/storage.md), a volume every node mounts: a ReadWriteMany claim on
-Kubernetes, an NFS export (EFS, Filestore) on AWS/GCP.
+``gs://``, ...): a pod's disk is deleted with the job. The Ray tasks write their parts straight to
+the bucket and the run's state for ``--resume`` is kept there too (``_work/``; docs/storage.md), so
+the nodes share no filesystem: no volume is needed. A shared one stays possible for the driver's
+own files (``THRESHER_STAGING``): an existing ReadWriteMany claim (``staging_claim``) or one the
+manifests make (``staging_class``) on Kubernetes, an NFS export (``staging_nfs``) on AWS/GCP.
 Storage credentials come from the platform (IRSA / Workload Identity through ``--service-account``,
 an instance profile, or the optional Secret ``thresher-storage`` as environment), never the recipe.
 
@@ -46,11 +47,10 @@ STORAGE_SECRET = "thresher-storage"  # optional: AWS_ACCESS_KEY_ID, AWS_SECRET_A
 DEFAULT_IMAGE = "thresher:latest"  # an image with thresher installed (pip install . on rayproject/ray:2.60.0-py311)
 RAY_VERSION = "2.60.0"
 RECIPE_DIR = "/etc/thresher"  # where the ConfigMap is mounted in the pods
-STAGING_DIR = "/var/thresher/staging"  # THRESHER_STAGING in the pods: a ReadWriteMany volume every pod mounts
+STAGING_DIR = "/var/thresher/staging"  # THRESHER_STAGING in the pods, where a staging volume is asked for
 RAY_GID = 100  # the rayproject/ray images run as user ray (uid 1000, group users = 100)
 LAUNCHER_RECIPE = "~/thresher-recipe.yaml"
-LAUNCHER_STAGING = "/mnt/thresher-staging"  # THRESHER_STAGING on every node: an NFS export (EFS, Filestore)
-NFS_PLACEHOLDER = {"aws": "fs-XXXXXXXX.efs.us-west-2.amazonaws.com:/", "gcp": "FILESTORE-IP:/thresher"}
+LAUNCHER_STAGING = "/mnt/thresher-staging"  # THRESHER_STAGING on every node, where an NFS export is given
 CONFIGMAP_LIMIT = 1024 * 1024  # bytes: Kubernetes refuses a larger ConfigMap
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _SECRET_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*(?:KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL)[A-Za-z0-9_]*)", re.I)
@@ -74,9 +74,10 @@ class ClusterJob:
     output: str
     image: str = DEFAULT_IMAGE
     service_account: str | None = None
-    staging_claim: str | None = None  # an existing ReadWriteMany claim; None: the manifests make one
-    staging_class: str | None = None  # the storage class of the claim they make (None: the cluster's default)
-    staging_nfs: str | None = None  # (aws, gcp) the NFS export every node mounts for staging
+    # optional: a volume for the driver's own files (THRESHER_STAGING); the parts go to the bucket without one
+    staging_claim: str | None = None  # an existing ReadWriteMany claim to mount
+    staging_class: str | None = None  # the storage class of a claim the manifests make
+    staging_nfs: str | None = None  # (aws, gcp) an NFS export every node mounts
     notes: list[str] = field(default_factory=list)
 
     def command(self, recipe_path: str) -> str:
@@ -153,16 +154,17 @@ def cluster_job(recipe: str, sets: list[str] | None = None, inputs: list[str] | 
                       notes=notes)
 
 
-def _start_commands(fetch_token: str) -> tuple[list[str], list[str]]:
-    env = _token_env(fetch_token)
+def _start_commands(fetch_token: str, staging: bool) -> tuple[list[str], list[str]]:
+    env = _token_env(fetch_token, staging)
     head = ["ray stop", f"{env} && ray start --head --port=6379 --dashboard-host=127.0.0.1 "
                         "--autoscaling-config=~/ray_bootstrap_config.yaml --disable-usage-stats"]
     worker = ["ray stop", f"{env} && ray start --address=$RAY_HEAD_IP:6379 --disable-usage-stats"]
     return head, worker
 
 
-def _token_env(fetch_token: str) -> str:
-    return f'export THRESHER_STAGING={LAUNCHER_STAGING} RAY_AUTH_MODE=token RAY_AUTH_TOKEN="$({fetch_token})"'
+def _token_env(fetch_token: str, staging: bool = False) -> str:
+    shared = f"THRESHER_STAGING={LAUNCHER_STAGING} " if staging else ""
+    return f'export {shared}RAY_AUTH_MODE=token RAY_AUTH_TOKEN="$({fetch_token})"'
 
 
 def _fetch_token(provider: str) -> str:
@@ -174,12 +176,12 @@ def _fetch_token(provider: str) -> str:
 
 def launcher_run_command(provider: str, job: ClusterJob) -> str:
     """The command (for ``ray exec CLUSTER.yaml '...'``) that runs the recipe on the head."""
-    return f"{_token_env(_fetch_token(provider))} && {job.command(LAUNCHER_RECIPE)}"
+    return f"{_token_env(_fetch_token(provider), bool(job.staging_nfs))} && {job.command(LAUNCHER_RECIPE)}"
 
 
 def _mount_staging(nfs: str) -> str:
-    """Every node mounts one NFS export where workers stage output parts before they are
-    published (THRESHER_STAGING, docs/storage.md)."""
+    """Every node mounts one NFS export for the driver's files (THRESHER_STAGING, docs/storage.md):
+    optional, the parts go to the bucket without it."""
     m = LAUNCHER_STAGING
     return (f"sudo mkdir -p {m} && (mountpoint -q {m} || sudo mount -t nfs4 -o nfsvers=4.1 {shlex.quote(nfs)} {m}) "
             f"&& sudo chmod 1777 {m}")
@@ -203,7 +205,7 @@ def launcher_config(provider: str, job: ClusterJob, size: Size) -> dict:
                                          "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}]}
         machine = "n2-standard-16" if size.mem_gb_per_cpu <= 4 else "n2-highmem-16"
         worker_cfg = {"machineType": machine, "disks": [disk], "serviceAccounts": head_cfg["serviceAccounts"]}
-    head_cmds, worker_cmds = _start_commands(fetch)
+    head_cmds, worker_cmds = _start_commands(fetch, bool(job.staging_nfs))
     return {
         "cluster_name": job.name,
         "max_workers": size.nodes,
@@ -218,7 +220,7 @@ def launcher_config(provider: str, job: ClusterJob, size: Size) -> dict:
         },
         "head_node_type": "head",
         "file_mounts": {"~/thresher": "."},
-        "setup_commands": ["pip install -q ~/thresher", _mount_staging(job.staging_nfs or NFS_PLACEHOLDER[provider])],
+        "setup_commands": ["pip install -q ~/thresher", *([_mount_staging(job.staging_nfs)] if job.staging_nfs else [])],
         # the resolved recipe, written on the head where the driver runs (one quoted argument)
         "head_setup_commands": [f"printf '%s' {shlex.quote(job.recipe_yaml)} > {LAUNCHER_RECIPE}"],
         "head_start_ray_commands": head_cmds,
@@ -227,11 +229,11 @@ def launcher_config(provider: str, job: ClusterJob, size: Size) -> dict:
 
 
 def staging_claim(job: ClusterJob, size: Size, labels: dict) -> dict:
-    """The ReadWriteMany volume the pods stage output parts in before they are published
-    (``THRESHER_STAGING``, docs/storage.md): room for the output and the work of global ops, about
-    the input's size. It outlives the job, so a re-applied job ``--resume``s from it."""
+    """An optional ReadWriteMany volume for the driver's own files (``THRESHER_STAGING``,
+    docs/storage.md: lock, done markers, the decisions of global ops — the parts and rows go to the
+    bucket), made only when ``--staging-class`` asks for it: a tenth of the input, at least 10 Gi."""
     spec: dict = {"accessModes": ["ReadWriteMany"],
-                  "resources": {"requests": {"storage": f"{max(10, math.ceil(size.input_gb * 1.5))}Gi"}}}
+                  "resources": {"requests": {"storage": f"{max(10, math.ceil(size.input_gb * 0.1))}Gi"}}}
     if job.staging_class:
         spec["storageClassName"] = job.staging_class
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
@@ -239,9 +241,10 @@ def staging_claim(job: ClusterJob, size: Size, labels: dict) -> dict:
 
 
 def kuberay_manifests(job: ClusterJob, size: Size) -> list[dict]:
-    """A ConfigMap with the resolved recipe, the staging volume's claim (unless ``job.staging_claim``
-    names an existing one) and one RayJob whose ``rayClusterSpec`` is the only RayCluster: the
-    operator creates it for the job and deletes it after (``shutdownAfterJobFinishes``)."""
+    """A ConfigMap with the resolved recipe and one RayJob whose ``rayClusterSpec`` is the only
+    RayCluster: the operator creates it for the job and deletes it after (``shutdownAfterJobFinishes``).
+    No volume: the tasks write to the bucket. Optional: a staging claim mounted in every pod
+    (``job.staging_claim``, an existing one, or one made of ``job.staging_class``)."""
     if len(job.recipe_yaml.encode()) > CONFIGMAP_LIMIT:
         raise ThresherError(f"the resolved recipe is {len(job.recipe_yaml.encode()):,} bytes, more than a ConfigMap "
                             "holds (1 MiB); move large values (word lists) into files the recipe names")
@@ -249,17 +252,18 @@ def kuberay_manifests(job: ClusterJob, size: Size) -> list[dict]:
     config_map = {"apiVersion": "v1", "kind": "ConfigMap",
                   "metadata": {"name": f"{job.name}-recipe", "labels": labels},
                   "data": {"recipe.yaml": job.recipe_yaml}}
-    claim = None if job.staging_claim else staging_claim(job, size, labels)
-    claim_name = job.staging_claim or claim["metadata"]["name"]
+    claim = staging_claim(job, size, labels) if job.staging_class and not job.staging_claim else None
+    claim_name = job.staging_claim or (claim["metadata"]["name"] if claim else None)
     token_env = [{"name": "RAY_AUTH_MODE", "value": "token"},
                  {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": TOKEN_SECRET, "key": "token"}}}]
-    node_env = token_env + [{"name": "THRESHER_STAGING", "value": STAGING_DIR}]
+    node_env = token_env + ([{"name": "THRESHER_STAGING", "value": STAGING_DIR}] if claim_name else [])
     # storage credentials, where no IRSA / Workload Identity gives them: an optional Secret's keys as environment
     storage = [{"secretRef": {"name": STORAGE_SECRET, "optional": True}}]
-    volumes = [{"name": "recipe", "configMap": {"name": config_map["metadata"]["name"]}},
-               {"name": "staging", "persistentVolumeClaim": {"claimName": claim_name}}]
-    mounts = [{"name": "recipe", "mountPath": RECIPE_DIR, "readOnly": True},
-              {"name": "staging", "mountPath": STAGING_DIR}]
+    volumes = [{"name": "recipe", "configMap": {"name": config_map["metadata"]["name"]}}]
+    mounts = [{"name": "recipe", "mountPath": RECIPE_DIR, "readOnly": True}]
+    if claim_name:
+        volumes.append({"name": "staging", "persistentVolumeClaim": {"claimName": claim_name}})
+        mounts.append({"name": "staging", "mountPath": STAGING_DIR})
 
     def pod(cpus: int, mem_gb: int) -> dict:
         res = {"cpu": str(cpus), "memory": f"{mem_gb}Gi"}
@@ -327,15 +331,13 @@ def write_templates(provider: str, recipe: str, out: str, sets: list[str] | None
               + "".join(f"# note: {n}\n" for n in job.notes))
     if provider == "kuberay":
         header += (f"# Storage credentials: IRSA / Workload Identity (--service-account), or a Secret "
-                   f"'{STORAGE_SECRET}' (its keys become environment variables). Output parts are staged on a "
-                   f"ReadWriteMany volume ({staging_claim or 'the claim below'}) before they are published. "
-                   "docs/cluster.md walks through it.\n")
+                   f"'{STORAGE_SECRET}' (its keys become environment variables). The Ray tasks write the output "
+                   "parts straight to the bucket: no shared volume is needed. docs/cluster.md walks through it.\n")
         path = out_dir / f"{job.name}-kuberay.yaml"
         path.write_text(header + dump(kuberay_manifests(job, size)))
     else:
-        if not staging_nfs:
-            header += (f"# Set the NFS export every node mounts at {LAUNCHER_STAGING} (setup_commands; "
-                       f"--staging-nfs HOST:/PATH): output parts are staged there before they are published.\n")
+        header += ("# The Ray tasks write the output parts straight to the bucket: the nodes need no shared "
+                   "filesystem.\n")
         header += (f"# Start: ray up {job.name}-{provider}.yaml; run: ray exec {job.name}-{provider}.yaml "
                    f"{shlex.quote(launcher_run_command(provider, job))}\n")
         path = out_dir / f"{job.name}-{provider}.yaml"

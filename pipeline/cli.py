@@ -361,12 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--image", help="(kuberay) container image with thresher installed (default thresher:latest)")
     c.add_argument("--service-account", help="(kuberay) pods' service account, for IRSA / Workload Identity "
                    "storage credentials")
-    c.add_argument("--staging-claim", metavar="PVC", help="(kuberay) an existing ReadWriteMany claim to stage output "
-                   "parts on (default: the manifests make one)")
-    c.add_argument("--staging-class", metavar="CLASS", help="(kuberay) storage class of the claim the manifests make "
-                   "(one that offers ReadWriteMany: EFS, Filestore, NFS)")
-    c.add_argument("--staging-nfs", metavar="HOST:/PATH", help="(aws, gcp) NFS export (EFS, Filestore) every node "
-                   "mounts to stage output parts on")
+    c.add_argument("--staging-claim", metavar="PVC", help="(kuberay, optional) an existing ReadWriteMany claim for "
+                   "the driver's files (THRESHER_STAGING); not needed: the tasks write to the bucket")
+    c.add_argument("--staging-class", metavar="CLASS", help="(kuberay, optional) make such a claim of this storage "
+                   "class (one that offers ReadWriteMany: EFS, Filestore, NFS)")
+    c.add_argument("--staging-nfs", metavar="HOST:/PATH", help="(aws, gcp, optional) NFS export (EFS, Filestore) "
+                   "every node mounts for the driver's files; not needed: the tasks write to the bucket")
     c.set_defaults(fn=cmd_cluster)
 
     from thresher.capacity.cli import add_parser as add_plan_parser

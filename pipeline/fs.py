@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,10 +39,16 @@ _PACKAGE = {"s3": "s3fs", "gcs": "gcsfs", "abfs": "adlfs", "hf": "huggingface_hu
 FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE",
                  "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                  "GOOGLE_APPLICATION_CREDENTIALS", "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_CONNECTION_STRING",
-                 "AZURE_STORAGE_ACCOUNT_KEY", "HF_TOKEN", "HF_ENDPOINT")
+                 "AZURE_STORAGE_ACCOUNT_KEY", "HF_TOKEN", "HF_ENDPOINT",
+                 "STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT", "AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_CLIENT_ID",
+                 "AZURE_STORAGE_CLIENT_SECRET", "AZURE_STORAGE_TENANT_ID")
 # recipe storage_options that would be credentials: refused (they belong to the environment)
 SECRET_OPTION = re.compile(r"(key|secret|token|password|passwd|credential|sas|signature|connection_string)", re.I)
 BLOCK_SIZE = 8 << 20  # bytes per ranged read of a remote file
+# gcsfs logs each request it gives up on with ``logger.exception``; with no handler configured,
+# Python's last-resort handler would print that traceback under thresher's one-line error. A
+# NullHandler (the logging HOWTO's advice for libraries) keeps it for applications that configure logging.
+logging.getLogger("gcsfs").addHandler(logging.NullHandler())
 
 
 def is_url(path: str) -> bool:
@@ -62,8 +69,10 @@ def redact(text: str) -> str:
     """``text`` with the user info of URLs (``s3://KEY:SECRET@bucket``) and signed query strings
     (``?X-Amz-Signature=...``, ``sig=``, ``token=``) blanked out."""
     text = re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s'\"]+@", r"\1***@", str(text))
-    return re.sub(r"(?i)([?&](?:x-amz-[a-z-]+|sig|signature|token|sv|se|sp|key|access_token)=)[^&\s'\"]+",
+    text = re.sub(r"(?i)([?&](?:x-amz-[a-z-]+|sig|signature|token|sv|se|sp|key|access_token)=)[^&\s'\"]+",
                   r"\1***", text)
+    # Azure connection strings (``AccountKey=...;SharedAccessSignature=...``)
+    return re.sub(r"(?i)\b(AccountKey|SharedAccessSignature)=[^;\s'\"]+", r"\1=***", text)
 
 
 @dataclass
@@ -73,6 +82,9 @@ class Storage:
     input_options: dict[str, Any] = field(default_factory=dict)
     output_options: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict, repr=False)  # never shown: may hold credentials
+    # a Ray run's object-store output, which its tasks write to directly (``objectstore.TaskWork``);
+    # "" when the output is local or staged (docs/storage.md)
+    direct_output: str = ""
 
     @classmethod
     def from_recipe(cls, recipe) -> Storage:
@@ -117,6 +129,61 @@ def _s3_options(opts: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def _gcs_options(opts: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """gcsfs's options. The endpoint is ``storage_options.endpoint_url`` or ``STORAGE_EMULATOR_HOST``
+    (``host:port`` or a URL, as gcsfs and Google's client libraries read it: ``gcsfs.core._location``,
+    ``google.cloud.storage.Client``); against an emulator, with no key file named, requests are
+    anonymous, as those libraries send them. With ``GOOGLE_APPLICATION_CREDENTIALS`` set the
+    credentials are Application Default Credentials, asked for by name (``token="google_default"``)
+    so that a key that cannot be loaded is an error, not gcsfs's silent fall back to anonymous access."""
+    import os
+
+    out = {k: v for k, v in opts.items() if k != "region"}
+    emulator = env.get("STORAGE_EMULATOR_HOST", "")
+    emulator = "" if emulator == "default" else emulator
+    if emulator and "endpoint_url" not in out:
+        out["endpoint_url"] = emulator if emulator.startswith(("http://", "https://")) else f"http://{emulator}"
+    key_file = env.get("GOOGLE_APPLICATION_CREDENTIALS")
+    if key_file:  # ADC reads the variable here; a worker started without it gets the driver's file
+        out["token"] = "google_default" if os.environ.get("GOOGLE_APPLICATION_CREDENTIALS") == key_file else key_file
+    elif emulator:
+        out["token"] = "anon"
+    if env.get("GOOGLE_CLOUD_PROJECT") and "project" not in out:
+        out["project"] = env["GOOGLE_CLOUD_PROJECT"]
+    return out
+
+
+def _gcs_class(kwargs: dict[str, Any]):
+    """gcsfs's JSON-API filesystem for an emulator or another endpoint: gcsfs's default class
+    (``ExtendedGcsFileSystem``) first asks Google's gRPC storage-control service for each bucket's
+    layout, which such an endpoint does not serve (a failed lookup per call, and a warning)."""
+    if not kwargs.get("endpoint_url"):
+        return None
+    from gcsfs.core import GCSFileSystem
+
+    return GCSFileSystem
+
+
+_AZURE_ENV = {"AZURE_STORAGE_CONNECTION_STRING": "connection_string", "AZURE_STORAGE_ACCOUNT_NAME": "account_name",
+              "AZURE_STORAGE_ACCOUNT_KEY": "account_key", "AZURE_STORAGE_SAS_TOKEN": "sas_token",
+              "AZURE_STORAGE_CLIENT_ID": "client_id", "AZURE_STORAGE_CLIENT_SECRET": "client_secret",
+              "AZURE_STORAGE_TENANT_ID": "tenant_id"}
+
+
+def _azure_options(opts: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """adlfs's options, from the variables adlfs reads itself (``adlfs.spec.AzureBlobFileSystem``:
+    ``AZURE_STORAGE_CONNECTION_STRING``, ``..._ACCOUNT_NAME`` / ``..._ACCOUNT_KEY``, ``..._SAS_TOKEN``,
+    a service principal's ``..._CLIENT_ID`` / ``..._CLIENT_SECRET`` / ``..._TENANT_ID``), passed
+    explicitly so a worker uses the driver's. A connection string also names the endpoint
+    (``BlobEndpoint=``: Azurite, sovereign clouds); the recipe may name ``account_name`` or
+    ``account_host``."""
+    out = {k: v for k, v in opts.items() if k != "region"}
+    for var, kw in _AZURE_ENV.items():
+        if env.get(var) and kw not in out:
+            out[kw] = env[var]
+    return out
+
+
 def filesystem(url: str, output: bool = False):
     """(fsspec filesystem, path inside it) for ``url``, with the recipe's options and the driver's
     environment. Instances are cached by fsspec per set of options."""
@@ -127,6 +194,10 @@ def filesystem(url: str, output: bool = False):
     env = _current.env or {}
     if proto == "s3":
         kwargs = _s3_options(opts, env)
+    elif proto == "gcs":
+        kwargs = _gcs_options(opts, env)
+    elif proto == "abfs":
+        kwargs = _azure_options(opts, env)
     else:
         kwargs = {k: v for k, v in opts.items() if k != "region"}
         if proto == "hf" and env.get("HF_ENDPOINT") and "endpoint" not in kwargs:
@@ -134,11 +205,21 @@ def filesystem(url: str, output: bool = False):
         if proto == "hf" and env.get("HF_TOKEN"):
             kwargs["token"] = env["HF_TOKEN"]
     try:
-        fs = fsspec.filesystem(proto, **kwargs)
+        cls = _gcs_class(kwargs) if proto == "gcs" else None
+        fs = cls(**kwargs) if cls else fsspec.filesystem(proto, **kwargs)
     except ImportError:
         raise ThresherError(f"'{redact(url)}' needs the {_PACKAGE[proto]} package: pip install {_PACKAGE[proto]}") from None
+    except Exception as e:  # noqa: BLE001 - a client that checks its credentials when made (gcsfs, adlfs)
+        raise storage_error(url, e, "output" if output else "input") from None
     scheme = _URL.match(url).group(1)
     return fs, url[len(scheme) + 3:]
+
+
+def direct_output(recipe) -> str:
+    """The object-store URL a run's tasks write their parts to directly ("" when they write to a
+    local directory: a local output, or one staged on the driver's machine)."""
+    storage = getattr(recipe, "storage", None)
+    return getattr(storage, "direct_output", "") or ""
 
 
 def join(url: str, rel: str) -> str:
@@ -150,8 +231,45 @@ def _scheme(url: str) -> str:
 
 
 # --------------------------------------------------------------------------- errors
-def describe(e: BaseException) -> str:
+_HINTS = {  # (where credentials come from, where the endpoint is set) for each store's messages
+    "gcs": ("GOOGLE_APPLICATION_CREDENTIALS or the node's service account",
+            "STORAGE_EMULATOR_HOST / storage_options.endpoint_url"),
+    "abfs": ("AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_ACCOUNT_NAME / AZURE_STORAGE_ACCOUNT_KEY, "
+             "AZURE_STORAGE_SAS_TOKEN or a managed identity", "the connection string's BlobEndpoint"),
+}
+
+
+def _describe_gcs_azure(e: BaseException, proto: str) -> str | None:
+    """gcsfs and adlfs failures by HTTP status (gcsfs's ``HttpError.code``, azure-core's
+    ``HttpResponseError.status_code`` and ``error_code``) and google-auth's credential errors;
+    None where the generic rules below apply."""
+    creds, endpoint = _HINTS[proto]
+    chain = [c for c in (e, e.__cause__, e.__context__) if c is not None]
+    names = {type(c).__name__ for c in chain}
+    status = next((s for c in chain for s in (getattr(c, "status_code", None), getattr(c, "code", None))
+                   if isinstance(s, int)), None)
+    code = str(getattr(e, "error_code", "") or "")
+    text = f"{type(e).__name__}: {e}"
+    if names & {"DefaultCredentialsError", "MalformedError"}:
+        return f"the credentials could not be loaded (check {creds})"
+    if status in (401, 403) or names & {"ClientAuthenticationError", "RefreshError"} \
+            or code.startswith(("Authentication", "Authorization")) or text.startswith("OSError: Forbidden"):
+        return f"access denied: the credentials were refused (check {creds})"
+    if code == "ContainerNotFound":
+        return "the container does not exist"
+    if names & {"ServiceRequestError", "ClientConnectorError", "ConnectionRefusedError"}:
+        return f"cannot connect to the storage endpoint (check {endpoint})"
+    return None
+
+
+def describe(e: BaseException, url: str = "") -> str:
     """One line for a storage failure, from the error codes of botocore / the HTTP status."""
+    m = _URL.match(url)
+    proto = SCHEMES.get(m.group(1).lower(), "") if m else ""
+    if proto in _HINTS:
+        said = _describe_gcs_azure(e, proto)
+        if said:
+            return said
     code = ""
     with contextlib.suppress(Exception):
         code = e.response["Error"]["Code"]  # botocore ClientError
@@ -175,7 +293,7 @@ def describe(e: BaseException) -> str:
 
 
 def storage_error(url: str, e: BaseException, what: str = "") -> ThresherError:
-    return ThresherError(f"{what or 'storage'} '{redact(url)}': {describe(e)}")
+    return ThresherError(f"{what or 'storage'} '{redact(url)}': {describe(e, url)}")
 
 
 @contextlib.contextmanager

@@ -266,11 +266,13 @@ class Drain:
             self._move()
 
 
-def pass_totals(layout, k: int, shards: list) -> tuple[dict[int, int], str]:
+def pass_totals(layout, k: int, shards: list, kept: dict[int, int] | None = None) -> tuple[dict[int, int], str]:
     """The work of pass k per shard and its unit: input bytes (pass 0), or the rows the previous
-    pass kept (from its done markers)."""
+    pass kept (``kept``: shard -> rows, where the caller has them; else from its done markers)."""
     if k == 0:
         return {s.index: int(s.size) for s in shards}, "bytes"
+    if kept is not None:
+        return {s.index: int(kept.get(s.index, 0)) for s in shards}, "rows"
     return {s.index: int((layout.read_done(k - 1, s.index) or {}).get("rows_out", 0)) for s in shards}, "rows"
 
 

@@ -19,7 +19,7 @@ from thresher.pipeline.columns import STATS
 from thresher.pipeline.errors import RecipeError, did_you_mean
 from thresher.pipeline.ops import FromEnv, Op, OpContext, OpParams
 from thresher.pipeline.outdir import expand_path
-from thresher.pipeline.registry import all_ops, get_op, resolve_alias
+from thresher.pipeline.registry import get_op, op_names, resolve_alias
 
 INPUT_FORMATS = ("auto", "jsonl", "jsonl.gz", "jsonl.zst", "parquet", "warc", "csv", "tsv")
 OUTPUT_FORMATS = ("jsonl", "jsonl.gz", "jsonl.zst", "parquet")
@@ -101,7 +101,7 @@ class PolicySpec(_Strict):
 class ExecutorSpec(_Strict):
     type: Literal["local", "ray"] = "local"
     workers: int = Field(0, ge=0, description="processes (local) or parallelism (ray); 0 = all cores")
-    batch_size_mb: float = Field(16.0, gt=0, description="bytes of input read per batch")
+    batch_size_mb: float = Field(4.0, gt=0, description="bytes of input read per batch")
     address: str | None = Field(None, description="Ray cluster address (ray executor); default RAY_ADDRESS or a local Ray")
     model_actors: bool = Field(True, description="ray: run ops that load a model in an actor pool (one model per actor); "
                                "false: in tasks like other ops (less overhead on small machines; see docs/benchmarks.md)")
@@ -440,7 +440,7 @@ def parse_recipe(text: str, source: str = "<recipe>", sets: list[str] | None = N
 
 
 def _validate_process(process: list[Any], source: str, notes: list[str]) -> list[OpSpec]:
-    known = all_ops()
+    known = set(op_names())  # no op module imported but the recipe's (get_op below)
     specs: list[OpSpec] = []
     seen: dict[str, int] = {}
     for i, entry in enumerate(process):
@@ -458,7 +458,7 @@ def _validate_process(process: list[Any], source: str, notes: list[str]) -> list
         params = params or {}
         if not isinstance(params, dict):
             raise RecipeError(f"{source}: process[{i}] '{name}': parameters must be a mapping, got {params!r}")
-        cls = known[name]
+        cls = get_op(name)
         try:
             p = cls.Params.model_validate(params)
         except ValidationError as e:

@@ -8,12 +8,19 @@ two forms) adds modules without installed metadata: ``thresher submit`` ships pl
 cluster as plain files and names it there. A plugin that fails to load is reported in one line
 naming it and its distribution; every other op still works. Nothing is imported from a path a
 recipe gives.
+
+Looking an op up (``get_op``, ``resolve_alias``, ``op_names``: what validating a recipe does)
+imports only that op's module, found in ``op_index`` (the built-ins by name, generated from this
+registry), and the plugins; ``all_ops`` imports every built-in module (``thresher ops``, the docs).
+A process that validates the quickstart recipe so imports 4 op modules instead of ~70, and no numba,
+scipy or pandas (docs/benchmarks.md, "Cold start").
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import json
 import os
 import pkgutil
 import sys
@@ -22,6 +29,7 @@ from dataclasses import dataclass
 from importlib.metadata import distribution, entry_points, packages_distributions
 
 from thresher.pipeline.errors import RecipeError, did_you_mean
+from thresher.pipeline.op_index import BUILTIN, BUILTIN_ALIASES
 from thresher.pipeline.ops import Op
 
 GROUP = "thresher.operators"  # the entry point group plugins declare
@@ -29,7 +37,8 @@ PLUGINS_ENV = "THRESHER_PLUGINS"  # more plugin modules, for code that travels w
 
 _REGISTRY: dict[str, type[Op]] = {}
 _ALIASES: dict[str, str] = {}  # a former op name -> its name now (recipes that use it still run)
-_loaded = False
+_loaded = False  # every built-in module imported
+_plugins_loaded = False
 _SEEN: set[tuple[str, str, str | None]] = set()  # plugins tried: (entry point, value, distribution)
 _FAILURES: list[PluginFailure] = []
 _PKG_DIST: dict[str, tuple[str, str]] = {}  # module an entry point names -> (distribution, version)
@@ -43,6 +52,9 @@ def register(cls: type[Op]) -> type[Op]:
     other = _REGISTRY.get(cls.name)
     if other is not None and other is not cls:
         raise TypeError(f"op name '{cls.name}' is taken by {other.__module__}.{other.__qualname__}")
+    builtin = BUILTIN.get(cls.name)  # a built-in whose module is not imported (yet)
+    if other is None and builtin is not None and builtin != f"{cls.__module__}:{cls.__qualname__}":
+        raise TypeError(f"op name '{cls.name}' is taken by {builtin.replace(':', '.')}")
     _REGISTRY[cls.name] = cls
     for old in cls.aliases:
         _ALIASES[old] = cls.name
@@ -53,11 +65,11 @@ def resolve_alias(name: str) -> tuple[str, str | None]:
     """(the op's current name, a deprecation note if ``name`` is a former one). When ``name`` is
     unknown and a plugin failed to load, raises an error naming that plugin's failure: the op is
     most likely its, and "unknown op" alone would send the user looking in the wrong place."""
-    load_all()
-    if _FAILURES and name not in _REGISTRY and name not in _ALIASES:
+    _ensure_plugins()
+    if _FAILURES and not _known(name):
         raise _unknown(name)
-    new = _ALIASES.get(name)
-    if new is None or name in _REGISTRY:
+    new = _ALIASES.get(name) or BUILTIN_ALIASES.get(name)
+    if new is None or name in _REGISTRY or name in BUILTIN:
         return name, None
     return new, f"op '{name}' is now called '{new}'; the old name still works but is deprecated"
 
@@ -146,12 +158,30 @@ def load_all() -> None:
     if _loaded:
         return
     _import_package("thresher.operators")
-    _loaded = True  # before the plugins: one that looks an op up while it is imported sees the built-ins
-    load_plugins()
+    _loaded = True
+    _ensure_plugins()
+
+
+def _ensure_plugins() -> None:
+    """Load the installed plugins once (cheap where there are none: reading the entry points)."""
+    global _plugins_loaded
+    if not _plugins_loaded:
+        _plugins_loaded = True  # before loading: a plugin that looks an op up while it is imported sees the rest
+        load_plugins()
+
+
+def _known(name: str) -> bool:
+    return name in _REGISTRY or name in BUILTIN or name in _ALIASES or name in BUILTIN_ALIASES
+
+
+def op_names() -> list[str]:
+    """Every op name (built-ins and plugins), without importing the built-in modules."""
+    _ensure_plugins()
+    return sorted(set(BUILTIN) | set(_REGISTRY))
 
 
 def _unknown(name: str) -> RecipeError:
-    msg = f"unknown op '{name}'.{did_you_mean(name, _REGISTRY)}"
+    msg = f"unknown op '{name}'.{did_you_mean(name, set(BUILTIN) | set(_REGISTRY))}"
     if _FAILURES:
         named = [f for f in _FAILURES if f.entry_point == name] or _FAILURES
         msg += " It may be defined by a plugin that failed: " + "; ".join(f.message() for f in named) + "."
@@ -159,7 +189,13 @@ def _unknown(name: str) -> RecipeError:
 
 
 def get_op(name: str) -> type[Op]:
-    load_all()
+    """The op class registered as ``name``: a built-in's module is imported (only it), a plugin's
+    was imported with the plugins."""
+    _ensure_plugins()
+    if name not in _REGISTRY and name in BUILTIN:
+        importlib.import_module(BUILTIN[name].partition(":")[0])
+        if name not in _REGISTRY:  # op_index is out of date: the whole package, as before it existed
+            load_all()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -223,3 +259,28 @@ def op_origin(cls: type[Op]) -> Origin:
     if found is not None:
         return Origin(module, found[0], found[1])
     return Origin(module, via=PLUGINS_ENV if top in _ENV_PKGS else None)
+
+
+def index_source() -> str:
+    """The text of ``op_index.py`` for the built-ins registered now (every module imported)."""
+    load_all()
+    ops = {n: f"{c.__module__}:{c.__qualname__}" for n, c in sorted(_REGISTRY.items()) if is_builtin(c)}
+    aliases = {a: n for a, n in sorted(_ALIASES.items()) if n in ops}
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "op_index.py")
+    with open(path, encoding="utf-8") as f:
+        head = f.read().split("# op name ->")[0]
+    body = "".join(f"    {json.dumps(n)}: {json.dumps(v)},\n" for n, v in ops.items())
+    alias_body = "".join(f"    {json.dumps(a)}: {json.dumps(n)},\n" for a, n in aliases.items())
+    return (f"{head}# op name -> \"module:class\"\nBUILTIN = {{\n{body}}}\n\n"
+            f"# a former op name -> its name now\nBUILTIN_ALIASES = {{\n{alias_body}}}\n")
+
+
+if __name__ == "__main__":  # python -m thresher.pipeline.registry --write-index
+    if sys.argv[1:] != ["--write-index"]:
+        sys.exit("usage: python -m thresher.pipeline.registry --write-index")
+    # the module the ops register in, not this __main__ copy of it
+    from thresher.pipeline.registry import index_source as real
+
+    text = real()
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "op_index.py"), "w", encoding="utf-8") as f:
+        f.write(text)

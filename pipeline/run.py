@@ -22,7 +22,7 @@ from thresher.pipeline.ledger import Ledger
 from thresher.pipeline.profile import Profile
 from thresher.pipeline.progress import pass_totals
 from thresher.pipeline.recipe import Recipe
-from thresher.pipeline.runner import keep_sample
+from thresher.pipeline.summary import MarkerSummary
 
 
 @dataclass
@@ -127,19 +127,15 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, progre
     files = resolve_inputs(recipe.input.paths, recipe.input.format)  # every input problem, before work
     shards = plan_shards(files, recipe.input.shard_size_mb)
     remote = None
-    if fs.is_url(recipe.output.path):  # an object store: staged locally, published when finished
+    if fs.is_url(recipe.output.path):  # an object store: written by the Ray tasks or staged, published when finished
         if recipe.analysis:
             raise OutputError(f"analyze writes a local directory (its report is read there): give --output a local "
                               f"path, not '{fs.redact(recipe.output.path)}' (its inputs may be URLs)")
-        from thresher.pipeline.io.objectstore import (
-            RemoteOutput,
-            check_cluster_staging,
-            check_not_overlapping,
-        )
+        from thresher.pipeline.io.objectstore import RemoteOutput, check_not_overlapping
 
         remote = RemoteOutput(recipe.output.path)
         check_not_overlapping(remote.url, recipe.input.paths)
-        check_cluster_staging(recipe)
+        remote.attach(recipe)  # executor ray: the tasks write their parts to the bucket themselves
     layout = Layout(fs.staging_dir(remote.url) if remote else recipe.output.path)
     outdir.check_not_overlapping(layout.out, input_roots(recipe.input.paths), [f[0] for f in files if not fs.is_url(f[0])])
     check_output_path(layout)
@@ -153,9 +149,10 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, progre
             return _published(remote, layout, result) if remote else result
         lock.note_run(recipe.run_id)
         try:
-            timings = _run_passes(recipe, layout, shards, progress)
+            summary = marker_summary(layout, recipe, shards)
+            timings = _run_passes(recipe, layout, shards, progress, summary)
             timings["seconds"] = _since(t0)
-            result = finish(layout, recipe, shards, len(ops_for(recipe)[1]), timings)
+            result = finish(layout, recipe, shards, len(ops_for(recipe)[1]), timings, summary)
         except RunFailed:
             raise  # finish wrote its ledger
         except Exception as e:
@@ -182,8 +179,15 @@ def _result_from_remote(remote, layout: Layout, seconds: float) -> RunResult:
                      url=remote.url)
 
 
-def _run_passes(recipe: Recipe, layout: Layout, shards: list[Shard], progress) -> dict:
-    """Every pass not done yet (and its resolve), on the recipe's executor. Returns the timings."""
+def marker_summary(layout: Layout, recipe: Recipe, shards: list[Shard]) -> MarkerSummary:
+    ops, _ = ops_for(recipe)
+    return MarkerSummary(layout, [(op.ctx.key, op.name, op.ctx.index) for op in ops], [s.index for s in shards],
+                         recipe.output.trace_samples)
+
+
+def _run_passes(recipe: Recipe, layout: Layout, shards: list[Shard], progress, summary: MarkerSummary) -> dict:
+    """Every pass not done yet (and its resolve), on the recipe's executor. Returns the timings.
+    ``summary`` reads each shard's done marker once, as it arrives."""
     _, stages = ops_for(recipe)
     out = str(layout.out)
     timings: dict = {"executor": recipe.executor.type, "passes": []}  # this invocation's wall seconds
@@ -193,45 +197,60 @@ def _run_passes(recipe: Recipe, layout: Layout, shards: list[Shard], progress) -
         for k, stage in enumerate(stages):
             todo = [s for s in shards if not layout.done(k, s.index).exists()]
             if progress:
-                progress.start_pass(k, *pass_totals(layout, k, todo), passes=len(stages))
+                progress.start_pass(k, *pass_totals(layout, k, todo, summary.kept(k - 1) if k else None),
+                                    passes=len(stages))
             names = " + ".join(op.ctx.key for op in stage.local_ops) or "read/write"
             if stage.barrier is not None:
                 names += f" -> {stage.barrier.ctx.key} (fingerprint)"
             t_pass = time.perf_counter()
-            executor.run_pass(recipe, out, k, todo, lambda s, k=k: progress.shard_done(k, s) if progress else None,
+
+            def shard_done(s: int, k: int = k) -> None:
+                summary.arrived(k)
+                if k:
+                    drop_consumed(layout, k - 1, s)
+                if progress:
+                    progress.shard_done(k, s)
+
+            executor.run_pass(recipe, out, k, todo, shard_done,
                               context=f"pass {k} (ops: {names})", events=progress.put if progress else None)
+            summary.complete(k)
             record = {"pass": k, "shards": len(todo), "seconds": _since(t_pass)}
-            _check_policy(layout, recipe, shards, k)  # a run that is failing stops at the end of the pass
+            _check_policy(layout, recipe, shards, k, summary)  # a run that is failing stops at the end of the pass
             if stage.barrier is not None and not layout.resolved(k).exists():
                 t_resolve = time.perf_counter()
-                if _rows_kept(layout, k, shards):
+                if sum(summary.kept(k).values()):
                     executor.resolve(recipe, out, k, len(shards))
                 else:  # nothing reached the global op: nothing to decide
                     write_decisions(layout, k, stage.barrier, no_decisions(), {}, 0.0)
                 record["resolve"] = stage.barrier.ctx.key
                 record["resolve_seconds"] = _since(t_resolve)
+            if stage.barrier is not None:  # decided: the fingerprints are not read again
+                for f in layout.pass_dir(k).glob("fp-*.parquet"):
+                    f.unlink(missing_ok=True)
             timings["passes"].append(record)
             if progress:
                 progress.end_pass(k)
     return timings
 
 
-def _rows_kept(layout: Layout, k: int, shards: list[Shard]) -> int:
-    return sum((layout.read_done(k, s.index) or {}).get("rows_out", 0) for s in shards)
-
-
-def _gather(layout: Layout, recipe: Recipe, shards: list[Shard], n_passes: int, strict: bool = True) -> Ledger:
-    """The ledger of passes 0..n_passes-1 from their done markers (and resolve records)."""
-    ops, stages = ops_for(recipe)
+def _gather(layout: Layout, recipe: Recipe, shards: list[Shard], n_passes: int) -> Ledger:
+    """The ledger of whatever shards of passes 0..n_passes-1 finished (a failed run's diagnosis)."""
+    ops, _ = ops_for(recipe)
     ledger = Ledger([(op.ctx.key, op.name, op.ctx.index) for op in ops])
     for k in range(n_passes):
         for s in shards:
             done = layout.read_done(k, s.index)
-            if done is None:
-                if strict:
-                    raise OutputError(f"pass {k} shard {s.index} has no done marker; the run is incomplete")
-                continue
-            ledger.merge(Ledger.from_dict({"ops": done["ledger"]}))
+            if done is not None:
+                ledger.merge(Ledger.from_dict({"ops": done["ledger"]}))
+    return _with_resolves(layout, recipe, ledger, n_passes)
+
+
+def _with_resolves(layout: Layout, recipe: Recipe, markers: Ledger, n_passes: int) -> Ledger:
+    """A copy of the markers' ledger with the resolve records of passes 0..n_passes-1 added."""
+    ops, stages = ops_for(recipe)
+    ledger = Ledger([(op.ctx.key, op.name, op.ctx.index) for op in ops])
+    ledger.merge(markers)
+    for k in range(n_passes):
         if stages[k].barrier is not None and layout.resolved(k).exists():
             info = load_json(layout.resolved(k))
             entry = ledger[info["op"]]
@@ -261,8 +280,17 @@ def _policy_error(recipe: Recipe, ledger: Ledger, out: Path) -> str | None:
             "after fixing the cause, --overwrite (or --resume --set policy.max_quarantine_fraction=... to accept them)")
 
 
-def _check_policy(layout: Layout, recipe: Recipe, shards: list[Shard], k: int) -> None:
-    ledger = _gather(layout, recipe, shards, k + 1, strict=False)
+def drop_consumed(layout: Layout, k: int, shard: int) -> None:
+    """Pass ``k + 1`` has finished ``shard`` (its done marker exists, so it is never run again, even by
+    ``--resume``): the rows pass ``k`` kept of it have been read for the last time. Removing them as
+    each shard finishes keeps ``_work/`` near one generation of rows instead of one per pass."""
+    base = layout.intermediate(k, shard)
+    for f in base.parent.glob(base.name + "*"):
+        f.unlink(missing_ok=True)
+
+
+def _check_policy(layout: Layout, recipe: Recipe, shards: list[Shard], k: int, summary: MarkerSummary) -> None:
+    ledger = _with_resolves(layout, recipe, summary.ledger, k + 1)
     msg = _policy_error(recipe, ledger, layout.out)
     if msg:
         _write_ledger(layout, recipe, shards, ledger, None, status="failed", error=msg)
@@ -272,7 +300,7 @@ def _check_policy(layout: Layout, recipe: Recipe, shards: list[Shard], k: int) -
 def _write_failed_ledger(layout: Layout, recipe: Recipe, shards: list[Shard], err: BaseException) -> None:
     """Best effort: what the finished shards recorded, and why the run failed (for diagnosis)."""
     try:
-        ledger = _gather(layout, recipe, shards, len(ops_for(recipe)[1]), strict=False)
+        ledger = _gather(layout, recipe, shards, len(ops_for(recipe)[1]))
         _write_ledger(layout, recipe, shards, ledger, None, status="failed", error=f"{type(err).__name__}: {err}")
     except Exception:  # noqa: BLE001 - never hide the run's own error behind this one
         pass
@@ -300,31 +328,30 @@ def _since(t: float) -> float:
     return round(time.perf_counter() - t, 3)
 
 
-def finish(layout: Layout, recipe: Recipe, shards: list[Shard], n_passes: int, timings: dict | None = None) -> RunResult:
+def finish(layout: Layout, recipe: Recipe, shards: list[Shard], n_passes: int, timings: dict | None = None,
+           summary: MarkerSummary | None = None) -> RunResult:
     """Gather the ledger, check it, and commit the output. The order makes every crash point
     resumable: trace and ledger, then ``_thresher.json`` (the list of files this run wrote, which
     is what lets a later run delete them), then ``_SUCCESS``, and only then the scratch ``_work/``
-    (a crash before that leaves a complete output whose leftovers the next run removes)."""
+    (a crash before that leaves a complete output whose leftovers the next run removes).
+    ``summary``: the passes' done markers, merged while they ran (read here where not given)."""
     crash_point("before-commit")
     ops, _ = ops_for(recipe)
-    ledger = _gather(layout, recipe, shards, n_passes)
-    trace: dict[str, list[dict]] = {op.ctx.key: [] for op in ops}
-    files: list[str] = []
-    output_rows = 0
-    profile = Profile()
-    for k in range(n_passes):
-        for s in shards:
-            done = layout.read_done(k, s.index)
-            profile.merge(done.get("profile", {}))
-            for key, recs in done["trace"].items():
-                trace[key] = keep_sample(trace[key] + recs, recipe.output.trace_samples)
-            if k == n_passes - 1:
-                output_rows += done["rows_out"]
-                files += [f"data/{f}" for f in done["files"]]
+    if summary is None:
+        summary = marker_summary(layout, recipe, shards)
+    summary.complete(n_passes - 1)
+    ledger = _with_resolves(layout, recipe, summary.ledger, n_passes)
+    trace, profile = summary.trace, summary.profile
+    files = summary.output_files(n_passes - 1)
+    output_rows = sum(summary.kept(n_passes - 1).values())
     if recipe.output.format == "parquet" and not recipe.analysis:  # one schema for every part (datasets, polars)
+        from thresher.pipeline.io.objectstore import unify_parts
         from thresher.pipeline.io.unify import unify_parquet_parts
 
-        unify_parquet_parts(layout.out, files)
+        if fs.direct_output(recipe):  # the parts are in the bucket (a Ray run's tasks wrote them there)
+            unify_parts(fs.direct_output(recipe), files)
+        else:
+            unify_parquet_parts(layout.out, files)
     if recipe.analysis:  # the analysis parts -> one stats.parquet
         from thresher.pipeline.analyze import merge_stats
 
@@ -355,7 +382,11 @@ def finish(layout: Layout, recipe: Recipe, shards: list[Shard], n_passes: int, t
         written += finish_analysis(layout.out, recipe, ops)[1]
     if recipe.output.report:
         written.append(_write_report(layout))
-    if layout.quarantine.is_dir():
+    if fs.direct_output(recipe):
+        from thresher.pipeline.io.objectstore import quarantine_names
+
+        written += quarantine_names(fs.direct_output(recipe))
+    elif layout.quarantine.is_dir():
         written += sorted(f"quarantine/{f.name}" for f in layout.quarantine.glob("pass*.jsonl"))
     written.append(outdir.LEDGER_NAME)
     write_json_atomic(layout.out / outdir.MANIFEST_NAME, {"run_id": recipe.run_id, "recipe": recipe.fingerprint(),

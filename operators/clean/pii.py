@@ -2,9 +2,12 @@
 placeholders. Card numbers must pass the Luhn check (ISO/IEC 7812-1) and IBANs the ISO 13616
 mod-97 check, so look-alike numbers stay. Counts per type go to the ledger.
 
-E-mail addresses are replaced by a regular expression over the whole column. The other types
-need a check per match, so only the rows that contain a candidate (a long digit run, a dotted
-quad, or a colon group) go through Python.
+E-mail addresses are counted by a regular expression over the whole column and replaced in the
+rows that have one. The other types need a check per match, so only the rows that contain a
+candidate of an enabled type go through Python: RE2 (pyarrow.compute) finds them with each type's
+candidate pattern without its look-arounds (a superset of the rows the look-around pattern matches),
+so rows without a candidate are never turned into Python strings. Changed rows are written back in
+one gather.
 """
 
 from __future__ import annotations
@@ -30,6 +33,19 @@ PHONE_CANDIDATE = re.compile(
     r"(?<![\w+])(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,4}\)[ .\-]?)?\d{2,4}(?:[ .\-]\d{2,4}){1,4}(?![\w])")
 # rows worth a closer look: a run of 7+ digits possibly broken by separators, or two colons
 PREFILTER = r"\d[\d .\-()]{5,}\d|:[0-9A-Fa-f]{0,4}:|\d\.\d+\.\d+\.\d"
+# per step, an RE2 pattern that every row the step would change matches: the step's candidate pattern
+# without its look-arounds; for IPv6, what a candidate that parses must contain (an address of 2-7
+# colons has "::", or 8 groups) - times such as 22:10:38 are candidates that never parse
+ROW_CANDIDATE = {
+    "IBAN": r"[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]){11,30}",
+    "CREDIT_CARD": r"(?:\d[ -]?){12,18}\d",
+    "IPV4": r"\d{1,3}(?:\.\d{1,3}){3}",
+    "IPV6": r"::|(?i:(?:[0-9a-f]{0,4}:){7})",
+    "PHONE": r"(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,4}\)[ .\-]?)?\d{2,4}(?:[ .\-]\d{2,4}){1,4}",
+}
+# characters a step's candidate can hold: a placeholder without digits or colons that starts and ends
+# outside them can neither hold a candidate nor join one with the text around it ("inert")
+_CANDIDATE_EDGE = re.compile(r"[0-9A-Za-z .\-+():]")
 
 # ISO 13616 IBAN lengths by country (SWIFT IBAN registry)
 IBAN_LENGTHS = {
@@ -131,33 +147,86 @@ class PiiRedact(Mapper):
         t = batch[self.text_key]
         if isinstance(t, pa.ChunkedArray):
             t = t.combine_chunks()
+        rows = np.zeros(0, dtype=np.int64)  # rows changed so far, and their new values
+        values = pa.array([], t.type)
         if p.emails:
-            self.record("EMAIL", int(pc.sum(pc.count_substring_regex(t, EMAIL_PATTERN)).as_py() or 0))
-            t = pc.replace_substring_regex(t, EMAIL_PATTERN, self._ph("EMAIL"))
+            counts = pc.fill_null(pc.count_substring_regex(t, EMAIL_PATTERN), 0).to_numpy(zero_copy_only=False)
+            self.record("EMAIL", int(counts.sum()))
+            rows = np.flatnonzero(counts)
+            if len(rows):
+                values = pc.replace_substring_regex(t.take(pa.array(rows)), EMAIL_PATTERN, self._ph("EMAIL"))
         if p.ibans or p.credit_cards or p.phones or p.ip_addresses:
-            t = self._checked(t)
-        return set_column(batch, self.text_key, t)
+            rows, values = self._checked(t, rows, values)
+        if not len(rows):
+            return set_column(batch, self.text_key, t)
+        pick = np.arange(len(t), dtype=np.int64)
+        pick[rows] = len(t) + np.arange(len(rows), dtype=np.int64)
+        wide = pa.large_string()
+        merged = pa.concat_arrays([t.cast(wide), values.cast(wide)]).take(pa.array(pick)).cast(t.type)
+        return set_column(batch, self.text_key, merged)
 
-    def _checked(self, t: pa.Array) -> pa.Array:
-        """IBAN, card, IPv6 and phone: regex candidates, kept only if their check passes."""
+    def _steps(self) -> list[tuple[str, str, re.Pattern, object]]:
+        """(row-pattern key, counter, candidate pattern, check) per enabled step, in order."""
         p = self.params
-        rows = np.flatnonzero(pc.fill_null(pc.match_substring_regex(t, PREFILTER), False).to_numpy(zero_copy_only=False))
-        if len(rows) == 0:
-            return t
-        counts = {"IBAN": 0, "CREDIT_CARD": 0, "IP_ADDRESS": 0, "PHONE": 0}
         steps = []
         if p.ibans:
-            steps.append(("IBAN", IBAN_CANDIDATE, iban_ok))
+            steps.append(("IBAN", "IBAN", IBAN_CANDIDATE, iban_ok))
         if p.credit_cards:
-            steps.append(("CREDIT_CARD", CARD_CANDIDATE, card_ok))
+            steps.append(("CREDIT_CARD", "CREDIT_CARD", CARD_CANDIDATE, card_ok))
         if p.ip_addresses:
-            steps.append(("IP_ADDRESS", IPV4_CANDIDATE, ipv4_ok))
-            steps.append(("IP_ADDRESS", IPV6_CANDIDATE, ipv6_ok))
+            steps.append(("IPV4", "IP_ADDRESS", IPV4_CANDIDATE, ipv4_ok))
+            steps.append(("IPV6", "IP_ADDRESS", IPV6_CANDIDATE, ipv6_ok))
         if p.phones:
-            steps.append(("PHONE", PHONE_CANDIDATE, phone_ok))
+            steps.append(("PHONE", "PHONE", PHONE_CANDIDATE, phone_ok))
+        return steps
 
-        def redact(text: str) -> str:
-            for kind, pattern, ok in steps:
+    def _inert(self) -> bool:
+        """Whether no placeholder can make a candidate for a later step (see _CANDIDATE_EDGE): then
+        a row runs only the steps whose row pattern it matches; else every step."""
+        for kind in ("IBAN", "CREDIT_CARD", "IP_ADDRESS", "PHONE"):
+            ph = self._ph(kind)
+            if not ph or re.search(r"[0-9:]", ph) or _CANDIDATE_EDGE.match(ph[0]) or _CANDIDATE_EDGE.match(ph[-1]):
+                return False
+        return True
+
+    def _candidates(self, t: pa.Array, steps) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, which steps each needs as a bool matrix): the rows of ``t`` that match a step's row
+        pattern and the old PREFILTER (the rows the previous implementation looked at)."""
+        union = "|".join(f"(?:{ROW_CANDIDATE[key]})" for key, *_ in steps)
+        hit = np.flatnonzero(pc.fill_null(pc.match_substring_regex(t, union), False).to_numpy(zero_copy_only=False))
+        if len(hit):
+            sub = t.take(pa.array(hit))
+            hit = hit[pc.fill_null(pc.match_substring_regex(sub, PREFILTER), False).to_numpy(zero_copy_only=False)]
+        need = np.ones((len(hit), len(steps)), dtype=bool)
+        if len(hit) and len(steps) > 1 and self._inert():
+            sub = t.take(pa.array(hit))
+            for j, (key, *_) in enumerate(steps):
+                need[:, j] = pc.fill_null(pc.match_substring_regex(sub, ROW_CANDIDATE[key]), False).to_numpy(
+                    zero_copy_only=False)
+        return hit, need
+
+    def _checked(self, t: pa.Array, rows: np.ndarray, values: pa.Array) -> tuple[np.ndarray, pa.Array]:
+        """IBAN, card, IP and phone: regex candidates, kept only if their check passes; on the text
+        after the e-mail step (``rows`` of ``t`` already changed to ``values``). Returns every row
+        changed by either step and its new value."""
+        steps = self._steps()
+        counts = {"IBAN": 0, "CREDIT_CARD": 0, "IP_ADDRESS": 0, "PHONE": 0}
+        # candidates: in the rows the e-mail step left alone, and in the new values of the others
+        untouched = np.ones(len(t), dtype=bool)
+        untouched[rows] = False
+        cand, need = self._candidates(t, steps)
+        need, cand = need[untouched[cand]], cand[untouched[cand]]
+        cand_new, need_new = self._candidates(values, steps) if len(values) else (cand[:0], need[:0])
+        if not len(cand) and not len(cand_new):
+            return rows, values
+
+        def redact(text: str | None, use: np.ndarray) -> str | None:
+            if text is None:
+                return None
+            for (_, kind, pattern, ok), on in zip(steps, use, strict=True):
+                if not on:
+                    continue
+
                 def repl(m, kind=kind, ok=ok):
                     if ok(m.group(0)):
                         counts[kind] += 1
@@ -166,15 +235,18 @@ class PiiRedact(Mapper):
                 text = pattern.sub(repl, text)
             return text
 
-        values = t.take(pa.array(rows)).to_pylist()
-        fixed = [redact(v) if v is not None else None for v in values]
+        if len(cand_new):  # rows the e-mail step changed: their new values change again
+            fixed = values.to_pylist()
+            for i, use in zip(cand_new, need_new, strict=True):
+                fixed[i] = redact(fixed[i], use)
+            values = pa.array(fixed, pa.large_string())
+        old = t.take(pa.array(cand)).to_pylist()
+        new = [redact(v, use) for v, use in zip(old, need, strict=True)]
+        changed = [i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b]
         for kind, n in counts.items():
             self.record(kind, n)
-        changed = [i for i, (a, b) in enumerate(zip(values, fixed, strict=True)) if a != b]
         if not changed:
-            return t
-        idx = rows[changed]
-        repl_arr = pa.array([fixed[i] for i in changed], pa.large_string())
-        pick = np.arange(len(t), dtype=np.int64)
-        pick[idx] = len(t) + np.arange(len(idx), dtype=np.int64)
-        return pa.concat_arrays([t.cast(pa.large_string()), repl_arr]).take(pa.array(pick)).cast(t.type)
+            return rows, values
+        wide = pa.large_string()
+        return (np.concatenate([rows, cand[changed]]),
+                pa.concat_arrays([values.cast(wide), pa.array([new[i] for i in changed], wide)]))

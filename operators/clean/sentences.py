@@ -18,8 +18,8 @@ from numba import njit
 from pydantic import Field
 
 from thresher.operators.common.segments import join_kept, split_flat
-from thresher.operators.common.strings import free_char, py_isspace
-from thresher.operators.common.tokenize import FNV_OFFSET, FNV_PRIME, _decode, _prev_start, string_buffers
+from thresher.operators.common.strings import free_char, strip_span
+from thresher.operators.common.tokenize import FNV_OFFSET, FNV_PRIME, _decode, string_buffers
 from thresher.pipeline.columns import set_column
 from thresher.pipeline.ops import Mapper, OpParams
 from thresher.pipeline.registry import register
@@ -44,18 +44,7 @@ def _sentence_keys(data, offsets, ignore_special):
     hashes = np.empty(n, dtype=np.uint64)
     lens = np.empty(n, dtype=np.int64)
     for k in range(n):
-        a, b = offsets[k], offsets[k + 1]
-        while a < b:
-            cp, w = _decode(data, a)
-            if not py_isspace(cp):
-                break
-            a += w
-        while b > a:
-            q = _prev_start(data, b, a)
-            cp, w = _decode(data, q)
-            if not py_isspace(cp):
-                break
-            b = q
+        a, b = strip_span(data, offsets[k], offsets[k + 1])
         h = FNV_OFFSET
         count = 0
         i = a

@@ -169,9 +169,11 @@ def vectors_column(vectors: np.ndarray, dtype: str = "float32") -> pa.FixedSizeL
     return pa.FixedSizeListArray.from_arrays(flat, dim)
 
 
-def column_matrix(column) -> np.ndarray:
+def column_matrix(column, renormalise: bool = True) -> np.ndarray:
     """An embedding column (Arrow fixed-size or variable lists of float or int8, or a polars
-    Array/List Series) as a float32 ``(n, dim)`` matrix of unit rows."""
+    Array/List Series) as a float32 ``(n, dim)`` matrix of unit rows. ``renormalise=False`` takes
+    float vectors as stored (an ``embed`` column's are unit already: the values then equal the
+    encoder's to the bit); int8 rows are always rescaled."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
     if not isinstance(column, pa.Array):  # polars
@@ -183,8 +185,12 @@ def column_matrix(column) -> np.ndarray:
         return np.zeros((0, 0), dtype=np.float32)
     if column.null_count:
         raise ThresherError("the embedding column has nulls")
-    flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    flat = column.flatten().to_numpy(zero_copy_only=False)
+    stored_float = flat.dtype.kind == "f"
+    flat = flat.astype(np.float32)
     if flat.size % n:
         raise ThresherError("the embedding column's vectors differ in length")
     m = flat.reshape(n, flat.size // n)
+    if stored_float and not renormalise:
+        return m
     return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)

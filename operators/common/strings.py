@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit
 
-from thresher.operators.common.tokenize import _decode
+from thresher.operators.common.tokenize import _decode, _prev_start
 
 
 @njit(cache=True)
@@ -35,6 +35,24 @@ def blank(data, a, b):
             return False
         i += w
     return True
+
+
+@njit(cache=True)
+def strip_span(data, a, b):
+    """The bytes [a, b) less leading and trailing whitespace (``str.strip()``, Arrow's
+    ``utf8_trim_whitespace``), as (start, end)."""
+    while a < b:
+        cp, w = _decode(data, a)
+        if not py_isspace(cp):
+            break
+        a += w
+    while b > a:
+        p = _prev_start(data, b, a)
+        cp, _w = _decode(data, p)
+        if not py_isspace(cp):
+            break
+        b = p
+    return a, b
 
 
 def strings_from_buffers(data: np.ndarray, offsets: np.ndarray, like: pa.Array | pa.ChunkedArray | None = None
@@ -84,3 +102,57 @@ def free_char(text: pa.Array | pa.ChunkedArray) -> str:
         if not pc.any(pc.match_substring(text, ch)).as_py():
             return ch
     raise ValueError("every private-use character occurs in the batch")
+
+
+@njit(cache=True, inline="always")
+def lower_ascii_at(data, i):
+    """(the character at byte i as ``utf8_lower`` writes it, when that is ASCII, else -1; its width
+    in bytes). Outside ASCII only U+0130 (-> 'i') and U+212A, the Kelvin sign (-> 'k'), lower into
+    ASCII (tests/operators/test_rules_reference.py checks every code point)."""
+    x = data[i]
+    if x < 128:
+        return (x + 32 if 65 <= x <= 90 else x), 1
+    cp, w = _decode(data, i)
+    if cp == 0x130:
+        return 105, w
+    if cp == 0x212A:
+        return 107, w
+    return -1, w
+
+
+@njit(cache=True)
+def lower_matches(data, a, b, patterns, lengths, first):
+    """Bit k set when ``utf8_lower(data[a:b])`` contains pattern k (row k of ``patterns``, lower-case
+    ASCII, ``lengths[k]`` long); ``first[c]``: some pattern starts with ASCII code c."""
+    found = 0
+    i = a
+    while i < b:
+        c, w = lower_ascii_at(data, i)
+        if c >= 0 and first[c]:
+            for k in range(len(lengths)):
+                if patterns[k, 0] != c or (found >> k) & 1:
+                    continue
+                j = i + w
+                m = 1
+                while m < lengths[k] and j < b:
+                    c2, w2 = lower_ascii_at(data, j)
+                    if c2 != patterns[k, m]:
+                        break
+                    j += w2
+                    m += 1
+                if m == lengths[k]:
+                    found |= 1 << k
+        i += w
+    return found
+
+
+def lower_patterns(words: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(patterns, lengths, first) of ``lower_matches`` for up to 62 lower-case ASCII ``words``."""
+    if not words or len(words) > 62 or any(not w or not w.isascii() or w != w.lower() for w in words):
+        raise ValueError("1 to 62 non-empty lower-case ASCII patterns")
+    patterns = np.zeros((len(words), max(len(w) for w in words)), dtype=np.int64)
+    first = np.zeros(128, dtype=np.bool_)
+    for k, w in enumerate(words):
+        patterns[k, :len(w)] = list(w.encode())
+        first[ord(w[0])] = True
+    return patterns, np.array([len(w) for w in words], dtype=np.int64), first

@@ -199,10 +199,13 @@ def _hash(data, a, b):
 
 
 @njit(cache=True)
-def _emit(data, a, b, hashes, lens, flags, t, ascii_table):
-    """Write token [a, b) at slot t: hash, code points, flags. Returns t + 1 (or t when empty)."""
+def _emit(data, a, b, hashes, lens, flags, t, ascii_table, store):
+    """Write token [a, b) at slot t: hash, code points, flags. Returns t + 1 (or t when empty).
+    With ``store`` false only counts it."""
     if b <= a:
         return t
+    if not store:
+        return t + 1
     nchars = 0
     letter = False
     wordish = False
@@ -300,7 +303,7 @@ def _split_final_dot(data, cs, ce, ascii_table, abbrev):
 
 
 @njit(cache=True)
-def _infix(data, cs, ce, hashes, lens, flags, t, ascii_table, affix_table):
+def _infix(data, cs, ce, hashes, lens, flags, t, ascii_table, affix_table, store):
     """Split the core [cs, ce) by spaCy's infix rules and emit the pieces."""
     ps = cs
     k = cs
@@ -323,8 +326,8 @@ def _infix(data, cs, ce, hashes, lens, flags, t, ascii_table, affix_table):
         elif cp != 46 and (_affix(cp, affix_table) & ICON) != 0 or (cp == 45 or cp == 0x2013 or cp == 0x2014 or cp == 126) and (pc == LETTER or pc == DIGIT) and nc == LETTER or (cp == 58 or cp == 60 or cp == 62 or cp == 61 or cp == 47) and (pc == LETTER or pc == DIGIT) and nc == LETTER or cp == 44 and pc == LETTER and nc == LETTER or cp == 46 and _is_lower(pcp) and _is_upper(nxt) or (cp == 43 or cp == 45 or cp == 42 or cp == 94) and pc == DIGIT and (nc == DIGIT or nxt == 45):
             split_len = w
         if split_len:
-            t = _emit(data, ps, k, hashes, lens, flags, t, ascii_table)
-            t = _emit(data, k, k + split_len, hashes, lens, flags, t, ascii_table)
+            t = _emit(data, ps, k, hashes, lens, flags, t, ascii_table, store)
+            t = _emit(data, k, k + split_len, hashes, lens, flags, t, ascii_table, store)
             k += split_len
             ps = k
             pcp = np.int64(-1)
@@ -333,16 +336,16 @@ def _infix(data, cs, ce, hashes, lens, flags, t, ascii_table, affix_table):
         pcp = cp
         pc = c
         k += w
-    return _emit(data, ps, ce, hashes, lens, flags, t, ascii_table)
+    return _emit(data, ps, ce, hashes, lens, flags, t, ascii_table, store)
 
 
 @njit(cache=True)
 def tokenize_kernel(data, offsets, d0, hashes, lens, flags, counts, ascii_table, affix_table, abbrev,
-                    http, https, www, cannot, sfx):
+                    http, https, www, cannot, sfx, store, cap):
     """Tokenize documents d0, d0+1, ... into the output arrays until the next document might not
-    fit (a document of B bytes has at most B tokens). Returns (tokens written, next document)."""
+    fit in ``cap`` slots (a document of B bytes has at most B tokens). Returns (tokens written,
+    next document). With ``store`` false only ``counts`` is written."""
     n_docs = len(offsets) - 1
-    cap = len(hashes)
     t = 0
     for d in range(d0, n_docs):
         i = offsets[d]
@@ -357,14 +360,19 @@ def tokenize_kernel(data, offsets, d0, hashes, lens, flags, counts, ascii_table,
                 continue
             cs = i  # a whitespace-delimited chunk [cs, ce)
             plain = True  # only ASCII letters and digits: a token as it is
+            h = FNV_OFFSET  # its hash and whether it has a letter, while it is plain
+            letter = False
             while i < end:
                 x = data[i]
                 if x < 128:
                     c = ascii_table[x]
                     if c == SPACE:
                         break
-                    if c != LETTER and c != DIGIT:
+                    if c == LETTER:
+                        letter = True
+                    elif c != DIGIT:
                         plain = False
+                    h = (h ^ np.uint64(x)) * FNV_PRIME
                     i += 1
                 else:
                     plain = False
@@ -374,12 +382,16 @@ def tokenize_kernel(data, offsets, d0, hashes, lens, flags, counts, ascii_table,
                     i += w
             ce = i
             if plain and not (ce - cs == 6 and _ends_ci(data, cs, ce, cannot)):
-                t = _emit(data, cs, ce, hashes, lens, flags, t, ascii_table)
+                if store:  # as _emit writes it
+                    hashes[t] = h
+                    lens[t] = ce - cs
+                    flags[t] = FLAG_LETTER if letter else 0
+                t += 1
                 continue
             b = data[cs] | 32
             if (b == 104 or b == 119) and (_starts(data, cs, ce, http) or _starts(data, cs, ce, https)
                                            or _starts(data, cs, ce, www)):
-                t = _emit(data, cs, ce, hashes, lens, flags, t, ascii_table)
+                t = _emit(data, cs, ce, hashes, lens, flags, t, ascii_table, store)
                 continue
             # prefixes
             while cs < ce:
@@ -388,12 +400,12 @@ def tokenize_kernel(data, offsets, d0, hashes, lens, flags, counts, ascii_table,
                     e = cs
                     while e < ce and data[e] == 46:
                         e += 1
-                    t = _emit(data, cs, e, hashes, lens, flags, t, ascii_table)
+                    t = _emit(data, cs, e, hashes, lens, flags, t, ascii_table, store)
                     cs = e
                     continue
                 a = _affix(cp, affix_table)
                 if (a & PREFIX) != 0 and not (cp == 43 and cs + 1 < ce and 48 <= data[cs + 1] <= 57):
-                    t = _emit(data, cs, cs + w, hashes, lens, flags, t, ascii_table)
+                    t = _emit(data, cs, cs + w, hashes, lens, flags, t, ascii_table, store)
                     cs += w
                     continue
                 break
@@ -440,10 +452,10 @@ def tokenize_kernel(data, offsets, d0, hashes, lens, flags, counts, ascii_table,
                     ce = k
                     continue
                 break
-            t = _infix(data, cs, ce, hashes, lens, flags, t, ascii_table, affix_table)
+            t = _infix(data, cs, ce, hashes, lens, flags, t, ascii_table, affix_table, store)
             # suffix j spans [sfx[j], sfx[j-1]) (the first one found ends the chunk): emit innermost first
             for j in range(ns - 1, -1, -1):
-                t = _emit(data, sfx[j], sfx[j - 1] if j > 0 else i, hashes, lens, flags, t, ascii_table)
+                t = _emit(data, sfx[j], sfx[j - 1] if j > 0 else i, hashes, lens, flags, t, ascii_table, store)
         counts[d] = t - t0
     return t, n_docs
 
@@ -469,7 +481,22 @@ def string_buffers(text: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.nda
 
 def tokenize(text: pa.Array | pa.ChunkedArray):
     """(hashes, lengths, flags, tokens per document) for every document of a string column."""
+    return tokenize_buffers(*string_buffers(text))
+
+
+def token_counts(text: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Tokens per document (``tokenize``'s last array), without writing the tokens."""
     data, offsets = string_buffers(text)
+    counts = np.zeros(len(offsets) - 1, dtype=np.int64)
+    sfx = np.empty(int(np.diff(offsets).max(initial=0)) + 1, dtype=np.int64)
+    none = np.empty(0, np.uint64)
+    tokenize_kernel(data, offsets, 0, none, none.view(np.int64), none.view(np.uint8), counts, _ASCII, _AFFIX, _ABBREV,
+                    _HTTP, _HTTPS, _WWW, _CANNOT, sfx, False, np.int64(2**62))
+    return counts
+
+
+def tokenize_buffers(data: np.ndarray, offsets: np.ndarray):
+    """``tokenize`` over a column's UTF-8 bytes and offsets (``string_buffers``)."""
     n_docs = len(offsets) - 1
     counts = np.zeros(n_docs, dtype=np.int64)
     sizes = np.diff(offsets)
@@ -483,7 +510,7 @@ def tokenize(text: pa.Array | pa.ChunkedArray):
         lens = np.empty(cap, dtype=np.int64)
         flags = np.empty(cap, dtype=np.uint8)
         t, d = tokenize_kernel(data, offsets, d, hashes, lens, flags, counts, _ASCII, _AFFIX, _ABBREV,
-                               _HTTP, _HTTPS, _WWW, _CANNOT, sfx)
+                               _HTTP, _HTTPS, _WWW, _CANNOT, sfx, True, cap)
         parts.append((hashes[:t], lens[:t], flags[:t]))
     if not parts:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, np.uint8), counts

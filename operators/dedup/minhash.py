@@ -200,6 +200,17 @@ class MinHashDedup(GlobalOp):
         if len(frames) > self.band_count:
             n_rows += frames[-1].select(pl.len()).collect().item()
         parts = max(1, math.ceil(n_rows / ROWS_PER_PARTITION))
+        all_pairs = self.params.verify != "none"
+        if parts == 1:  # no spill: one band's keys at a time (a bucket never spans two bands)
+            index = frames[self.band_count:]
+            found = []
+            for i, frame in enumerate(frames[:self.band_count]):
+                rows = frame.collect(engine="streaming")
+                if index:
+                    rows = pl.concat([rows, index[0].filter(pl.col("band") == i).collect()], how="vertical_relaxed")
+                found.append(bucket_edges(rows, all_pairs))
+            pairs = pl.concat(found).unique().sort(["s", "d"])
+            return pairs["s"].to_numpy(), pairs["d"].to_numpy()
         writers: dict[int, pq.ParquetWriter] = {}
         for frame in frames:
             for batch in frame.collect(engine="streaming").iter_slices(1_000_000):
@@ -215,8 +226,7 @@ class MinHashDedup(GlobalOp):
                     writers[part].write_table(table)
         for w in writers.values():
             w.close()
-        parts = [bucket_edges(pl.read_parquet(tmp / f"part-{part:04d}.parquet"), self.params.verify != "none")
-                 for part in sorted(writers)]
+        parts = [bucket_edges(pl.read_parquet(tmp / f"part-{part:04d}.parquet"), all_pairs) for part in sorted(writers)]
         pairs = pl.concat(parts).unique().sort(["s", "d"]) if parts else _NO_EDGES
         return pairs["s"].to_numpy(), pairs["d"].to_numpy()
 
@@ -224,7 +234,7 @@ class MinHashDedup(GlobalOp):
         p = self.params
         col = "sig" if p.verify == "signature" else "shingles"
         need = pl.DataFrame({"gid": np.unique(np.concatenate([src, dst]))})
-        data = fingerprints.select(_GID, col).join(need.lazy(), on="gid", how="semi").collect()
+        data = fingerprints.select(_GID, col).join(need.lazy(), on="gid", how="semi").collect(engine="streaming")
         idx = self._index_file("sigs.parquet")
         if idx is not None and col == "sig":
             data = pl.concat([data, pl.read_parquet(idx).join(need, on="gid", how="semi")])
@@ -285,11 +295,25 @@ _NO_EDGES = pl.DataFrame(schema={"s": pl.Int64, "d": pl.Int64})
 
 
 def bucket_edges(df: pl.DataFrame, all_pairs: bool) -> pl.DataFrame:
-    """Candidate edges (s, d) among rows (gid, band, key) that share a band key."""
-    buckets = df.group_by(["band", "key"]).agg(pl.col("gid").sort()).filter(pl.col("gid").list.len() > 1)
-    if buckets.height == 0:
+    """Candidate edges (s, d) among rows (gid, band, key) that share a band key. One sort of the
+    rows by (band, key, gid) finds the buckets (runs of equal keys): a hash group-by with a list
+    per bucket held ~4x the partition in memory (the driver's peak in a MinHash resolve)."""
+    if df.height == 0:
         return _NO_EDGES
-    s, d = _bucket_edges(buckets["gid"], all_pairs)
+    gid, band, key = (df[c].to_numpy() for c in ("gid", "band", "key"))
+    order = np.lexsort((gid, key, band))
+    band, key, gid = band[order], key[order], gid[order]
+    del order
+    start = np.ones(len(gid), dtype=bool)
+    start[1:] = (band[1:] != band[:-1]) | (key[1:] != key[:-1])
+    del band, key
+    starts = np.flatnonzero(start)
+    lengths = np.diff(np.append(starts, len(gid)))
+    multi = lengths > 1
+    if not multi.any():
+        return _NO_EDGES
+    flat = gid[np.repeat(multi, lengths)]
+    s, d = _bucket_edges(flat, lengths[multi], all_pairs)
     return pl.DataFrame({"s": s, "d": d}, schema=_NO_EDGES.schema).unique()
 
 
@@ -351,11 +375,10 @@ def _with_value(comp: pl.DataFrame, values: pl.DataFrame) -> pl.DataFrame:
     return comp.join(values, on="gid", how="left")
 
 
-def _bucket_edges(groups: pl.Series, all_pairs: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Edges inside each bucket: a star from its first (earliest) row; with verification, all pairs
-    in small buckets so a failed check does not disconnect rows that are similar to each other."""
-    lengths = groups.list.len().to_numpy()
-    flat = groups.explode().to_numpy()
+def _bucket_edges(flat: np.ndarray, lengths: np.ndarray, all_pairs: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Edges inside each bucket (``flat``: the buckets' gids one after another, each sorted, and
+    ``lengths``): a star from its first (earliest) row; with verification, all pairs in small
+    buckets so a failed check does not disconnect rows that are similar to each other."""
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     first = np.repeat(flat[starts], lengths)
     star_mask = np.ones(len(flat), dtype=bool)

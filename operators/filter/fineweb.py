@@ -7,13 +7,12 @@ Empty pages are dropped."""
 
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import Field
 
-from thresher.operators.common.segments import per_doc_sum, segment_duplicates, split_flat
-from thresher.operators.common.words import Tokens, ratio
+from thresher.operators.common.segments import line_shape, segment_dup_counts
+from thresher.operators.common.tokenize import token_counts
+from thresher.operators.common.words import ratio
 from thresher.pipeline.columns import over, under
 from thresher.pipeline.ops import Filter, OpParams
 from thresher.pipeline.registry import register
@@ -48,23 +47,13 @@ class FineWebQualityFilter(Filter):
     def compute_stats(self, batch: pa.Table) -> dict[str, pa.Array]:
         p = self.params
         text = batch[self.text_key]
-        flat, parent, n_docs = split_flat(text)
-        nonblank = pc.utf8_length(pc.utf8_trim_whitespace(flat)).to_numpy(zero_copy_only=False) > 0
-        flat, parent = flat.filter(pa.array(nonblank)), parent[nonblank]
-        n_lines = np.bincount(parent, minlength=n_docs)
-        ends = np.zeros(len(flat), dtype=bool)
-        for c in STOP_CHARS:
-            ends |= pc.ends_with(flat, c).to_numpy(zero_copy_only=False)
-        short = pc.utf8_length(flat).to_numpy(zero_copy_only=False) <= p.short_line_length
-        lists = pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(n_lines)]).astype(np.int32)), flat)
-        _, _, dup_chars = segment_duplicates(lists)
-        newlines = pc.count_substring(text, "\n").to_numpy(zero_copy_only=False)
-        chars_no_nl = pc.utf8_length(text).to_numpy(zero_copy_only=False) - newlines
-        words = Tokens(text).counts
+        n_lines, ends, short, newlines, chars = line_shape(text, p.short_line_length, "".join(STOP_CHARS)).T
+        _, _, dup_chars = segment_dup_counts(text, min_run=1, skip_blank=True)
+        words = token_counts(text)
         return {
-            "line_punct_ratio": pa.array(ratio(per_doc_sum(ends, parent, n_docs), n_lines)),
-            "short_line_ratio": pa.array(ratio(per_doc_sum(short, parent, n_docs), n_lines)),
-            "char_dup_ratio": pa.array(ratio(dup_chars, chars_no_nl)),
+            "line_punct_ratio": pa.array(ratio(ends, n_lines)),
+            "short_line_ratio": pa.array(ratio(short, n_lines)),
+            "char_dup_ratio": pa.array(ratio(dup_chars, chars - newlines)),
             "list_ratio": pa.array(ratio(newlines, words)),
             "non_blank_lines": pa.array(n_lines),
         }

@@ -12,14 +12,12 @@ duplicate rules are measured without the joining spaces.
 
 from __future__ import annotations
 
-import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from thresher.operators.common.ngrams import dup_ngram_chars, top_ngram_chars
-from thresher.operators.common.segments import line_list, segment_duplicates, split_segments
+from thresher.operators.common.ngrams import ngram_char_stats
+from thresher.operators.common.segments import line_marks, segment_dup_counts
 from thresher.operators.common.words import Tokens, ratio
 from thresher.pipeline.columns import bounds_masks, over, under
 from thresher.pipeline.ops import Bound, Filter, OpParams
@@ -72,16 +70,9 @@ class GopherQualityFilter(Filter):
     def compute_stats(self, batch: pa.Table) -> dict[str, pa.Array]:
         text = batch[self.text_key]
         tok = Tokens(text)
-        symbol = tok.is_symbol()
         n_tokens = tok.counts
-        n_words = n_tokens - tok.per_doc(symbol)
-        word_chars = tok.per_doc(np.where(symbol, 0, tok.lens))
-        lines = pl.from_arrow(line_list(text))
-        n_lines = lines.list.len().to_numpy()
-        bullets = lines.list.eval(pl.element().str.strip_chars_start().str.contains(r"^[•\-]")).list.sum().to_numpy()
-        ell_lines = lines.list.eval(pl.element().str.strip_chars_end().str.contains(r"(\.\.\.|…)$")).list.sum().to_numpy()
-        hashes = pc.count_substring(text, "#").to_numpy()
-        ellipses = (pc.count_substring(text, "...").to_numpy() + pc.count_substring(text, "…").to_numpy())
+        n_words, word_chars, letters, stop = tok.word_stats(self.params.stop_words).T
+        n_lines, bullets, ell_lines, hashes, ellipses = line_marks(text).T
         return {
             "num_words": pa.array(n_words),
             "mean_word_length": pa.array(ratio(word_chars, n_words)),
@@ -89,8 +80,8 @@ class GopherQualityFilter(Filter):
             "ellipsis_ratio": pa.array(ratio(ellipses, n_tokens)),
             "bullet_lines_ratio": pa.array(ratio(bullets, n_lines)),
             "ellipsis_lines_ratio": pa.array(ratio(ell_lines, n_lines)),
-            "alpha_words_ratio": pa.array(ratio(tok.per_doc(tok.has_letter()), n_tokens)),
-            "stop_words": pa.array(tok.distinct_per_doc(self.params.stop_words)),
+            "alpha_words_ratio": pa.array(ratio(letters, n_tokens)),
+            "stop_words": pa.array(stop),
         }
 
     def drop_reasons(self, stats):
@@ -158,9 +149,9 @@ class GopherRepetitionFilter(Filter):
         p = self.params
         text = batch[self.text_key]
         n_chars = pc.utf8_length(text).to_numpy(zero_copy_only=False)
-        paras = split_segments(text, r"\n{2,}", strip=True)
-        n_para, dup_para, dup_para_chars = segment_duplicates(paras)
-        n_line, dup_line, dup_line_chars = segment_duplicates(pc.split_pattern_regex(text, r"\n+"))
+        # paragraphs: the trimmed text split at runs of 2+ newlines; lines: split at runs of newlines
+        n_para, dup_para, dup_para_chars = segment_dup_counts(text, min_run=2, trim=True)
+        n_line, dup_line, dup_line_chars = segment_dup_counts(text, min_run=1)
         out = {
             "dup_para_frac": ratio(dup_para, n_para), "dup_para_char_frac": ratio(dup_para_chars, n_chars),
             "dup_line_frac": ratio(dup_line, n_line), "dup_line_char_frac": ratio(dup_line_chars, n_chars),
@@ -168,11 +159,12 @@ class GopherRepetitionFilter(Filter):
         }
         if p.top_n_grams or p.dup_n_grams:
             tok = Tokens(text)
-            h, lens, off = tok.hashes, tok.lens, tok.offsets
-            for n in sorted(p.top_n_grams):
-                out[f"top_{n}_gram_char_frac"] = ratio(top_ngram_chars(h, lens, off, n), n_chars)
-            for n in sorted(p.dup_n_grams):
-                out[f"dup_{n}_gram_char_frac"] = ratio(dup_ngram_chars(h, lens, off, n), n_chars)
+            top_ns, dup_ns = sorted(p.top_n_grams), sorted(p.dup_n_grams)
+            top, dup = ngram_char_stats(tok.hashes, tok.lens, tok.offsets, top_ns, dup_ns)
+            for k, n in enumerate(top_ns):
+                out[f"top_{n}_gram_char_frac"] = ratio(top[:, k], n_chars)
+            for k, n in enumerate(dup_ns):
+                out[f"dup_{n}_gram_char_frac"] = ratio(dup[:, k], n_chars)
         return {k: pa.array(v) for k, v in out.items()}
 
     def drop_reasons(self, stats):

@@ -2,8 +2,12 @@
 Efficient Text Classification"; the model behind CCNet and FineWeb's language filter).
 
 Writes ``lang`` and ``lang_score``; keeps rows whose language is allowed and whose score reaches
-``min_score`` (FineWeb keeps English at >= 0.65). ``tag_only`` keeps every row. Whole batches go
-through fastText's ``multilinePredict`` in one call; the model loads once per worker.
+``min_score`` (FineWeb keeps English at >= 0.65). ``tag_only`` keeps every row. The model loads
+once per worker. The shipped lid.176.ftz (and any quantized hierarchical-softmax fastText model) is
+run by ``fasttext_infer``: fastText's own inference steps compiled with numba, reading the text in
+place in the Arrow buffer (no Python strings, no copies), with the binding's labels and
+probabilities bit for bit (tests/operators/test_langid_compiled.py) and ~4x less CPU per byte than
+the binding's ``multilinePredict``. Other model files go through the binding, a batch per call.
 
 Fast path (default). fastText's prediction is a softmax over the *mean* of the document's word and
 character n-gram vectors, and its cost is linear in the length. A long document is classified on a
@@ -13,7 +17,8 @@ the sample's mean vector estimates the whole one. Rows whose sample scores under
 confident calls come from the sample. On the real multilingual and web sets of ``../shared/data``
 this agrees with whole-document lid.176 on >= 99.8% of labels and keep/drop decisions
 (``bench/langid.py``, tests/realdata/test_langid_realdata.py); ``sample_bytes: null`` classifies
-every document whole.
+every document whole. The compiled path reads the sample's pieces as byte ranges of the column
+(``sample_ranges``) and rechecks a row on its own range: the same strings the binding would see.
 """
 
 from __future__ import annotations
@@ -23,12 +28,28 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
+from thresher.operators.common.tokenize import string_buffers
+from thresher.operators.filter.fasttext_infer import FtzModel, load_ftz
+from thresher.operators.filter.fasttext_infer import predict as fasttext_predict
 from thresher.pipeline.assets import LID176, asset_path
 from thresher.pipeline.columns import under
 from thresher.pipeline.ops import Bound, Filter, OpParams, Resources
 from thresher.pipeline.registry import register
 
 _MODELS: dict[str, object] = {}
+_COMPILED: dict[str, object] = {}
+
+
+def load_lid(path: str):
+    """The model for ``classify``, once per process: an ``FtzModel`` (compiled inference, the same
+    labels and probabilities as the binding) where the file is a quantized hierarchical-softmax model
+    such as lid.176.ftz, else the fastText binding (a model of your own in another layout)."""
+    if path not in _COMPILED:
+        try:
+            _COMPILED[path] = load_ftz(path)
+        except ValueError:
+            _COMPILED[path] = load_fasttext(path)
+    return _COMPILED[path]
 
 
 def load_fasttext(path: str):
@@ -71,21 +92,15 @@ def _cut_after(data: np.ndarray, pos: np.ndarray, end: np.ndarray, window: int) 
     return np.minimum(cut, end)
 
 
-def sample_text(text: pa.Array | pa.ChunkedArray, budget: int, pieces: int = 3,
-                window: int = 32) -> tuple[pa.Array, np.ndarray]:
-    """(samples, sampled): rows longer than ``budget`` bytes become ``pieces`` pieces of about
-    budget/pieces bytes, the first at the start, the last at the end, the others evenly between,
-    each cut on whitespace and joined by a space; shorter rows (and nulls, as "") stay whole.
-    ``sampled`` marks the rows that were cut. Vectorised on the UTF-8 buffer (no per-row Python)."""
-    arr = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
-    arr = pc.fill_null(arr, "")
-    if not pa.types.is_string(arr.type):
-        arr = arr.cast(pa.large_string())
-    width = np.int32 if pa.types.is_string(arr.type) else np.int64
-    n = len(arr)
-    offsets = np.frombuffer(arr.buffers()[1], dtype=width)[arr.offset: arr.offset + n + 1].astype(np.int64)
-    raw = arr.buffers()[2]
-    data = np.frombuffer(raw, dtype=np.uint8) if raw is not None else np.zeros(0, np.uint8)
+def sample_ranges(text: pa.Array | pa.ChunkedArray, budget: int, pieces: int = 3,
+                  window: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(data, offsets, lo, hi, sampled): the UTF-8 bytes of ``text`` (nulls as ""), its row offsets and, per row, ``pieces``
+    byte ranges data[lo:hi] (shape rows x pieces). Rows longer than ``budget`` bytes get pieces of
+    about budget/pieces bytes, the first at the start, the last at the end, the others evenly between,
+    each cut on whitespace; shorter rows are their first range whole (the others empty). ``sampled``
+    marks the rows that were cut. Vectorised on the UTF-8 buffer (no per-row Python)."""
+    data, offsets = string_buffers(text)
+    n = len(offsets) - 1
     data = data[: offsets[-1] if n else 0]
     start, end = offsets[:-1], offsets[1:]
     length = end - start
@@ -98,6 +113,17 @@ def sample_text(text: pa.Array | pa.ChunkedArray, budget: int, pieces: int = 3,
     whole = ~sampled[:, None]
     lo = np.where(whole, np.where(j == 0, start[:, None], end[:, None]), lo)
     hi = np.maximum(np.where(whole, end[:, None], hi), lo)
+    return data, offsets, lo, hi, sampled
+
+
+def sample_text(text: pa.Array | pa.ChunkedArray, budget: int, pieces: int = 3,
+                window: int = 32) -> tuple[pa.Array, np.ndarray]:
+    """(samples, sampled): the ranges of ``sample_ranges`` as strings, a sampled row's pieces joined by
+    a space; shorter rows (and nulls, as "") stay whole (for the fastText binding, which reads
+    strings; the compiled path reads the ranges in place)."""
+    data, _, lo, hi, sampled = sample_ranges(text, budget, pieces, window)
+    n = len(sampled)
+    j = np.arange(pieces)
     joins = (sampled[:, None] & (j < pieces - 1)).astype(np.int64)
     # pieces and joining spaces interleaved: (source start, length) per output segment; a joining
     # space is gathered from byte 0 and then overwritten (no copy of the text buffer)
@@ -123,8 +149,11 @@ def _row_slices(text: pa.Array | pa.ChunkedArray, rows: int):
 
 def classify(model, text: pa.Array | pa.ChunkedArray, sample_bytes: int | None = None, pieces: int = 3,
              recheck_below: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Top label and score per row: on a sample of each long row (``sample_text``), then on the whole
-    row where the sample's score is under ``recheck_below``; whole rows only without ``sample_bytes``."""
+    """Top label and score per row: on a sample of each long row (``sample_ranges``), then on the whole
+    row where the sample's score is under ``recheck_below``; whole rows only without ``sample_bytes``.
+    ``model``: an ``FtzModel`` (compiled inference on the Arrow buffers, in place) or the binding."""
+    if isinstance(model, FtzModel):
+        return _classify_compiled(model, text, sample_bytes, pieces, recheck_below)
     if not sample_bytes or recheck_below > 1.0:
         labels, score = predict_top(model, one_line(text))
         return np.array(labels, dtype=object), score
@@ -142,6 +171,32 @@ def classify(model, text: pa.Array | pa.ChunkedArray, sample_bytes: int | None =
         whole = text.take(pa.array(again))
         labels[again], score[again] = predict_top(model, one_line(pc.fill_null(whole, "")))
     return labels, score
+
+
+def _classify_compiled(model: FtzModel, text, sample_bytes, pieces, recheck_below):
+    """``classify`` with fasttext_infer's kernel: the samples and the rechecked rows are byte ranges
+    of the column's own buffer (no strings built, no copies)."""
+    names = np.array([*model.labels, ""], dtype=object)  # index -1: no prediction
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks() if text.num_chunks != 1 else text.chunk(0)
+    n = len(text)
+    if not sample_bytes or recheck_below > 1.0:
+        data, offsets = string_buffers(text)
+        label, score = fasttext_predict(model, data, offsets[:-1], offsets[1:], np.arange(n + 1))
+        return names[label], np.clip(score, 0.0, 1.0)
+    label = np.empty(n, dtype=np.int32)
+    score = np.empty(n, dtype=np.float64)
+    for i in range(0, n, 4096):  # zero-copy slices: the sampler's index arrays stay small
+        part = text.slice(i, 4096)
+        data, offsets, lo, hi, sampled = sample_ranges(part, sample_bytes, pieces)
+        rows = len(sampled)
+        lab, sc = fasttext_predict(model, data, lo.ravel(), hi.ravel(), np.arange(0, rows * pieces + 1, pieces))
+        again = np.flatnonzero(sampled & (sc < recheck_below))
+        if len(again):
+            lab[again], sc[again] = fasttext_predict(model, data, offsets[again], offsets[again + 1],
+                                                     np.arange(len(again) + 1))
+        label[i: i + rows], score[i: i + rows] = lab, sc
+    return names[label], np.clip(score, 0.0, 1.0)
 
 
 @register
@@ -182,7 +237,7 @@ class LanguageId(Filter):
         asset_path(LID176, self.params.model_path)
 
     def setup(self) -> None:
-        self._model = load_fasttext(str(asset_path(LID176, self.params.model_path, fetch=False)))
+        self._model = load_lid(str(asset_path(LID176, self.params.model_path, fetch=False)))
 
     @property
     def recheck_below(self) -> float:

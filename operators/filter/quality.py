@@ -49,6 +49,21 @@ def missing_model_message(path: str) -> str:
     return f"quality_classifier: model_path '{path}' does not exist (train one with `thresher train-quality`)"
 
 
+def check_builtin_current(path: str, meta: dict) -> None:
+    """A ``builtin:NAME`` model must come from the shipped config NAME as it is now: one trained by an
+    older thresher's config would make the same recipe keep different rows on different machines."""
+    if not path.startswith(BUILTIN):
+        return
+    from thresher.operators.filter.quality_training import config_sha, shipped_config
+
+    name = path[len(BUILTIN):]
+    config = shipped_config(name)
+    if config.is_file() and meta.get("config_sha") != config_sha(config):
+        raise ThresherError(f"quality_classifier: model '{path}' ({builtin_model_path(name)}) was trained by another "
+                            f"version of recipes/training/{name}.yaml: run `thresher train-quality --config {name}` "
+                            "again to train it from this version")
+
+
 def is_linear_model(path: Path) -> bool:
     """An ``embedding-logreg`` model (a .npz, i.e. a zip archive) rather than a fastText .bin."""
     with open(path, "rb") as f:
@@ -86,6 +101,10 @@ class QualityClassifier(Filter):
         top_fraction: float | None = Field(None, gt=0, le=1, description="then keep this share of the corpus with the best scores (a global step)")
         score_key: str = Field("quality_score", description="column for the score")
         max_chars: int | None = Field(None, ge=1, description="score only the first N characters")
+        embedding_field: str | None = Field(
+            None, description="(embedding models) a column of vectors an `embed` step wrote with the model's own "
+            "embedding settings (default MiniLM, 256 tokens): used instead of embedding the text again; rows are "
+            "embedded here when the column is missing")
 
     example = {"model_path": "models/quality.bin", "threshold": 0.5}
 
@@ -115,7 +134,9 @@ class QualityClassifier(Filter):
             from thresher.operators.common.embedding import embedder_files
             from thresher.operators.filter.quality_linear import LinearQualityModel
 
-            emb = LinearQualityModel.load(path).meta.get("embedding", {})
+            meta = LinearQualityModel.load(path).meta
+            check_builtin_current(self.params.model_path, meta)
+            emb = meta.get("embedding", {})
             embedder_files(emb.get("model_path"), emb.get("tokenizer_path"))
 
     def setup(self) -> None:
@@ -130,18 +151,24 @@ class QualityClassifier(Filter):
             self._model = load_fasttext(str(path))
             self._features = None
 
-    def score(self, text: pa.ChunkedArray | pa.Array) -> np.ndarray:
-        """P(high quality) of each text."""
+    def score(self, text: pa.ChunkedArray | pa.Array, embeddings: np.ndarray | None = None) -> np.ndarray:
+        """P(high quality) of each text (``embeddings``: their vectors, for an embedding model)."""
         text = pc.fill_null(text, "")
         if self._features is None:
             return positive_probability(self._model, one_line(text))
-        return self._model.predict_proba(self._features(text.to_pylist()))
+        return self._model.predict_proba(self._features(text.to_pylist(), embeddings))
 
     def compute_stats(self, batch: pa.Table) -> dict[str, pa.Array]:
         text = batch[self.text_key]
         if self.params.max_chars:
             text = pc.utf8_slice_codeunits(text, 0, self.params.max_chars)
-        return {self.params.score_key: pa.array(self.score(text), pa.float64())}
+        field = self.params.embedding_field
+        embeddings = None
+        if self._features is not None and field and field in batch.column_names:
+            from thresher.operators.common.embedding import column_matrix
+
+            embeddings = column_matrix(batch[field], renormalise=False) if batch.num_rows else None
+        return {self.params.score_key: pa.array(self.score(text, embeddings), pa.float64())}
 
     def drop_reasons(self, stats):
         return {"quality_score_too_low": under(stats[self.params.score_key], self.params.threshold)}

@@ -56,19 +56,34 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, sample_weight: n
     return beta[:-1], float(beta[-1])
 
 
-def fit_platt(decision: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+def fit_platt(decision: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> tuple[float, float]:
     """Platt scaling: ``p = sigmoid(a·z + b)`` fitted on decision values ``z`` with Platt's smoothed
-    targets ((n+ + 1)/(n+ + 2) and 1/(n- + 2)), which keep a separable set from giving a step."""
+    targets ((n+ + 1)/(n+ + 2) and 1/(n- + 2)), which keep a separable set from giving a step;
+    ``sample_weight``: the examples' weights (a source weighted up in training counts as much here)."""
     y = np.asarray(y)
     n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
     target = np.where(y == 1, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
-    w, b = fit_logistic(np.asarray(decision, dtype=np.float64)[:, None], target, l2=0.0)
+    w, b = fit_logistic(np.asarray(decision, dtype=np.float64)[:, None], target, l2=0.0, sample_weight=sample_weight)
     return float(w[0]), b
 
 
 def folds(n: int, k: int, seed: int) -> list[np.ndarray]:
     """k disjoint index sets covering range(n), from a seeded permutation."""
     return np.array_split(np.random.default_rng(seed).permutation(n), k)
+
+
+def stratified_folds(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """k disjoint sorted index sets covering range(len(y)), each with (within one) the same number of
+    examples of every class: each class's examples, seeded-shuffled, dealt round the folds."""
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(y), dtype=np.int64)
+    start = 0
+    for label in np.unique(y):
+        idx = np.flatnonzero(y == label)
+        fold[idx[rng.permutation(len(idx))]] = (start + np.arange(len(idx))) % k
+        start += len(idx)
+    return [np.flatnonzero(fold == f) for f in range(k)]
 
 
 @dataclass
@@ -108,15 +123,21 @@ class LinearQualityModel:
 
 
 def fit_model(x: np.ndarray, y: np.ndarray, l2: float = 1.0, calibration_folds: int = 5, seed: int = 0,
-              meta: dict | None = None, sample_weight: np.ndarray | None = None) -> LinearQualityModel:
+              meta: dict | None = None, sample_weight: np.ndarray | None = None,
+              feature_weight: np.ndarray | None = None) -> LinearQualityModel:
     """Standardise, fit the logistic model on everything, and Platt-calibrate it on out-of-fold
-    decision values (``calibration_folds`` < 2: no calibration, the logistic's own probabilities).
-    Each class weighs half in total; ``sample_weight`` sets the weights within a class."""
+    decision values weighted as the examples are (``calibration_folds`` < 2: no calibration, the
+    logistic's own probabilities). Each class weighs half in total; ``sample_weight`` sets the
+    weights within a class. ``feature_weight`` multiplies each standardised feature (kept in the
+    model's scale): a block at weight ``a`` is penalised as if by ``l2 / a²`` — how a few hundred
+    embedding dimensions are kept from drowning a few dozen page statistics on a small set."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y)
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale[scale < 1e-12] = 1.0
+    if feature_weight is not None:
+        scale = scale / np.asarray(feature_weight, dtype=np.float64)
     xs = (x - mean) / scale
     # equal weight to both classes: the prior of the training mix is not the corpus's
     sw = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
@@ -129,6 +150,6 @@ def fit_model(x: np.ndarray, y: np.ndarray, l2: float = 1.0, calibration_folds: 
             train = np.setdiff1d(np.arange(len(y)), idx)
             wf, bf = fit_logistic(xs[train], y[train], l2=l2, sample_weight=cw[train])
             oof[idx] = xs[idx] @ wf + bf
-        platt = fit_platt(oof, y)
+        platt = fit_platt(oof, y, sw)
     return LinearQualityModel(weights=w, bias=b, mean=mean, scale=scale, platt=platt, meta=dict(meta or {}))
 

@@ -82,6 +82,8 @@ class TrainConfig(OpParams):
     negative: list[Source] = Field(default_factory=list)
     labels: list[LabelSource] = Field(default_factory=list)
     output: str | None = Field(None, description="default models/quality.bin (fasttext) or models/quality.npz")
+    config_sha: str | None = Field(None, description="set by --config: the config file's sha256, recorded in the "
+                                   "model so a built-in model trained by an older config is detected")
     seed: int = 0
     test_fraction: float = Field(0.2, gt=0, lt=1)
     max_per_class: int | None = None
@@ -89,6 +91,7 @@ class TrainConfig(OpParams):
     threshold: float = Field(0.5, ge=0, le=1, description="the keep threshold the reports use")
     eval: EvalSet | None = None
     eval_cv: int = Field(0, ge=0, description="k-fold figures with k-1 folds of the eval set added to training (0: none)")
+    eval_cv_repeats: int = Field(1, ge=1, description="repeat eval_cv this many times with other (stratified, seeded) folds")
     # fasttext
     epoch: int = 10
     lr: float = 0.5
@@ -97,6 +100,10 @@ class TrainConfig(OpParams):
     min_count: int = 1
     # embedding-logreg
     rule_features: bool = Field(False, description="add the Gopher/C4/FineWeb rule statistics to the embedding")
+    surface_features: bool = Field(False, description="add page-shape statistics (length, line lengths, links, "
+                                   "separators, page furniture; quality_features.SURFACE_FEATURES)")
+    embedding_weight: float = Field(1.0, gt=0, description="weight of the standardised embedding features against "
+                                    "the statistics (a is an L2 penalty 1/a² as strong on the embedding)")
     l2: float = Field(1.0, ge=0, description="L2 penalty of the logistic regression (on standardised features)")
     calibration_folds: int = Field(5, ge=0, description="Platt scaling on out-of-fold scores from this many folds (<2: none)")
     embedding_model: str | None = Field(None, description="an ONNX sentence-embedding model (default: all-MiniLM-L6-v2 int8)")
@@ -152,7 +159,8 @@ def _records(src: Source, seed: int) -> list[str]:
         texts += _chunks(t, src.chunk_chars) if src.chunk_chars else [t]
     texts = [t for t in texts if len(t.strip()) >= src.min_chars]
     if src.max_examples and len(texts) > src.max_examples:
-        texts = random.Random(f"{seed}:{src.path}").sample(texts, src.max_examples)
+        # seeded by the file's name, not its path: the same sample wherever the data lives
+        texts = random.Random(f"{seed}:{Path(src.path).name}").sample(texts, src.max_examples)
     return texts
 
 
@@ -246,15 +254,17 @@ class _Linear:
         from thresher.operators.filter.quality_features import Featurizer
 
         self.cfg = cfg
-        self.featurizer = Featurizer(rules=cfg.rule_features, model_path=cfg.embedding_model,
+        self.featurizer = Featurizer(rules=cfg.rule_features, surface=cfg.surface_features, model_path=cfg.embedding_model,
                                      tokenizer_path=cfg.embedding_tokenizer, max_tokens=cfg.max_tokens)
         self.x = self.featurizer(texts)
+        dim = self.featurizer.dim
+        self.feature_weight = np.r_[np.full(dim, cfg.embedding_weight), np.ones(self.x.shape[1] - dim)]
 
     def fit(self, idx: np.ndarray, y: np.ndarray, w: np.ndarray):
         from thresher.operators.filter.quality_linear import fit_model
 
         return fit_model(self.x[idx], y, l2=self.cfg.l2, calibration_folds=self.cfg.calibration_folds, seed=self.cfg.seed,
-                         sample_weight=w)
+                         sample_weight=w, feature_weight=self.feature_weight)
 
     def score(self, model, idx: np.ndarray) -> np.ndarray:
         return model.predict_proba(self.x[idx])
@@ -322,18 +332,22 @@ def train_quality(cfg: TrainConfig) -> TrainReport:
         if int(base.y.sum()) and int((base.y == 0).sum()):
             report.eval = binary_metrics(ev.y, trainer.score(trainer.fit(b, y[b], w[b]), e), cfg.threshold)
         if cfg.eval_cv >= 2:
-            from thresher.operators.filter.quality_linear import folds
+            from thresher.operators.filter.quality_linear import stratified_folds
 
             per_fold, oof = [], np.zeros(len(ev))
-            for fold in folds(len(ev), cfg.eval_cv, cfg.seed):
-                rest = np.concatenate([b, e[np.setdiff1d(np.arange(len(ev)), fold)]])
-                oof[fold] = trainer.score(trainer.fit(rest, y[rest], w[rest]), e[fold])
-                per_fold.append(binary_metrics(ev.y[fold], oof[fold], cfg.threshold))
-            # the out-of-fold scores, in the eval set's order: to combine with other filters' decisions
-            report.eval_cv = {"k": cfg.eval_cv, **mean_sd(per_fold), "scores": [round(float(v), 5) for v in oof]}
+            for rep in range(cfg.eval_cv_repeats):
+                for fold in stratified_folds(ev.y, cfg.eval_cv, cfg.seed + rep):
+                    rest = np.concatenate([b, e[np.setdiff1d(np.arange(len(ev)), fold)]])
+                    scores = trainer.score(trainer.fit(rest, y[rest], w[rest]), e[fold])
+                    if rep == 0:
+                        oof[fold] = scores
+                    per_fold.append(binary_metrics(ev.y[fold], scores, cfg.threshold))
+            # the first repeat's out-of-fold scores, in the eval set's order: to combine with other filters' decisions
+            report.eval_cv = {"k": cfg.eval_cv, "repeats": cfg.eval_cv_repeats, **mean_sd(per_fold),
+                              "scores": [round(float(v), 5) for v in oof]}
     out = cfg.model_path
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"model_type": cfg.model_type, "seed": cfg.seed, "threshold": cfg.threshold,
+    meta = {"model_type": cfg.model_type, "seed": cfg.seed, "threshold": cfg.threshold, "config_sha": cfg.config_sha,
             "train_examples": report.train_examples, "held_out": held, "eval": report.eval,
             "eval_cv": {k: v for k, v in (report.eval_cv or {}).items() if k != "scores"} or None}
     every = np.arange(len(pool))
@@ -347,6 +361,12 @@ def shipped_config(name: str) -> Path:
     from importlib import resources
 
     return Path(str(resources.files("thresher.recipes"))) / "training" / f"{name}.yaml"
+
+
+def config_sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def config_from_args(args) -> TrainConfig:
@@ -366,6 +386,7 @@ def config_from_args(args) -> TrainConfig:
                 raise ThresherError(f"training config '{args.config}' is neither a file nor a shipped config "
                                     f"(recipes/training/*.yaml)")
         raw = interpolate(yaml.safe_load(path.read_text(encoding="utf-8")) or {}, str(path))
+        raw["config_sha"] = config_sha(path)
     text_key = args.text_key
     for kind in ("positive", "negative"):
         raw[kind] = raw.get(kind, []) + [{"path": p, "text_key": text_key} for p in getattr(args, kind) or []]
@@ -403,6 +424,6 @@ def format_report(r: TrainReport) -> str:
         lines.append(_line(f"eval set ({r.eval['n']} rows, threshold {r.eval['threshold']})", r.eval))
     if r.eval_cv:
         cv = r.eval_cv
-        lines.append(f"eval set, {cv['k']}-fold with the other folds in training: " + "  ".join(
+        lines.append(f"eval set, {cv['k']}-fold x {cv.get('repeats', 1)} with the other folds in training: " + "  ".join(
             f"{k} {cv[k]['mean']:.3f}±{cv[k]['sd']:.3f}" for k in ("precision", "recall", "balanced_accuracy", "auc")))
     return "\n".join(lines + r.notes)

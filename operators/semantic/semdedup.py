@@ -66,6 +66,9 @@ class SemanticDedup(GlobalOp):
             "first", description="which row of a duplicate group stays: first in input order, longest text, highest "
             "keep_column, closest to its cluster's centroid, or farthest from it (the paper's choice)")
         keep_column: str | None = Field(None, description="with keep: column, the row with the highest value stays")
+        drop_embedding: bool = Field(
+            False, description="remove embedding_column from the rows it keeps (an `embed` step's vectors that served "
+            "only the classifier and this dedup: 384 numbers a row the output need not carry)")
         mode: Literal["remove", "mark"] = Field(
             "remove", description="remove duplicates, or keep all and add semantic_cluster / is_semantic_duplicate / "
             "semantic_similarity")
@@ -85,7 +88,9 @@ class SemanticDedup(GlobalOp):
     def fingerprint(self, batch: pa.Table) -> pa.Table:
         p = self.params
         if p.embedding_column in batch.column_names:
-            vectors = column_matrix(batch[p.embedding_column])
+            # float32 vectors as the embed step stored them (resolve normalises each row once, as it does
+            # vectors computed here: the same decisions, bit for bit); others (int8, lists) converted
+            vectors = column_matrix(batch[p.embedding_column], renormalise=False)
         else:
             embedder = get_embedder(p.model_path, p.tokenizer_path, p.max_tokens)
             vectors = embed_column(embedder, batch[p.field or self.text_key], p.batch_size)
@@ -174,6 +179,8 @@ class SemanticDedup(GlobalOp):
 
     # ---------------------------------------------------------------------------- apply (mark)
     def apply(self, batch: pa.Table, shard: int, rows: np.ndarray):
+        if self.params.drop_embedding and self.params.embedding_column in batch.column_names:
+            batch = batch.drop_columns([self.params.embedding_column])
         if self.params.mode != "mark":
             return batch
         st, pos = state_rows(self.state, shard, rows)

@@ -2,6 +2,8 @@
 
 ``workers=1`` runs in this process; more use a spawn-context pool (no fork: polars and
 pyarrow keep thread pools that do not survive fork). Each worker builds the recipe's ops once.
+Before the first pass that uses the pool, the workers compile the recipe's numba kernels, each
+kernel in one of them (pipeline/precompile.py), so a first run does not compile them in every worker.
 """
 
 from __future__ import annotations
@@ -27,15 +29,27 @@ def default_workers() -> int:
 
 
 # Workers hand freed block memory back to the system instead of keeping it for the next block:
-# Arrow's buffers come from malloc (not mimalloc, which keeps freed pages mapped), and glibc maps
-# allocations from 1 MiB up on their own pages (its default threshold grows up to 32 MiB, after which
-# freed blocks stay in the heap). Peak PSS of a 2-worker exact dedup: -100 MB; speed the same
-# (docs/benchmarks.md, "Exact dedup and memory, round two"). A value set by the user wins.
-WORKER_ALLOCATOR = {"ARROW_DEFAULT_MEMORY_POOL": "system", "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
+# glibc maps allocations from 1 MiB up on their own pages (its default threshold grows up to 32 MiB,
+# after which freed blocks stay in the heap), and Arrow's buffers come from jemalloc (not mimalloc,
+# which keeps freed pages mapped), which reuses freed pages for a moment before it returns them: from
+# malloc, each new block-sized buffer was a fresh mapping zero-filled page by page (two thirds of the
+# fineweb recipe's system time). Peak PSS of a 2-worker exact dedup: -100 MB against mimalloc; against
+# malloc, the same peak and 4-5x fewer page faults (100k docs: 3.4 -> 1.3 s system time); docs/benchmarks.md,
+# "Exact dedup and memory, round two" and "Whole fineweb recipe time". A value set by the user wins;
+# where pyarrow is built without jemalloc, malloc ("system").
+WORKER_ALLOCATOR = {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc", "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
 
 
 def worker_allocator_env() -> dict[str, str]:
-    return {k: v for k, v in WORKER_ALLOCATOR.items() if k not in os.environ}
+    env = {k: v for k, v in WORKER_ALLOCATOR.items() if k not in os.environ}
+    if env.get("ARROW_DEFAULT_MEMORY_POOL") == "jemalloc":
+        import pyarrow as pa
+
+        try:
+            pa.jemalloc_memory_pool()
+        except NotImplementedError:
+            env["ARROW_DEFAULT_MEMORY_POOL"] = "system"
+    return env
 
 
 _events = None  # in a pool worker: the pool's progress queue (see LocalExecutor._get_pool)
@@ -69,6 +83,7 @@ class LocalExecutor:
         self.workers = workers or default_workers()
         self._pool: ProcessPoolExecutor | None = None
         self._events = None  # the pool's progress queue (the workers get it when they start)
+        self._compiled: set[str] = set()  # kernels the workers have compiled or loaded (precompile)
 
     def __enter__(self) -> LocalExecutor:
         return self
@@ -113,6 +128,9 @@ class LocalExecutor:
 
         if not shards:
             return
+        if not self._in_process(len(shards)) and os.environ.get("THRESHER_PRECOMPILE", "1") != "0":
+            # THRESHER_PRECOMPILE=0: each worker compiles what it calls (benchmarks compare)
+            self.precompile(recipe)
 
         def done(r: dict) -> None:
             on_shard_done(r["shard"])
@@ -130,6 +148,22 @@ class LocalExecutor:
             self._get_pool()
             with Drain(partial(_take_all, self._events), events, len(shards)):
                 self.map(_run_shard_reporting, [(recipe, out, k, s, getattr(recipe, "attempt_id", "")) for s in shards], done, context)
+
+    def precompile(self, recipe) -> None:
+        """Have the workers compile the numba kernels of the recipe's ops (or load them from the
+        cache), one task per kernel, the costliest first, before the shards run: each kernel is
+        compiled once, the workers in parallel, and the shards and the driver load it from numba's
+        cache (pipeline/precompile.py). Nothing for ops without kernels. A pass that runs in this
+        process (one shard) does not start the pool for it: measured on the loaded 2-core machine,
+        starting it to compile in parallel cost more than it saved (docs/benchmarks.md)."""
+        from thresher.pipeline.precompile import compile_kernel, recipe_kernels
+
+        todo = [(k, sigs) for k, sigs in recipe_kernels(spec.op_class() for spec in recipe.ops)
+                if k not in self._compiled]
+        if not todo:
+            return
+        self._compiled.update(k for k, _ in todo)
+        list(self._get_pool().map(compile_kernel, [k for k, _ in todo], [sigs for _, sigs in todo]))
 
     def _in_process(self, calls: int) -> bool:
         return self.workers == 1 or calls == 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator
 from functools import partial
@@ -47,10 +48,37 @@ def ops_for(recipe: Recipe) -> tuple[list[Op], list[Stage]]:
     key = f"{recipe.fingerprint()}:{getattr(recipe, 'run_id', '')}:{getattr(recipe, 'attempt_id', '')}"
     if key not in _OPS_CACHE:
         ops = recipe.build_ops()
+        if all(type(op).__module__.startswith("thresher.") for op in ops):
+            skip_pandas_probe()
         _OPS_CACHE[key] = (ops, make_plan(ops))
         while len(_OPS_CACHE) > _OPS_CACHE_SIZE:
             del _OPS_CACHE[next(iter(_OPS_CACHE))]  # the oldest
     return _OPS_CACHE[key]
+
+
+def skip_pandas_probe() -> None:
+    """pyarrow imports pandas, where it is installed, the first time it converts anything
+    (``pa.array``, ``pa.table``) only to ask whether the input is a pandas object: +25 MB of
+    memory and ~0.3 s per worker, though no built-in op hands pyarrow a pandas object. Settle that
+    question as "no pandas" while pandas is not imported: pyarrow still imports it for real when
+    asked for pandas (``to_pandas``, ``Table.from_pandas``: its shim, pyarrow/pandas-shim.pxi,
+    retries the import). Called only where every op of the recipe is built in (a plugin may pass
+    pandas objects), and not in a Ray worker (Ray Data hands pyarrow pandas blocks)."""
+    if "pandas" in sys.modules or "ray" in sys.modules:
+        return
+    sys.meta_path.insert(0, _NoPandas)  # an import of pandas fails for this one call
+    try:
+        pa.array([0])
+    finally:
+        sys.meta_path.remove(_NoPandas)
+
+
+class _NoPandas:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name == "pandas" or name.startswith("pandas."):
+            raise ImportError("pandas is left unimported here")
+        return None
 
 
 def empty_ledger(ops: list[Op]) -> Ledger:
@@ -173,7 +201,28 @@ def run_pass_shard(recipe: Recipe, out_dir: str, k: int, shard: Shard, channel: 
         "profile": runner.profile.take(), "seconds": round(time.perf_counter() - t_start, 4), "pid": os.getpid(),
     }
     write_json_atomic(layout.done(k, shard.index), done)
+    trim_heap()
     return done
+
+
+_LIBC = None
+
+
+def trim_heap() -> None:
+    """Hand the heap a shard freed back to the system (glibc ``malloc_trim``; it keeps freed small
+    blocks otherwise): a worker waiting for its next shard, or for the driver's resolve, holds
+    ~25 MB less (docs/benchmarks.md, "Exact dedup and memory, round two"). No-op off glibc."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
 
 
 def make_runner(recipe: Recipe, stage: Stage, source: str = "") -> BatchRunner:
@@ -278,11 +327,16 @@ def piece_offsets(layout: Layout, k: int, n_shards: int) -> list[tuple[int, str,
     """(shard, piece, first row) of every fingerprint file of pass k, in input order. A shard run
     whole has one piece ""; a shard the Ray executor ran block by block has one per block, whose
     rows are numbered after the blocks before it (the order the next pass reads them in)."""
+    from thresher.pipeline.summary import read_pieces
+
+    known = read_pieces(layout, k)  # written by the driver's marker summary after the pass
+    if known is not None and len(known) != n_shards:
+        known = None
     out = []
     for shard in range(n_shards):
-        done = layout.read_done(k, shard) or {}
+        pieces = known[shard] if known is not None else (layout.read_done(k, shard) or {}).get("pieces", [["", 0]])
         offset = 0
-        for piece, rows in done.get("pieces", [["", 0]]):
+        for piece, rows in pieces:
             out.append((shard, piece, offset))
             offset += rows
     return out

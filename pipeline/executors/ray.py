@@ -5,7 +5,9 @@ shuffles (see ``ray_data`` and ``ray_shuffle``).
 ``RAY_ADDRESS`` connects to an existing one. Ray retries the task of a worker that dies; every
 block's outputs are written atomically under names fixed by the block, so a retry rewrites the same
 files and cannot duplicate or lose rows. Done markers are written by the driver after a pass, so a
-driver that dies mid-pass leaves that pass to be redone by ``--resume``.
+driver that dies mid-pass leaves that pass to be redone by ``--resume``. With an object-store
+output the tasks write to the bucket themselves — parts, rows between passes, and a done marker
+after them — so the nodes share no filesystem (``io/objectstore``).
 
 A local Ray started here is this run's alone: ``__exit__`` shuts it down, and a watchdog process
 (``ray_watchdog``) tears it down completely when the driver dies without getting there (SIGKILL,
@@ -23,6 +25,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from thresher.pipeline import fs
 from thresher.pipeline.errors import ThresherError
 
 
@@ -129,12 +132,20 @@ class RayExecutor:
         t0 = time.perf_counter()
         shuffle = RayShuffle(self.parallelism)
         pieces = piece_offsets(layout, k, n_shards)
-        fps = shuffle.read_parquet([str(layout.fingerprints(k, s, p)) for s, p, _ in pieces],
-                                   [o for _, _, o in pieces], ROW)
+        direct = fs.direct_output(recipe)  # the fingerprints are in the bucket (objectstore)
+        if direct:
+            from thresher.pipeline.io.objectstore import pull_fingerprints, read_fingerprints
+
+            fps = read_fingerprints(direct, layout, k, pieces, ROW, recipe.storage, 4 * shuffle.partitions)
+        else:
+            fps = shuffle.read_parquet([str(layout.fingerprints(k, s, p)) for s, p, _ in pieces],
+                                       [o for _, _, o in pieces], ROW)
         barrier.ensure_setup()
         with _errors(f"pass {k} (resolve {barrier.ctx.key})"):
             decided = barrier.resolve_distributed(fps, shuffle)
         if decided is None:
+            if direct:
+                pull_fingerprints(direct, layout, k, pieces)
             return resolve_pass(recipe, out, k, n_shards)
         return write_decisions(layout, k, barrier, decided, barrier.take_counters(), time.perf_counter() - t0)
 

@@ -18,6 +18,7 @@ import time
 
 import pyarrow as pa
 
+from thresher.pipeline import fs
 from thresher.pipeline.executors.passes import (
     PassSink,
     clean_partial,
@@ -74,6 +75,21 @@ def _take_stats(ledger: Ledger, runner, quarantine: list[dict], mark: BlockMark 
 
 def process_blocks(batch: pa.Table, recipe: Recipe, out: str, k: int, shards: dict[int, Shard],
                    channel: Channel | None = None) -> pa.Table:
+    """Ray Data UDF (see ``_process_blocks``). ``out`` an object-store URL (a direct output,
+    ``objectstore``): the shards run in a scratch directory of this task, whose files are then
+    uploaded under their final keys, and their done markers after them."""
+    if not fs.is_url(out):
+        return _process_blocks(batch, recipe, out, k, shards, channel)
+    from thresher.pipeline.io.objectstore import TaskWork
+
+    with TaskWork(recipe, out, k, batch["shard"].to_pylist()) as work:
+        result = _process_blocks(batch, recipe, str(work.dir), k, shards, channel)
+        work.commit(result["done"].to_pylist())
+    return result
+
+
+def _process_blocks(batch: pa.Table, recipe: Recipe, out: str, k: int, shards: dict[int, Shard],
+                    channel: Channel | None = None) -> pa.Table:
     """Ray Data UDF: each shard of ``batch`` read block by block, each block through the fused local
     ops, then the next global op's fingerprints or the output files (per block). Returns one row per
     shard: its done marker, merged here from the blocks' summaries (the driver only writes it), and
@@ -181,6 +197,12 @@ def run_pass(recipe: Recipe, out: str, k: int, shards: list[Shard], parallelism:
     layout.pass_dir(k).mkdir(parents=True, exist_ok=True)
     for s in shards:
         clean_partial(layout, k, s.index, final)
+    direct = fs.direct_output(recipe)  # an object-store output the tasks write to themselves
+    if direct:
+        from thresher.pipeline.io.objectstore import before_pass
+
+        before_pass(direct, layout, k, shards, final)
+    task_out = direct or out  # tasks of a direct run never see the driver's directory
     cpus, memory, needs_model = stage_resources(recipe, k)
     by_index = {s.index: s for s in shards}
     ds = ray.data.from_items([{"shard": s.index} for s in shards], override_num_blocks=len(shards))
@@ -188,10 +210,10 @@ def run_pass(recipe: Recipe, out: str, k: int, shards: list[Shard], parallelism:
     # (no block crosses the object store) and the shard's summary is merged there, so the driver's
     # work per pass is one small record per shard, not a ledger and profile per block.
     if needs_model and recipe.executor.model_actors:  # a fixed pool, one actor per worker slot, models loaded once
-        ds = ds.map_batches(block_processor(recipe, out, k, by_index, channel), batch_size=1, batch_format="pyarrow",
+        ds = ds.map_batches(block_processor(recipe, task_out, k, by_index, channel), batch_size=1, batch_format="pyarrow",
                             concurrency=max(1, parallelism), num_cpus=cpus, memory=memory)
     else:
-        ds = ds.map_batches(process_blocks, fn_args=(recipe, out, k, by_index, channel), batch_size=1,
+        ds = ds.map_batches(process_blocks, fn_args=(recipe, task_out, k, by_index, channel), batch_size=1,
                             batch_format="pyarrow", num_cpus=cpus, memory=memory)
     markers: dict[int, dict] = {}
     for t in ds.iter_batches(batch_size=None, batch_format="pyarrow"):

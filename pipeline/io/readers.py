@@ -266,47 +266,80 @@ class StreamCut(Exception):  # noqa: N818 - an event of reading, not a failure o
 
 
 def iter_blocks(shard: Shard, block_bytes: int, pos: ReadPos | None = None) -> Iterator[tuple[bytes, int, int]]:
-    """Blocks of whole lines from a JSONL shard: (bytes, number of its first line, lines in it).
+    """Blocks of whole lines from a JSONL shard: (bytes-like, number of its first line, lines in it).
     Raises ``StreamCut`` after the last whole line of a truncated or corrupt compressed file.
-    ``pos`` follows the bytes consumed: of the blocks yielded (plain), of the compressed file read."""
+    ``pos`` follows the bytes consumed: of the blocks yielded (plain), of the compressed file read.
+    Only the block yielded is held while the caller parses it (no chunk or carry copies beside it):
+    a worker's memory is a few blocks, so these copies were a third of it."""
     comp = _COMPRESSION[shard.format]
     pos = pos if pos is not None else ReadPos()
-    chunks = _decompressed_chunks(shard, comp, block_bytes, pos) if comp else _plain_chunks(shard, block_bytes)
     line = shard.first_line
+    if not comp:
+        for block in _plain_blocks(shard, block_bytes):
+            n = block.count(b"\n") + (not block.endswith(b"\n"))
+            pos.bytes += len(block)
+            yield block, line, n
+            line += n
+            del block
+        return
     carry = b""
     try:
-        for chunk in chunks:
+        for chunk in _decompressed_chunks(shard, comp, block_bytes, pos):
             buf = carry + chunk if carry else chunk
+            del chunk
             cut = buf.rfind(b"\n")
             if cut < 0:
                 carry = buf
                 continue
             block, carry = buf[: cut + 1], buf[cut + 1:]
+            del buf
             n = block.count(b"\n")
-            if not comp:
-                pos.bytes += len(block)
             yield block, line, n
             line += n
+            del block
     except _Damaged as e:
         raise StreamCut(line, e.reason, carry) from None
     if carry:
-        if not comp:
-            pos.bytes += len(carry)
         yield carry, line, carry.count(b"\n") + 1
 
 
-def _plain_chunks(shard: Shard, block_bytes: int) -> Iterator[bytes]:
+def _plain_blocks(shard: Shard, block_bytes: int) -> Iterator[bytearray]:
+    """Whole lines of a plain shard, about ``block_bytes`` at a time: each block is read in place
+    into its own buffer and completed to the end of its line (no copy; a shard's range ends at the
+    end of a line, so the last block does too, except for a file's last line without a newline)."""
     with fs.open_input(shard.path) as f:  # the builtin open for a local file; ranged reads for a URL
         f.seek(shard.start)
         remaining = None if shard.end < 0 else shard.end - shard.start
         while True:
             want = block_bytes if remaining is None else min(block_bytes, remaining)
-            chunk = f.read(want) if want > 0 else b""
-            if not chunk:
+            if want <= 0:
                 return
+            buf = bytearray(want)
+            got = f.readinto(buf)
+            if not got:
+                return
+            if got < want:
+                del buf[got:]
             if remaining is not None:
-                remaining -= len(chunk)
-            yield chunk
+                remaining -= got
+            if buf[-1] != 10 and (remaining is None or remaining > 0):  # 10: b"\n"
+                tail = _readline(f, remaining)
+                buf += tail
+                if remaining is not None:
+                    remaining -= len(tail)
+            yield buf
+            del buf
+
+
+def _readline(f, limit: int | None) -> bytes:
+    """The rest of the current line, at most ``limit`` bytes. fsspec's files take no size argument
+    to ``readline`` (an object store's shard ends at a line end, so the cut only guards a bad range)."""
+    if limit is None:
+        return f.readline()
+    try:
+        return f.readline(limit)
+    except TypeError:
+        return f.readline()[:limit]
 
 
 class _Damaged(Exception):  # noqa: N818

@@ -92,10 +92,10 @@ def errors(validator, doc) -> list[str]:
 
 def test_kuberay_manifests_pass_the_crd_schemas(tmp_path):
     check = validators()
-    for kw, kinds in (({"service_account": "thresher-irsa", "staging_class": "efs-sc"},
-                       ["ConfigMap", "PersistentVolumeClaim", "RayJob"]),
+    for kw, kinds in (({"service_account": "thresher-irsa"}, ["ConfigMap", "RayJob"]),
+                      ({"staging_class": "efs-sc"}, ["ConfigMap", "PersistentVolumeClaim", "RayJob"]),
                       ({"staging_claim": "shared-rwx"}, ["ConfigMap", "RayJob"])):
-        docs = kuberay_docs(tmp_path / kinds[1], **kw)
+        docs = kuberay_docs(tmp_path / next(iter(kw)), **kw)
         assert [d["kind"] for d in docs] == kinds  # one RayCluster: the RayJob's own
         for d in docs:
             assert errors(check[d["kind"]], d) == []
@@ -139,13 +139,23 @@ def test_the_resolved_recipe_travels_in_a_configmap(tmp_path):
         assert mounts[RECIPE_DIR]["readOnly"]
 
 
-def test_output_parts_are_staged_on_a_shared_volume(tmp_path):
-    """docs/storage.md: a cluster run with an object-store output stages parts in THRESHER_STAGING,
-    which every node must share: a ReadWriteMany claim mounted in the head and every worker."""
+def test_no_shared_volume_is_needed(tmp_path):
+    """docs/storage.md: the Ray tasks write their parts to the bucket, so by default the manifests
+    mount no volume and set no THRESHER_STAGING."""
+    docs = by_kind(kuberay_docs(tmp_path))
+    assert set(docs) == {"ConfigMap", "RayJob"}
+    for pod in pods(docs["RayJob"]):
+        assert [v["name"] for v in pod["spec"]["volumes"]] == ["recipe"]
+        assert not [e for e in pod["spec"]["containers"][0]["env"] if e["name"] == "THRESHER_STAGING"]
+
+
+def test_a_staging_volume_stays_possible(tmp_path):
+    """Asked for, a ReadWriteMany claim for the driver's files is made (or an existing one used),
+    mounted in the head and every worker, with THRESHER_STAGING pointing at it."""
     docs = by_kind(kuberay_docs(tmp_path, staging_class="efs-sc"))
     claim = docs["PersistentVolumeClaim"]
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"] and claim["spec"]["storageClassName"] == "efs-sc"
-    assert claim["spec"]["resources"]["requests"]["storage"] == "75Gi"  # 1.5 x the 50 GB input
+    assert claim["spec"]["resources"]["requests"]["storage"] == "10Gi"  # the driver's files: small
     for pod in pods(docs["RayJob"]):
         volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
         container = pod["spec"]["containers"][0]
@@ -216,9 +226,16 @@ def test_launcher_yaml_passes_rays_validation(tmp_path, provider):
     assert "thresher-ray-token" in cmds  # the token is read from the secret store at start...
     assert not re.search(r"RAY_AUTH_TOKEN=[\"']?[A-Za-z0-9]{16}", path.read_text())  # ...never written down
     assert "~/thresher-recipe.yaml --resume" in path.read_text()  # the header says how to run it
-    mount = cfg["setup_commands"][-1]  # every node mounts the shared staging export
-    assert "mount -t nfs4" in mount and "/mnt/thresher-staging" in mount
-    assert "THRESHER_STAGING=/mnt/thresher-staging" in cmds and "THRESHER_STAGING=" in " ".join(cfg["worker_start_ray_commands"])
+    text = path.read_text()  # no shared filesystem: the tasks write to the bucket
+    assert "mount -t nfs4" not in text and "THRESHER_STAGING" not in text and "NFS" not in text
+    (path,) = write_templates(provider, "fineweb", str(tmp_path / "nfs"), SETS, input_gb=50, output=OUT,
+                              staging_nfs="10.0.0.2:/thresher")
+    cfg = yaml.safe_load(path.read_text())
+    validate_config(prepare_config(cfg))
+    mount = cfg["setup_commands"][-1]  # asked for: every node mounts the export, THRESHER_STAGING points there
+    assert "mount -t nfs4" in mount and "/mnt/thresher-staging" in mount and "10.0.0.2:/thresher" in mount
+    assert "THRESHER_STAGING=/mnt/thresher-staging" in " ".join(cfg["head_start_ray_commands"])
+    assert "THRESHER_STAGING=" in " ".join(cfg["worker_start_ray_commands"])
 
 
 def test_launcher_setup_command_writes_the_resolved_recipe(tmp_path):

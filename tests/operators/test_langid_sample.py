@@ -7,7 +7,9 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from thresher.operators.filter.langid import LanguageId, classify, sample_text
+from thresher.operators.filter import langid as langid_module
+from thresher.operators.filter.langid import LanguageId, classify, load_fasttext, sample_text
+from thresher.pipeline.assets import LID176, asset_path
 
 EN = ("The committee will publish its report on the state of the railways next week, and the minister "
       "has promised to answer every question that the members of parliament put to her. ")
@@ -65,13 +67,32 @@ def lid():
 def test_only_unconfident_samples_are_classified_again_whole(lid):
     mixed = EN * 12 + DE * 3  # the sample: half English, half German (not confident); the whole: English
     texts = [EN * 20, mixed, "short English text about the railways", DE * 20]
-    spy = Spy(lid._model)
+    spy = Spy(load_fasttext(str(asset_path(LID176))))  # the binding reads strings: what it was given
     labels, score = classify(spy, pa.array(texts), sample_bytes=400, pieces=2, recheck_below=0.9)
     whole, _ = classify(lid._model, pa.array(texts))
     assert labels.tolist() == whole.tolist() == ["__label__en", "__label__en", "__label__en", "__label__de"]
     first, again = spy.seen
     assert len(first) == 4 and all(len(s.encode()) < 600 for s in first)  # samples, one call
     assert again == [mixed.replace("\n", " ")]  # only the row whose sample was not confident
+
+
+@pytest.mark.network
+def test_compiled_path_rechecks_only_unconfident_rows_in_place(lid, monkeypatch):
+    mixed = EN * 12 + DE * 3
+    texts = [EN * 20, mixed, "short English text about the railways", DE * 20]
+    calls = []
+    real = langid_module.fasttext_predict
+
+    def spy(model, data, lo, hi, row_seg):
+        calls.append([data[a:b].tobytes().decode() for a, b in zip(lo, hi, strict=True)])
+        return real(model, data, lo, hi, row_seg)
+
+    monkeypatch.setattr(langid_module, "fasttext_predict", spy)
+    labels, _ = classify(lid._model, pa.array(texts), sample_bytes=400, pieces=2, recheck_below=0.9)
+    assert labels.tolist() == ["__label__en", "__label__en", "__label__en", "__label__de"]
+    first, again = calls
+    assert len(first) == 8 and all(len(s.encode()) < 300 for s in first)  # two pieces per row, one call
+    assert again == [mixed]  # only the unconfident row, whole, as a range of the column's buffer
 
 
 @pytest.mark.network

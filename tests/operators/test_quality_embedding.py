@@ -16,15 +16,19 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import read_output, read_quarantine, run_recipe, write_jsonl
 from thresher.operators.filter.quality import QualityClassifier
+from thresher.operators.filter.quality_features import SURFACE_FEATURES, surface_features
 from thresher.operators.filter.quality_linear import (
     LinearQualityModel,
     fit_logistic,
     fit_model,
     fit_platt,
     sigmoid,
+    stratified_folds,
 )
 from thresher.operators.filter.quality_metrics import binary_metrics, mean_sd
 from thresher.operators.filter.quality_training import EvalSet, TrainConfig, train_quality
@@ -84,6 +88,49 @@ def test_model_file_round_trip_is_pickle_free(tmp_path):
     np.savez(tmp_path / "other.npz", weights=np.zeros(2), meta=np.array(json.dumps({"format": "else"})))
     with pytest.raises(ValueError, match="not a thresher-quality-linear"):
         LinearQualityModel.load(tmp_path / "other.npz")
+
+
+def test_feature_weight_is_a_block_penalty_and_platt_follows_the_example_weights():
+    x, y, _ = _gaussian_logistic(300, 6, seed=4)
+    weighted = fit_model(x, y, l2=8.0, feature_weight=np.full(6, 0.5), calibration_folds=0)
+    plain = fit_model(x, y, l2=32.0, calibration_folds=0)  # weight a on every feature = l2 / a²
+    assert np.allclose(weighted.decision(x), plain.decision(x), atol=1e-8)
+    # Platt weighted by the examples' weights: a weighted-up group decides the calibration
+    z = np.r_[np.linspace(-3, 3, 100), np.linspace(-3, 3, 100)]
+    labels = np.r_[z[:100] > 0, z[100:] < 0].astype(int)  # the second group says the opposite
+    a_plain, _ = fit_platt(z, labels)
+    a_weighted, _ = fit_platt(z, labels, np.r_[np.full(100, 50.0), np.ones(100)])
+    assert abs(a_plain) < 1e-6 and a_weighted > 1.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 2), min_size=6, max_size=80), st.integers(2, 6), st.integers(0, 99))
+def test_stratified_folds_partition_and_balance_every_class(labels, k, seed):
+    y = np.array(labels)
+    parts = stratified_folds(y, k, seed)
+    assert len(parts) == k and np.array_equal(np.sort(np.concatenate(parts)), np.arange(len(y)))
+    for label in np.unique(y):
+        counts = [int((y[f] == label).sum()) for f in parts]
+        assert max(counts) - min(counts) <= 1
+    assert all(np.array_equal(a, b) for a, b in zip(parts, stratified_folds(y, k, seed), strict=True))
+
+
+def test_surface_features_of_a_page():
+    page = ("Home | Login | Register\n\nPosted by anna: I love my new bike, thanks!\n"
+            + "A long paragraph of prose that goes on for well over two hundred characters, describing the history "
+              "of the town, its river, the bridges that cross it and the mills that once stood along its banks, "
+              "until the railway came. 12 34\n")
+    f = dict(zip(SURFACE_FEATURES, surface_features([page, "", None])[0], strict=True))
+    lines = [ln for ln in page.split("\n") if ln.strip()]
+    assert f["log_chars"] == pytest.approx(np.log1p(len(page))) and f["log_lines"] == pytest.approx(np.log1p(3))
+    assert f["paragraph_char_share"] == pytest.approx(len(lines[2]) / sum(map(len, lines)))
+    assert f["short_line_share"] == pytest.approx(1 / 3)  # "Home | Login | Register"
+    assert f["separators_per_100_chars"] == pytest.approx(2 / len(page) * 100)
+    assert f["first_person_per_word"] == pytest.approx(3 / len(page.split()))  # I, my, thanks
+    assert f["page_chrome_per_word"] == pytest.approx(3 / len(page.split()))  # Login, Register, Posted
+    assert f["digit_share"] == pytest.approx(4 / len(page))
+    empty = surface_features(["", None])
+    assert np.isfinite(empty).all() and empty[0].tolist() == empty[1].tolist()
 
 
 def test_metrics_and_fold_summary():
@@ -206,6 +253,39 @@ def test_embedding_logreg_training_is_deterministic_and_the_op_applies_both_type
 
 
 @pytest.mark.network
+def test_one_embed_column_serves_the_classifier_and_semantic_dedup_with_the_same_output(tmp_path):
+    """fineweb-edu's sharing: ``embed`` once, ``quality_classifier`` (embedding_field) and ``semantic_dedup``
+    read the column, which the dedup then drops; the output is byte for byte the two-embedding run's."""
+    pos, neg = _train_files(tmp_path, 40)
+    model = tmp_path / "m.npz"
+    train_quality(TrainConfig(model_type="embedding-logreg", positive=[{"path": str(pos)}], negative=[{"path": str(neg)}],
+                              rule_features=True, output=str(model)))
+    rng = random.Random(5)
+    rows = [{"id": f"g{i}", "text": f"Part {i}. " + GOOD} for i in range(12)]
+    rows += [{"id": f"b{i}", "text": BAD + f" item {rng.randint(1, 99)}"} for i in range(8)]
+    rows += [{"id": f"p{i}", "text": GOOD.replace("careful", "thorough") + f" Part {i}."} for i in range(5)]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    clf = {"model_path": str(model), "threshold": 0.5}
+    dedup = {"threshold": 0.9, "clusters": 2, "keep": "longest"}
+    run_recipe([inp], tmp_path / "twice", [{"quality_classifier": clf}, {"semantic_dedup": dedup}],
+               output={"keep_stats": True})
+    run_recipe([inp], tmp_path / "once", [{"embed": {}}, {"quality_classifier": {**clf, "embedding_field": "embedding"}},
+                                          {"semantic_dedup": {**dedup, "drop_embedding": True}}],
+               output={"keep_stats": True})
+    twice, once = read_output(tmp_path / "twice"), read_output(tmp_path / "once")
+    assert once == twice and 0 < len(once) < len(rows)
+    assert "embedding" not in once[0] and not [r for r in once if r["id"].startswith("b")]  # bad pages dropped
+    led = [json.loads((tmp_path / x / "ledger.json").read_text())["ops"] for x in ("twice", "once")]
+    assert led[0]["semantic_dedup"]["dropped"] == led[1]["semantic_dedup"]["dropped"]
+    # a column of another width is a clear error, not a silent misfit
+    op = QualityClassifier(QualityClassifier.Params(model_path=str(model), embedding_field="e"))
+    op.setup()
+    bad_col = pa.FixedSizeListArray.from_arrays(pa.array(np.ones(8, dtype=np.float32)), 4)
+    with pytest.raises(ThresherError, match="dimensions"):
+        op.compute_stats(pa.table({"text": ["a", "b"], "e": bad_col}))
+
+
+@pytest.mark.network
 def test_eval_set_report_and_cross_validation(tmp_path):
     pos, neg = _train_files(tmp_path, 40)
     ev = write_jsonl(tmp_path / "dev.jsonl", [{"text": GOOD + f" {i}", "label": 1} for i in range(6)]
@@ -248,3 +328,30 @@ def test_builtin_models_are_trained_into_the_cache_not_shipped(tmp_path, monkeyp
     assert res.returncode == 0, res.stdout + res.stderr
     listed = subprocess.run([sys.executable, "-m", "thresher", "recipes"], capture_output=True, text=True, timeout=120)
     assert "fineweb-edu" in listed.stdout
+
+
+@pytest.mark.network
+def test_a_builtin_model_from_an_older_config_is_refused(tmp_path, monkeypatch):
+    """A ``builtin:NAME`` model records the sha256 of the shipped config that trained it; after that
+    config changes (a new thresher), the op stops and names the command that retrains it, instead of
+    keeping rows by whatever model this machine happened to train before."""
+    import thresher.operators.filter.quality_training as qt
+
+    monkeypatch.setenv("THRESHER_CACHE", str(tmp_path / "cache"))
+    config = tmp_path / "tiny-quality.yaml"
+    monkeypatch.setattr(qt, "shipped_config", lambda name: config if name == "tiny-quality" else tmp_path / "none")
+    pos, neg = _train_files(tmp_path, 40)
+    config.write_text(f"model_type: embedding-logreg\npositive: [{{path: {pos}}}]\nnegative: [{{path: {neg}}}]\n"
+                      "output: builtin:tiny-quality\neval_cv: 0\n")
+    from types import SimpleNamespace
+
+    cli = SimpleNamespace(config=str(config), text_key="text", positive=None, negative=None, labels=None,
+                          label_column=None, label_threshold=None, eval=None, output=None, seed=None, epoch=None,
+                          model_type=None, eval_cv=None, threshold=None, rule_features=False)
+    train_quality(qt.config_from_args(cli))
+    op = QualityClassifier(QualityClassifier.Params(model_path="builtin:tiny-quality"))
+    op.prepare()  # trained by this very config
+    config.write_text(config.read_text() + "seed: 7\n")  # the shipped config changes
+    with pytest.raises(ThresherError, match=r"another version of recipes/training/tiny-quality.yaml.*"
+                                            r"train-quality --config tiny-quality"):
+        op.prepare()

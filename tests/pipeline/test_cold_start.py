@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from thresher.pipeline import kernel_cache
 
 
@@ -89,3 +91,130 @@ def test_the_quickstart_run_imports_no_ray_or_plotting(tmp_path):
             "print(rc, sorted(m for m in ('ray', 'matplotlib', 'torch', 'sklearn', 'transformers') if m in sys.modules))")
     env = {**os.environ}  # the session's cache: its demo corpus and numba's in-tree kernels
     assert _python(code, env, tmp_path).strip().splitlines()[-1] == "0 []"
+
+
+# ------------------------------------------------------------------ the lazy registry (op_index)
+
+
+def test_op_index_is_the_registry_written_out():
+    """op_index.py is what `python -m thresher.pipeline.registry --write-index` writes from the
+    registry built by importing every op module: an op added, renamed or moved needs it regenerated."""
+    from thresher.pipeline import registry
+
+    path = Path(registry.__file__).with_name("op_index.py")
+    assert registry.index_source() == path.read_text(encoding="utf-8"), \
+        "run `python -m thresher.pipeline.registry --write-index`"
+
+
+def test_validating_a_recipe_imports_only_its_ops(tmp_path):
+    code = """
+import json, sys
+from thresher.pipeline.recipe import parse_recipe
+from thresher.pipeline.registry import op_names
+r = parse_recipe(json.dumps({"input": {"paths": ["x.jsonl"]}, "output": {"path": "out"},
+                             "process": [{"exact_dedup": {}}, {"fix_mojibake": {}}]}))
+print(json.dumps({"ops": [s.name for s in r.ops], "classes": [s.op_cls.__name__ for s in r.ops],
+                  "modules": sorted(m for m in sys.modules if m.startswith("thresher.operators.") and "common" not in m),
+                  "heavy": [m for m in ("numba", "scipy", "pandas", "sklearn") if m in sys.modules],
+                  "names": len(op_names())}))
+"""
+    got = json.loads(_python(code, _env(tmp_path), tmp_path))
+    assert got["ops"] == ["exact_dedup", "mojibake_fix"]  # a former name resolved without importing the rest
+    assert got["modules"] == ["thresher.operators.clean", "thresher.operators.clean.mojibake",
+                              "thresher.operators.dedup", "thresher.operators.dedup.exact"]
+    assert got["heavy"] == []
+    assert got["names"] > 70  # every op is still known by name
+
+
+def test_a_plugin_cannot_take_the_name_of_a_builtin_that_is_not_imported(tmp_path):
+    code = """
+import sys
+from thresher.api import Mapper
+from thresher.pipeline.registry import register
+
+class Mine(Mapper):
+    '''Mine.'''
+    name = "minhash_dedup"
+try:
+    register(Mine)
+except TypeError as e:
+    print(e, "thresher.operators.dedup.minhash" in sys.modules)
+"""
+    assert _python(code, _env(tmp_path), tmp_path).strip() == (
+        "op name 'minhash_dedup' is taken by thresher.operators.dedup.minhash.MinHashDedup False")
+
+
+def test_an_unknown_op_still_suggests_the_closest_name(tmp_path):
+    from thresher.pipeline.errors import RecipeError
+    from thresher.pipeline.registry import get_op
+
+    with pytest.raises(RecipeError, match="Did you mean 'minhash_dedup'"):
+        get_op("minhash_dedupe")
+
+
+# ---------------------------------------------------------------- compiling kernels once (precompile)
+
+
+def _rows(n: int, seed: int) -> list[dict]:
+    words = ["alpha", "beta", "gamma", "delta", "the", "of", "and", "river", "stone", "light"]
+    return [{"id": f"{seed}-{i}", "text": " ".join(words[(i * 7 + j * seed) % 10] for j in range(30 + i % 50)) + "."}
+            for i in range(n)]
+
+
+def test_a_cold_run_compiles_each_kernel_once_and_a_warm_run_none(tmp_path):
+    """Two workers, three shards, an empty kernel cache: each kernel the recipe's ops call is saved to
+    numba's cache once (one worker compiled it; the other loaded it), and a second run saves none.
+    Before precompile both workers compiled (and saved) every kernel; `THRESHER_PRECOMPILE=0` still does."""
+    from tests.conftest import write_jsonl
+
+    for k in range(3):
+        write_jsonl(tmp_path / "in" / f"part{k}.jsonl", _rows(60, k + 1))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(json.dumps({
+        "input": {"paths": [str(tmp_path / "in")]}, "output": {"path": str(tmp_path / "out")},
+        "executor": {"type": "local", "workers": 2},
+        "process": [{"text_length_filter": {"min_words": 5}}, {"word_repetition_filter": {}}]}))
+    def saves(cache: str, **extra: str) -> dict[str, int]:
+        """How many times each of the two ops' kernels was saved to numba's cache in one run."""
+        env = _env(tmp_path, NUMBA_CACHE_DIR=str(tmp_path / cache), NUMBA_DEBUG_CACHE="1", **extra)
+        res = subprocess.run([sys.executable, "-m", "thresher", "run", str(recipe), "-q", "--overwrite"], env=env,
+                             cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+        files = [Path(line.split("data saved to ")[1].strip("'")).name for line in res.stdout.splitlines()
+                 if "data saved to" in line]
+        return {k: sum(f.startswith(k + "-") for f in files) for k in ("tokenize._word_count_kernel", "repetition._word_kernel")}
+
+    assert saves("numba") == {"tokenize._word_count_kernel": 1, "repetition._word_kernel": 1}
+    assert saves("numba") == {"tokenize._word_count_kernel": 0, "repetition._word_kernel": 0}  # warm
+    # without it each worker compiles what it calls: the same run saves them twice
+    assert saves("numba-off", THRESHER_PRECOMPILE="0") == {"tokenize._word_count_kernel": 2, "repetition._word_kernel": 2}
+
+
+def test_the_kernel_table_covers_what_the_ops_call(tmp_path):
+    """After compiling what kernel_index lists for these ops (in one process, empty cache), running
+    the ops on real text (another process) compiles nothing: the table names every kernel they call
+    from Python, with the signatures they call it with. Fails when a kernel or its arguments change
+    without `python -m thresher.pipeline.precompile --write`."""
+    ops = ["text_length_filter", "gopher_repetition_filter", "c4_line_filter", "word_repetition_filter"]
+    env = _env(tmp_path, NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+    first = f"""
+from thresher.pipeline.precompile import compile_kernel, recipe_kernels
+from thresher.pipeline.registry import get_op
+todo = recipe_kernels(get_op(n) for n in {ops!r})
+print(sum(compile_kernel(k, s)[1] for k, s in todo), len(todo))
+"""
+    compiled, kernels = map(int, _python(first, env, tmp_path).split())
+    assert compiled >= kernels >= 3
+    second = f"""
+import warnings
+import pyarrow as pa
+from thresher.api import apply_op
+from thresher.pipeline.precompile import _dispatchers, _sample_rows
+from thresher.pipeline.registry import get_op
+table = pa.Table.from_pylist(_sample_rows())
+warnings.simplefilter("ignore")
+for n in {ops!r}:
+    apply_op(n, table, params=get_op(n).example)
+print(sorted(f"{{d.py_func.__qualname__}}" for d in _dispatchers() if sum(d.stats.cache_misses.values())))
+"""
+    assert _python(second, env, tmp_path).strip() == "[]"

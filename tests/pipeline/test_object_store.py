@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,8 @@ def s3_server():
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     url = f"http://127.0.0.1:{port}"
+    # moto's state is one per process: start from none, whichever module started a server before
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=30).close()
     try:
         boot = {"endpoint_url": url, "region_name": "us-east-1", "aws_access_key_id": "boot",
                 "aws_secret_access_key": "boot"}
@@ -143,6 +146,17 @@ def test_bucket_in_and_out_equals_local_disk(tmp_path, s3):
     assert not any((tmp_path / "staging").iterdir())  # the staging copy is gone once published
     # a directory of the bucket reads as a local directory does; a second run replaces our own output
     run_recipe([f"s3://{BUCKET}/{s3.prefix}/in"], url, PROCESS, fmt="parquet", workers=1)
+    _check_same(s3, f"{s3.prefix}/out", tmp_path / "local")
+
+
+def test_blocks_smaller_than_a_bucket_shard(tmp_path, s3):
+    """A shard read from the bucket in several blocks: each block is finished to the end of its line
+    through the fsspec file (whose ``readline`` takes no size), as from a local file."""
+    paths = _inputs(tmp_path, s3, n=1200, files=2)
+    sets = ["input.shard_size_mb=0.05", "executor.batch_size_mb=0.003"]
+    run_recipe(paths, tmp_path / "local", PROCESS, fmt="parquet", workers=1, sets=sets)
+    run_recipe([f"s3://{BUCKET}/{s3.prefix}/in/*.jsonl"], f"s3://{BUCKET}/{s3.prefix}/out", PROCESS, fmt="parquet",
+               workers=1, sets=sets)
     _check_same(s3, f"{s3.prefix}/out", tmp_path / "local")
 
 
@@ -279,10 +293,13 @@ def test_output_inside_an_input_is_refused(tmp_path, s3):
     assert "overlaps the input" in msg
 
 
-def test_cluster_output_needs_a_shared_staging_directory(tmp_path, s3, monkeypatch):
-    """Workers on other nodes stage their parts on their own disks: refused before any work."""
-    monkeypatch.delenv("THRESHER_STAGING")
-    with pytest.raises(ThresherError, match="set THRESHER_STAGING to a directory every node"):
+def test_a_run_resumes_with_the_executor_it_started_with(tmp_path, s3):
+    """A Ray run's parts and state are in the bucket (``_work/``), a local run's in its staging
+    directory: resuming one with the other executor is refused, naming the setting, and nothing is
+    deleted. (A cluster without THRESHER_STAGING is no longer refused: test_object_store_direct.)"""
+    s3.put(f"{s3.prefix}/out/_work/manifest.json", b"{}")
+    s3.put(f"{s3.prefix}/out/data/part-00000-b00000-000.jsonl", b'{"text": "x"}\n')
+    with pytest.raises(ThresherError, match=r"started with executor.type=ray \(--set executor.type=ray --resume\)"):
         run_recipe([write_jsonl(tmp_path / "x.jsonl", sample_docs(5))], f"s3://{BUCKET}/{s3.prefix}/out", PROCESS,
-                   executor={"type": "ray", "address": "ray://head.invalid:10001"})
-    assert s3.keys(f"{s3.prefix}/out") == []
+                   resume=True)
+    assert s3.keys(f"{s3.prefix}/out") == ["_work/manifest.json", "data/part-00000-b00000-000.jsonl"]
