@@ -13,7 +13,7 @@ import multiprocessing as mp
 import os
 import queue
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from typing import Any
@@ -187,7 +187,7 @@ class LocalExecutor:
         pool = self._get_pool()
         futures = {pool.submit(fn, *args) for args in calls}
         while futures:
-            done, futures = wait(futures, return_when=FIRST_EXCEPTION)
+            done, futures = wait(futures, return_when=FIRST_COMPLETED)  # on_done as each finishes
             for f in done:
                 exc = f.exception()
                 if exc is not None:

@@ -258,3 +258,37 @@ def test_workers_return_freed_memory_and_import_only_the_recipes_ops(tmp_path, m
             "print(ops[0].name, 'thresher.operators.filter.langid' in sys.modules, 'numba' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r.pkl")], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["exact_dedup", "False", "False"]
+
+
+def _wait_for(i: int, flag: str) -> tuple[int, bool]:
+    """Task 0 returns at once; task 1 waits until the driver has handled task 0's result."""
+    import time
+    from pathlib import Path
+
+    if i == 0:
+        return 0, True
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if Path(flag).exists():
+            return 1, True
+        time.sleep(0.05)
+    return 1, False
+
+
+def test_map_hands_each_result_over_as_it_finishes(tmp_path):
+    """The driver handles a shard's result (its done marker, the rows the next pass has consumed)
+    while the other shards still run, not after the whole pass: task 1 finishes only once the
+    driver has seen task 0's result."""
+    from thresher.pipeline.executors.local import LocalExecutor
+
+    flag = tmp_path / "seen-0"
+    results = []
+
+    def on_done(r):
+        results.append(r)
+        if r[0] == 0:
+            flag.touch()
+
+    with LocalExecutor(2) as ex:
+        ex.map(_wait_for, [(0, str(flag)), (1, str(flag))], on_done)
+    assert sorted(results) == [(0, True), (1, True)]
