@@ -71,11 +71,11 @@ class MarkerSummary:
             if i == len(self.shards):
                 self._next = (p + 1, 0)
                 continue
-            done = self.layout.read_done(p, self.shards[i])
-            if done is None:
+            if not self.layout.done(p, self.shards[i]).exists():
                 if strict:
                     raise OutputError(f"pass {p} shard {self.shards[i]} has no done marker; the run is incomplete")
                 return  # an earlier shard is still running: its marker is merged when it arrives
+            done = self.layout.read_done(p, self.shards[i])
             self.reads += 1
             self._merge(p, self.shards[i], done)
             self._next = (p, i + 1)
