@@ -2,6 +2,7 @@
 
     python bench/embed.py                  # 512 documents of ~2 KB, max_tokens 256 and 128
     python bench/embed.py --n 2000 --max-tokens 256
+    python bench/embed.py --n 128 --embed-model multilingual-e5-small   # the multilingual encoder
     python bench/embed.py --recipe --n 2000 --model /tmp/wq.npz   # fineweb-edu: one shared embedding vs two
 
 The documents are built from real paragraphs by ../shared/tools/make_corpus.py and cut to 2,000
@@ -103,18 +104,20 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--max-tokens", type=int, nargs="+", default=[256, 128])
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--embed-model", default="all-MiniLM-L6-v2", choices=["all-MiniLM-L6-v2", "multilingual-e5-small"])
     ap.add_argument("--recipe", action="store_true", help="time the fineweb-edu recipe, shared embedding vs two")
     ap.add_argument("--model", default="builtin:web-quality", help="(--recipe) the quality model")
     ap.add_argument("--repeat", type=int, default=3, help="(--recipe) interleaved runs of each variant")
     args = ap.parse_args()
     if args.recipe:
         return bench_recipe(args)
-    from thresher.operators.common.embedding import get_embedder
+    from thresher.operators.semantic.embed import EmbedParams, load_embedder
 
     docs, origin = documents(args.n)
-    print(f"{len(docs)} documents of {CHARS} characters ({origin}); batch {args.batch_size}; 1 thread")
+    print(f"{len(docs)} documents of {CHARS} characters ({origin}); {args.embed_model}; batch {args.batch_size}; "
+          "1 thread")
     for max_tokens in args.max_tokens:
-        emb = get_embedder(max_tokens=max_tokens)
+        emb = load_embedder(EmbedParams(model=args.embed_model, max_tokens=max_tokens))
         emb.encode(docs[:8])  # warm-up
         t0 = time.perf_counter()
         cpu0 = time.process_time()

@@ -30,10 +30,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
-from thresher.operators.common.embedding import column_matrix, get_embedder, vectors_column
+from thresher.operators.common.embedding import column_matrix, vectors_column
 from thresher.operators.common.kmeans import minibatch_kmeans, nearest, sampled
 from thresher.operators.dedup.exact import keep_value
-from thresher.operators.semantic.embed import EmbedParams, embed_column
+from thresher.operators.semantic.embed import EmbedParams, embed_column, load_embedder
 from thresher.pipeline.columns import ROW, SHARD, drop_decisions, no_decisions, set_column, state_rows
 from thresher.pipeline.ops import GlobalOp, Resources
 from thresher.pipeline.registry import register
@@ -92,7 +92,7 @@ class SemanticDedup(GlobalOp):
             # vectors computed here: the same decisions, bit for bit); others (int8, lists) converted
             vectors = column_matrix(batch[p.embedding_column], renormalise=False)
         else:
-            embedder = get_embedder(p.model_path, p.tokenizer_path, p.max_tokens)
+            embedder = load_embedder(p)
             vectors = embed_column(embedder, batch[p.field or self.text_key], p.batch_size)
         cols = {"emb": vectors_column(vectors)}
         value = keep_value(batch, p, p.field or self.text_key) if p.keep in ("longest", "column") else None
