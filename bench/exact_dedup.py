@@ -3,6 +3,7 @@
     python bench/exact_dedup.py                      # 100k docs: floor, thresher, datatrove
     python bench/exact_dedup.py --n 1000000          # 1M docs
     python bench/exact_dedup.py --skip-peers         # floor and thresher only
+    python bench/exact_dedup.py --baseline /tmp/ref  # also a frozen copy (bench/recipe_time.py --freeze)
 
 Three commands on the same JSONL corpus (``bench/_measure.py: make_corpus``), each in its own
 process tree, wall time, CPU seconds of the tree and peak PSS of the tree (sampled every 50 ms):
@@ -13,12 +14,15 @@ process tree, wall time, CPU seconds of the tree and peak PSS of the tree (sampl
   three stages, 2 workers), in the throwaway venv ``bench/filters.py`` creates (made here if absent).
 
 ``--rounds`` runs the three commands that many times interleaved and reports the medians: on a
-shared machine the ratios of one round move with the load.
+shared machine the ratios of one round move with the load. ``--baseline DIR`` (a folder made by
+``bench/recipe_time.py --freeze``) adds the frozen copy's thresher as a fourth command, run with
+``PYTHONPATH=DIR/boot:DIR/src`` from the work folder, and checks that both write the same files.
 """
 
 from __future__ import annotations
 
 import argparse
+import filecmp
 import os
 import shutil
 import statistics
@@ -46,10 +50,10 @@ process:
 """
 
 
-def measured(cmd: list[str], env: dict | None = None) -> tuple[float, int, float]:
+def measured(cmd: list[str], env: dict | None = None, cwd: str | None = None) -> tuple[float, int, float]:
     """(wall s, peak PSS bytes, CPU s of the whole tree)."""
     before = os.times()
-    wall, pss = run_measured(cmd, env=env, metric="pss")
+    wall, pss = run_measured(cmd, env=env, metric="pss", cwd=cwd)
     after = os.times()
     return wall, pss, (after.children_user - before.children_user) + (after.children_system - before.children_system)
 
@@ -77,7 +81,7 @@ def datatrove_python(work: Path) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    args, work, corpus = corpus_args(ap, rounds=(int, 1))
+    args, work, corpus = corpus_args(ap, rounds=(int, 1), baseline=(Path, None))
     W = args.workers
     py = sys.executable
     cases: dict[str, list[str]] = {"plain pyarrow read + polars write (floor)": [py, "-c", PLAIN_JSONL, str(corpus),
@@ -86,16 +90,33 @@ def main() -> None:
     recipe = work / "recipe-exact-dedup.yaml"
     recipe.write_text(RECIPE.format(inp=corpus, out=out, workers=W))
     cases[f"thresher exact_dedup ({W} workers)"] = [py, "-m", "thresher", "run", str(recipe), "-q"]
+    envs = {name: {"PYTHONPATH": str(ROOT)} for name in cases}
+    base_out = work / "out-exact-baseline"
+    if args.baseline:
+        base_recipe = work / "recipe-exact-dedup-baseline.yaml"
+        base_recipe.write_text(RECIPE.format(inp=corpus, out=base_out, workers=W))
+        name = f"thresher exact_dedup, baseline {args.baseline.name} ({W} workers)"
+        cases[name] = [py, "-m", "thresher", "run", str(base_recipe), "-q"]
+        envs[name] = {"PYTHONPATH": f"{args.baseline / 'boot'}:{args.baseline / 'src'}"}
     if not args.skip_peers:
         shards = split_shards(corpus, work / f"shards_exact_{args.n}_{W}", W)
-        cases[f"datatrove exact dedup ({W} workers)"] = [str(datatrove_python(work)), str(PEERS / "dt_pipelines.py"),
-                                                        "--part", "exact", "--input", str(shards),
-                                                        "--out", str(work / "out-dt-exact"), "--workers", str(W)]
+        name = f"datatrove exact dedup ({W} workers)"
+        cases[name] = [str(datatrove_python(work)), str(PEERS / "dt_pipelines.py"), "--part", "exact",
+                       "--input", str(shards), "--out", str(work / "out-dt-exact"), "--workers", str(W)]
+        envs[name] = {"PYTHONPATH": str(ROOT)}
     results: dict[str, list[tuple[float, int, float]]] = {k: [] for k in cases}
+    load_before = os.getloadavg()[0]
     for _ in range(args.rounds):
         for name, cmd in cases.items():
-            shutil.rmtree(out, ignore_errors=True)
-            results[name].append(measured(cmd, env={"PYTHONPATH": str(ROOT)}))
+            if name.startswith("thresher"):
+                shutil.rmtree(base_out if "baseline" in name else out, ignore_errors=True)
+            results[name].append(measured(cmd, env=envs[name], cwd=str(work)))
+    if args.baseline:
+        a, b = sorted((out / "data").iterdir()), sorted((base_out / "data").iterdir())
+        same = [x.name for x in a] == [y.name for y in b] and all(filecmp.cmp(x, y, shallow=False)
+                                                                  for x, y in zip(a, b, strict=True))
+        print(f"output files byte-identical to the baseline's: {same}")
+        shutil.rmtree(base_out, ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
     (work / "out-plain-exact.jsonl").unlink(missing_ok=True)
 
@@ -103,11 +124,12 @@ def main() -> None:
     floor = next(iter(med.values()))
     dt = next((v for k, v in med.items() if k.startswith("datatrove")), None)
     print(f"\n{args.n:,} docs ({corpus.stat().st_size / 1e6:.0f} MB JSONL); machine: {os.cpu_count()} cores, "
-          f"load {os.getloadavg()[0]:.1f}; {args.rounds} round(s), medians; {time.strftime('%Y-%m-%d')}")
-    print("| command | wall s | CPU s | peak PSS MB | wall / floor | PSS / datatrove |\n|---|---|---|---|---|---|")
+          f"load {load_before:.1f} -> {os.getloadavg()[0]:.1f}; {args.rounds} round(s), medians; {time.strftime('%Y-%m-%d')}")
+    print("| command | wall s | CPU s | peak PSS MB | wall / floor | CPU / floor | PSS / datatrove |\n"
+          "|---|---|---|---|---|---|---|")
     for name, (wall, pss, cpu) in med.items():
         rel = f"{pss / dt[1]:.2f}x" if dt else ""
-        print(f"| {name} | {wall:.1f} | {cpu:.1f} | {pss / 2**20:,.0f} | {wall / floor[0]:.2f}x | {rel} |")
+        print(f"| {name} | {wall:.1f} | {cpu:.1f} | {pss / 2**20:,.0f} | {wall / floor[0]:.2f}x | {cpu / floor[2]:.2f}x | {rel} |")
 
 
 if __name__ == "__main__":
