@@ -3,9 +3,10 @@ Massive Datasets", ch. 3), memory-bounded and incremental.
 
 fingerprint: shingle every document (word or character n-grams), compute a ``num_perm`` MinHash
 signature and ``bands`` LSH band keys for the whole batch in compiled code.
-resolve: band keys are spilled to Parquet partitioned by hash, so memory is bounded by a partition
-rather than the corpus; documents that share a band key in a partition become candidate edges;
-candidates are optionally verified (estimated Jaccard from signatures, or exact shingle Jaccard);
+resolve: band keys are read once and spilled to raw record files partitioned by hash, so memory is
+bounded by a partition rather than the corpus; documents that share a band key in a partition
+become candidate edges; candidates are optionally verified (estimated Jaccard from signatures read
+once in input order, each held only while a pair of its row is open, or exact shingle Jaccard);
 connected components (union-find) are clusters; a keep policy picks one row per cluster.
 An index (band keys and signatures of the kept rows) can be saved and used to deduplicate new data
 against an old corpus without reading it again.
@@ -23,7 +24,6 @@ from typing import Literal
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
 from thresher.operators.common.minhash import (
@@ -40,7 +40,11 @@ from thresher.pipeline.columns import ROW, SHARD, drop_decisions
 from thresher.pipeline.ops import GlobalOp, OpParams, Resources
 from thresher.pipeline.registry import register
 
-ROWS_PER_PARTITION = 4_000_000  # band-key rows per spill partition
+ROWS_PER_PARTITION = 2_000_000  # band-key rows per spill partition (~36 MB of records; ~150 MB to sort)
+SPILL_ROWS = 1_000_000  # band-key rows gathered before they are split among the partition files
+VERIFY_CHUNK = 50_000  # candidate pairs compared at a time
+EDGE_COMPACT = 1_000_000  # candidate edges gathered from partitions before duplicates among them are merged
+_BAND_ROW = np.dtype([("key", "<u8"), ("gid", "<i8"), ("band", "<u2")])  # one spilled band-key row: 18 bytes
 ALL_PAIRS_MAX = 16  # buckets up to this size contribute all pairs for verification; larger ones a star
 
 
@@ -182,73 +186,108 @@ class MinHashDedup(GlobalOp):
                               pl.when(pl.col("keeper") < 0).then(pl.lit("near_duplicate_of_index"))
                               .otherwise(pl.lit("near_duplicate")))
 
-    def _band_rows(self, fingerprints: pl.LazyFrame) -> list[pl.LazyFrame]:
-        """(gid, band, key) frames, one band at a time (so only one band's keys are ever in memory):
-        this run's rows, then the saved index's (negative gids)."""
-        base = fingerprints.filter(~pl.col("empty")).select(_GID, "bands")
-        frames = [base.select("gid", pl.lit(i, dtype=pl.Int32).alias("band"), pl.col("bands").arr.get(i).alias("key"))
-                  for i in range(self.band_count)]
+    def _band_batches(self, fingerprints: pl.LazyFrame):
+        """(gid, band, key) record arrays of every band of this run's non-empty rows, read once in
+        streaming batches (all bands of a batch together), then the saved index's (negative gids)."""
+        bands = self.band_count
+        for df in _batches(fingerprints.filter(~pl.col("empty")).select(_GID, "bands")):
+            if df.height:
+                out = np.empty((df.height, bands), _BAND_ROW)
+                out["gid"] = df["gid"].to_numpy()[:, None]
+                out["band"] = np.arange(bands, dtype=np.uint16)
+                out["key"] = df["bands"].to_numpy()
+                yield out.ravel()
         idx = self._index_file("bands.parquet")
         if idx is not None:
-            frames.append(pl.scan_parquet(idx).select("gid", "band", "key"))
-        return frames
+            for df in _batches(pl.scan_parquet(idx).select("gid", "band", "key")):
+                out = np.empty(df.height, _BAND_ROW)
+                for c in _BAND_ROW.names:
+                    out[c] = df[c].to_numpy()
+                yield out
 
     def _candidate_edges(self, fingerprints: pl.LazyFrame, tmp: Path) -> tuple[np.ndarray, np.ndarray]:
-        """Spill band keys to partitions by key hash, then collect edges partition by partition."""
-        frames = self._band_rows(fingerprints)
-        n_rows = frames[0].select(pl.len()).collect().item() * self.band_count
-        if len(frames) > self.band_count:
-            n_rows += frames[-1].select(pl.len()).collect().item()
+        """Band keys in hash partitions of at most ~ROWS_PER_PARTITION rows (spilled to raw record
+        files above one partition), then candidate edges partition by partition. The fingerprints
+        are read once, batch by batch, so memory is bounded by a partition, not the corpus; a bucket
+        (band, key) never spans two partitions, so the edges do not depend on the partitioning."""
+        n_rows = fingerprints.filter(~pl.col("empty")).select(pl.len()).collect().item() * self.band_count
+        idx = self._index_file("bands.parquet")
+        if idx is not None:
+            n_rows += pl.scan_parquet(idx).select(pl.len()).collect().item()
         parts = max(1, math.ceil(n_rows / ROWS_PER_PARTITION))
         all_pairs = self.params.verify != "none"
-        if parts == 1:  # no spill: one band's keys at a time (a bucket never spans two bands)
-            index = frames[self.band_count:]
-            found = []
-            for i, frame in enumerate(frames[:self.band_count]):
-                rows = frame.collect(engine="streaming")
-                if index:
-                    rows = pl.concat([rows, index[0].filter(pl.col("band") == i).collect()], how="vertical_relaxed")
-                found.append(bucket_edges(rows, all_pairs))
-            pairs = pl.concat(found).unique().sort(["s", "d"])
-            return pairs["s"].to_numpy(), pairs["d"].to_numpy()
-        writers: dict[int, pq.ParquetWriter] = {}
-        for frame in frames:
-            for batch in frame.collect(engine="streaming").iter_slices(1_000_000):
-                if parts > 1:
-                    batch = batch.with_columns((pl.col("key") % parts).cast(pl.Int32).alias("part"))
-                    groups = batch.partition_by("part", as_dict=True)
-                else:
-                    groups = {(0,): batch}
-                for (part,), df in groups.items():
-                    table = df.select("gid", "band", "key").to_arrow()
-                    if part not in writers:
-                        writers[part] = pq.ParquetWriter(str(tmp / f"part-{part:04d}.parquet"), table.schema)
-                    writers[part].write_table(table)
-        for w in writers.values():
-            w.close()
-        parts = [bucket_edges(pl.read_parquet(tmp / f"part-{part:04d}.parquet"), all_pairs) for part in sorted(writers)]
-        pairs = pl.concat(parts).unique().sort(["s", "d"]) if parts else _NO_EDGES
+        held: list[np.ndarray] = []  # one partition: the records stay in memory
+        files = [tmp / f"part-{i:04d}.bin" for i in range(parts)] if parts > 1 else []
+        sinks = [open(f, "ab") for f in files]  # noqa: SIM115 -- closed below
+        try:
+            pending, size = [], 0
+            for rec in self._band_batches(fingerprints):
+                if not sinks:
+                    held.append(rec)
+                    continue
+                pending.append(rec)
+                size += len(rec)
+                if size >= SPILL_ROWS:
+                    _spill(np.concatenate(pending), sinks)
+                    pending, size = [], 0
+            if pending:
+                _spill(np.concatenate(pending), sinks)
+        finally:
+            for f in sinks:
+                f.close()
+        if not sinks:
+            pairs = bucket_edges_of(np.concatenate(held) if held else np.empty(0, _BAND_ROW), all_pairs)
+            del held
+        else:  # a pair sharing keys in several bands comes from several partitions: merged as they come
+            found, rows, bound = [], 0, EDGE_COMPACT
+            for f in files:
+                found.append(bucket_edges_of(np.fromfile(f, _BAND_ROW), all_pairs))
+                f.unlink()
+                rows += found[-1].height
+                if rows > bound:
+                    found = [pl.concat(found).unique()]
+                    rows = found[0].height
+                    bound = max(bound, 2 * rows)
+            pairs = pl.concat(found).unique()
+        pairs = pairs.sort(["s", "d"])
         return pairs["s"].to_numpy(), pairs["d"].to_numpy()
 
     def _verify(self, fingerprints: pl.LazyFrame, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keep the candidate pairs whose estimated (signature) or exact (shingle) Jaccard reaches
+        the threshold. Signatures are read batch by batch (the saved index's first, then the run's
+        in input order); a row's signature is held only from when it is read until its last
+        candidate pair is decided (``SignatureWindow``), so memory follows the duplicates' spread
+        in the input, not its size."""
         p = self.params
-        col = "sig" if p.verify == "signature" else "shingles"
-        need = pl.DataFrame({"gid": np.unique(np.concatenate([src, dst]))})
-        data = fingerprints.select(_GID, col).join(need.lazy(), on="gid", how="semi").collect(engine="streaming")
+        if p.verify != "signature":
+            return self._verify_shingles(fingerprints, src, dst)
+        window = SignatureWindow(src, dst, p.num_perm, p.threshold)
+        frames = [fingerprints.select(_GID, "sig")]
         idx = self._index_file("sigs.parquet")
-        if idx is not None and col == "sig":
-            data = pl.concat([data, pl.read_parquet(idx).join(need, on="gid", how="semi")])
-        data = data.sort("gid")
+        if idx is not None:
+            frames.insert(0, pl.scan_parquet(idx).select("gid", "sig"))
+        for frame in frames:
+            for df in _batches(frame):
+                window.add(df["gid"].to_numpy(), df["sig"])
+        return src[window.keep], dst[window.keep]
+
+    def _verify_shingles(self, fingerprints: pl.LazyFrame, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact shingle-set Jaccard of the candidate pairs (the index keeps no shingles)."""
+        p = self.params
+        need = pl.DataFrame({"gid": np.unique(np.concatenate([src, dst]))})
+        data = (fingerprints.select(_GID, "shingles").join(need.lazy(), on="gid", how="semi")
+                .collect(engine="streaming").sort("gid"))
         gids = data["gid"].to_numpy()
         si, di = np.searchsorted(gids, src), np.searchsorted(gids, dst)
         si_ok = (si < len(gids)) & (gids[np.minimum(si, len(gids) - 1)] == src)
         di_ok = (di < len(gids)) & (gids[np.minimum(di, len(gids) - 1)] == dst)
-        known = si_ok & di_ok  # an indexed row saved without what verification needs: trust the bands
+        known = si_ok & di_ok  # an indexed row has no shingles: trust the bands
         keep = ~known
         sel = np.flatnonzero(known)
-        for lo in range(0, len(sel), 200_000):  # bounded memory: a chunk of edges at a time
-            part = sel[lo:lo + 200_000]
-            keep[part] = pair_similarity(col, data[col].gather(si[part]), data[col].gather(di[part])) >= p.threshold
+        for lo in range(0, len(sel), VERIFY_CHUNK):
+            part = sel[lo:lo + VERIFY_CHUNK]
+            keep[part] = pair_similarity("shingles", data["shingles"].gather(si[part]),
+                                         data["shingles"].gather(di[part])) >= p.threshold
         return src[keep], dst[keep]
 
     # ---------------------------------------------------------------------------- index
@@ -295,12 +334,23 @@ _NO_EDGES = pl.DataFrame(schema={"s": pl.Int64, "d": pl.Int64})
 
 
 def bucket_edges(df: pl.DataFrame, all_pairs: bool) -> pl.DataFrame:
-    """Candidate edges (s, d) among rows (gid, band, key) that share a band key. One sort of the
-    rows by (band, key, gid) finds the buckets (runs of equal keys): a hash group-by with a list
-    per bucket held ~4x the partition in memory (the driver's peak in a MinHash resolve)."""
+    """Candidate edges (s, d) among rows (gid, band, key) that share a band key."""
     if df.height == 0:
         return _NO_EDGES
-    gid, band, key = (df[c].to_numpy() for c in ("gid", "band", "key"))
+    return _edges_by_sort(df["gid"].to_numpy(), df["band"].to_numpy(), df["key"].to_numpy(), all_pairs)
+
+
+def bucket_edges_of(rec: np.ndarray, all_pairs: bool) -> pl.DataFrame:
+    """``bucket_edges`` of band-key records (``_BAND_ROW``)."""
+    if len(rec) == 0:
+        return _NO_EDGES
+    return _edges_by_sort(rec["gid"], rec["band"], rec["key"], all_pairs)
+
+
+def _edges_by_sort(gid: np.ndarray, band: np.ndarray, key: np.ndarray, all_pairs: bool) -> pl.DataFrame:
+    """One sort of the rows by (band, key, gid) finds the buckets (runs of equal keys): a hash
+    group-by with a list per bucket held ~4x the partition in memory (the driver's peak in a
+    MinHash resolve)."""
     order = np.lexsort((gid, key, band))
     band, key, gid = band[order], key[order], gid[order]
     del order
@@ -315,6 +365,104 @@ def bucket_edges(df: pl.DataFrame, all_pairs: bool) -> pl.DataFrame:
     flat = gid[np.repeat(multi, lengths)]
     s, d = _bucket_edges(flat, lengths[multi], all_pairs)
     return pl.DataFrame({"s": s, "d": d}, schema=_NO_EDGES.schema).unique()
+
+
+class SignatureWindow:
+    """Signature verification of candidate pairs with the signatures read once, in batches:
+    a pair is decided as soon as both its rows have been read, and a row's signature is
+    dropped once all its pairs are decided. Reading in input order, a row is held from its
+    first read until its last partner is read, so the memory is bounded by the rows whose
+    pairs are still open (near-duplicates planted far apart keep more open; the worst case
+    is every row on a candidate pair, what a full gather holds). Pairs with a row that is
+    never read (an indexed row saved without its signature) stay undecided and are kept
+    (the bands are trusted). Same estimate as ``pair_similarity``: the share of equal values."""
+
+    CHUNK = 16_384  # signature slots are allocated in chunks of this many rows
+
+    def __init__(self, src: np.ndarray, dst: np.ndarray, num_perm: int, threshold: float):
+        self.need = np.unique(np.concatenate([src, dst]))
+        n, m = len(self.need), len(src)
+        self.si, self.di = np.searchsorted(self.need, src), np.searchsorted(self.need, dst)
+        ends = np.concatenate([self.si, self.di])  # CSR: node -> its pairs
+        self.order = np.argsort(ends, kind="stable") % max(m, 1)
+        self.start = np.concatenate([[0], np.cumsum(np.bincount(ends, minlength=n))])
+        self.open = np.bincount(ends, minlength=n)  # undecided pairs per node
+        self.slot = np.full(n, -1, np.int64)
+        self.keep = np.ones(m, bool)
+        self.decided = np.zeros(m, bool)
+        self.num_perm, self.threshold = num_perm, threshold
+        self.pool: list[np.ndarray] = []
+        self.free = np.empty(0, np.int64)
+        self.peak_held = 0  # most signatures held at once
+
+    def add(self, gids: np.ndarray, sig: pl.Series) -> None:
+        if len(self.need) == 0 or len(gids) == 0:
+            return
+        pos = np.minimum(np.searchsorted(self.need, gids), len(self.need) - 1)
+        hit = np.flatnonzero(self.need[pos] == gids)  # rows of the batch that are on a pair
+        fresh = (self.slot[pos[hit]] < 0) & (self.open[pos[hit]] > 0)
+        hit = hit[fresh]
+        nodes = pos[hit]
+        if len(nodes) == 0:
+            return
+        rows = _matrix(sig.gather(hit))
+        self._hold(nodes, rows)
+        counts = self.start[nodes + 1] - self.start[nodes]  # the pairs of the rows just read
+        idx = np.repeat(self.start[nodes] - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        pairs = np.unique(self.order[idx])
+        pairs = pairs[~self.decided[pairs]]
+        a, b = self.slot[self.si[pairs]], self.slot[self.di[pairs]]
+        ready = (a >= 0) & (b >= 0)
+        pairs, a, b = pairs[ready], a[ready], b[ready]
+        for lo in range(0, len(pairs), VERIFY_CHUNK):
+            sl = slice(lo, lo + VERIFY_CHUNK)
+            self.keep[pairs[sl]] = (self._rows(a[sl]) == self._rows(b[sl])).mean(axis=1) >= self.threshold
+        self.decided[pairs] = True
+        np.subtract.at(self.open, self.si[pairs], 1)
+        np.subtract.at(self.open, self.di[pairs], 1)
+        done = np.unique(np.concatenate([self.si[pairs], self.di[pairs]]))
+        done = done[self.open[done] == 0]
+        self.free = np.concatenate([self.free, self.slot[done]])
+        self.slot[done] = -1
+
+    def _hold(self, nodes: np.ndarray, rows: np.ndarray) -> None:
+        while len(self.free) < len(nodes):
+            base = len(self.pool) * self.CHUNK
+            self.pool.append(np.empty((self.CHUNK, self.num_perm), np.uint32))
+            self.free = np.concatenate([self.free, np.arange(base, base + self.CHUNK)])
+        slots, self.free = self.free[-len(nodes):], self.free[:-len(nodes)]
+        self.peak_held = max(self.peak_held, len(self.pool) * self.CHUNK - len(self.free))
+        self.slot[nodes] = slots
+        for c in np.unique(slots // self.CHUNK):
+            m = slots // self.CHUNK == c
+            self.pool[c][slots[m] % self.CHUNK] = rows[m]
+
+    def _rows(self, slots: np.ndarray) -> np.ndarray:
+        out = np.empty((len(slots), self.num_perm), np.uint32)
+        for c in np.unique(slots // self.CHUNK):
+            m = slots // self.CHUNK == c
+            out[m] = self.pool[c][slots[m] % self.CHUNK]
+        return out
+
+
+def _batches(frame: pl.LazyFrame):
+    """The frame's rows in streaming batches, in order (``LazyFrame.collect_batches``, polars 2.x
+    has it; a polars without it collects the whole frame first)."""
+    if hasattr(frame, "collect_batches"):
+        yield from frame.collect_batches(maintain_order=True)
+    else:
+        yield from frame.collect(engine="streaming").iter_slices(65_536)
+
+
+def _spill(rec: np.ndarray, sinks: list) -> None:
+    """Append band-key records to their partition files (partition = key mod the file count)."""
+    part = (rec["key"] % np.uint64(len(sinks))).astype(np.int64)
+    order = np.argsort(part, kind="stable")
+    bounds = np.searchsorted(part[order], np.arange(len(sinks) + 1))
+    rec = rec[order]
+    for i, sink in enumerate(sinks):
+        if bounds[i + 1] > bounds[i]:
+            rec[bounds[i]:bounds[i + 1]].tofile(sink)
 
 
 def pair_similarity(col: str, left: pl.Series, right: pl.Series) -> np.ndarray:

@@ -261,7 +261,8 @@ def source(recipe: Recipe, layout: Layout, k: int, shard: Shard, stages: list[St
         return
     barrier = stages[k - 1].barrier
     entry = ledger[barrier.ctx.key]
-    decided = pl.read_parquet(layout.decisions(k - 1)).filter(pl.col(SHARD) == shard.index).sort(ROW)
+    # only this shard's row groups are read (the file is sorted by shard, in DECISION_ROW_GROUP rows)
+    decided = pl.scan_parquet(layout.decisions(k - 1)).filter(pl.col(SHARD) == shard.index).collect().sort(ROW)
     drop_rows = decided[ROW].to_numpy()
     drop_reasons = decided[REASON].to_list()
     if layout.state(k - 1).exists():
@@ -350,13 +351,16 @@ def fingerprint_frame(layout: Layout, k: int, n_shards: int) -> pl.LazyFrame:
     return pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
 
 
+DECISION_ROW_GROUP = 16_384  # decisions per row group: a shard of the next pass reads only its own groups
+
+
 def write_decisions(layout: Layout, k: int, barrier: GlobalOp, decided: pl.DataFrame, counters: dict,
                     seconds: float) -> dict:
     """Save a resolve step's decisions (and state) atomically, then its resolved marker."""
     decided = decided.select([pl.col(SHARD).cast(pl.Int32), pl.col(ROW).cast(pl.Int64), pl.col(REASON).cast(pl.Utf8)]
                              + [c for c in decided.columns if c not in (SHARD, ROW, REASON)]).sort([SHARD, ROW])
     tmp = layout.decisions(k).with_name("decisions.parquet.tmp")
-    decided.write_parquet(tmp)
+    decided.write_parquet(tmp, row_group_size=DECISION_ROW_GROUP, statistics=True)
     os.replace(tmp, layout.decisions(k))
     if barrier.state is not None:
         tmp = layout.state(k).with_name("state.parquet.tmp")
