@@ -16,6 +16,8 @@ Compiling a signature with ``Dispatcher.compile`` is what the first call does (n
 ``_compile_for_args``), and it saves to the cache the same way (numba docs, "Cache":
 https://numba.readthedocs.io/en/stable/developer/caching.html). A kernel an op calls with a
 signature not listed is compiled on its first call, as before: the table can only save time.
+The kernels thresher ships compiled (``shipped_kernels``) are put into the cache before this, so
+here they load; what is left to compile is what is not shipped or not current.
 """
 
 from __future__ import annotations

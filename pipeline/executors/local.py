@@ -84,6 +84,7 @@ class LocalExecutor:
         self._pool: ProcessPoolExecutor | None = None
         self._events = None  # the pool's progress queue (the workers get it when they start)
         self._compiled: set[str] = set()  # kernels the workers have compiled or loaded (precompile)
+        self._seeded = False  # shipped compiled kernels put into numba's cache (shipped_kernels)
 
     def __enter__(self) -> LocalExecutor:
         return self
@@ -128,6 +129,11 @@ class LocalExecutor:
 
         if not shards:
             return
+        if not self._seeded:  # a first-ever run loads the shipped kernels instead of compiling them
+            self._seeded = True
+            from thresher.pipeline.shipped_kernels import seed_recipe
+
+            seed_recipe(recipe)
         if not self._in_process(len(shards)) and os.environ.get("THRESHER_PRECOMPILE", "1") != "0":
             # THRESHER_PRECOMPILE=0: each worker compiles what it calls (benchmarks compare)
             self.precompile(recipe)

@@ -164,7 +164,8 @@ def _rows(n: int, seed: int) -> list[dict]:
 def test_a_cold_run_compiles_each_kernel_once_and_a_warm_run_none(tmp_path):
     """Two workers, three shards, an empty kernel cache: each kernel the recipe's ops call is saved to
     numba's cache once (one worker compiled it; the other loaded it), and a second run saves none.
-    Before precompile both workers compiled (and saved) every kernel; `THRESHER_PRECOMPILE=0` still does."""
+    Before precompile both workers compiled (and saved) every kernel; `THRESHER_PRECOMPILE=0` still does.
+    (The shipped kernels are turned off: this is the compiling path, as where they do not match.)"""
     from tests.conftest import write_jsonl
 
     for k in range(3):
@@ -176,7 +177,8 @@ def test_a_cold_run_compiles_each_kernel_once_and_a_warm_run_none(tmp_path):
         "process": [{"text_length_filter": {"min_words": 5}}, {"word_repetition_filter": {}}]}))
     def saves(cache: str, **extra: str) -> dict[str, int]:
         """How many times each of the two ops' kernels was saved to numba's cache in one run."""
-        env = _env(tmp_path, NUMBA_CACHE_DIR=str(tmp_path / cache), NUMBA_DEBUG_CACHE="1", **extra)
+        env = _env(tmp_path, NUMBA_CACHE_DIR=str(tmp_path / cache), NUMBA_DEBUG_CACHE="1",
+                   THRESHER_SHIPPED_KERNELS="0", **extra)  # compiled here, not loaded from the bundle
         res = subprocess.run([sys.executable, "-m", "thresher", "run", str(recipe), "-q", "--overwrite"], env=env,
                              cwd=tmp_path, capture_output=True, text=True, timeout=600)
         assert res.returncode == 0, res.stderr[-3000:]
@@ -218,3 +220,155 @@ for n in {ops!r}:
 print(sorted(f"{{d.py_func.__qualname__}}" for d in _dispatchers() if sum(d.stats.cache_misses.values())))
 """
     assert _python(second, env, tmp_path).strip() == "[]"
+
+
+# ------------------------------------------------------- kernels shipped compiled (shipped_kernels)
+
+_SHIPPED_OPS = {"word_repetition_filter": "thresher.operators.common.repetition:_word_kernel",
+                "line_length_filter": "thresher.operators.filter.lines:_splitlines_kernel",
+                "text_length_filter": "thresher.operators.common.tokenize:_word_count_kernel"}
+
+
+def test_the_shipped_kernels_are_current():
+    """shipped_kernels.zip holds every kernel of kernel_index, with its signatures, compiled from
+    the sources as they are: fails when a kernel, or a source it depends on, changes without
+    `python -m thresher.pipeline.shipped_kernels --write`."""
+    from thresher.pipeline import shipped_kernels
+
+    assert shipped_kernels.stale() == [], "run `python -m thresher.pipeline.shipped_kernels --write`"
+    man = shipped_kernels.manifest()
+    assert man["cpu"] == "generic"
+    assert set(man) >= {"numba", "python", "triple", "kernels"}
+    assert not set(man["kernels"]) & shipped_kernels.HOST_TUNED  # compiled here: generic code is slower
+
+
+def test_kernel_dependencies_follow_imports_within_the_operators():
+    from thresher.pipeline.shipped_kernels import dependencies
+
+    names = [p.relative_to(p.parents[1]).as_posix() for p in dependencies("thresher.operators.common.repetition")]
+    assert names == ["common/ngrams.py", "common/repetition.py", "common/special_chars.py", "common/tokenize.py"]
+    assert [p.name for p in dependencies("thresher.operators.filter.fasttext_infer")] == ["fasttext_infer.py"]
+
+
+def _clone(tmp_path: Path) -> Path:
+    """The sources copied to a new place, as a fresh clone is: other paths, new file times, no
+    __pycache__ (so no kernel cache)."""
+    import shutil
+
+    root = Path(__file__).resolve().parents[2]
+    clone = tmp_path / "clone"
+    for part in ("thresher", "pipeline", "operators", "recipes", "capacity", "cluster"):
+        shutil.copytree(root / part, clone / part, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy(root / "pyproject.toml", clone / "pyproject.toml")
+    return clone
+
+
+_SEED_AND_RUN = f"""
+import json, warnings
+import pyarrow as pa
+import thresher
+from thresher.api import apply_op
+from thresher.pipeline.precompile import _dispatchers, _sample_rows
+from thresher.pipeline.registry import get_op
+from thresher.pipeline.shipped_kernels import seed
+
+ops = {_SHIPPED_OPS!r}
+seeded = seed(ops.values())
+table = pa.Table.from_pylist(_sample_rows())
+warnings.simplefilter("ignore")
+rows = {{n: apply_op(n, table, params=get_op(n).example).num_rows for n in ops}}
+stats = {{f"{{d.py_func.__module__}}:{{d.py_func.__qualname__}}": [sum(d.stats.cache_hits.values()), sum(d.stats.cache_misses.values())]
+         for d in _dispatchers()}}
+print(json.dumps({{"file": thresher.__file__, "seeded": seeded, "rows": rows, "stats": {{k: stats.get(k) for k in ops.values()}},
+                   "compiled": sorted(k for k, (_, m) in stats.items() if m)}}))
+"""
+
+
+def _seed_and_run(clone: Path, tmp_path: Path, **extra: str) -> dict:
+    env = {**_env(tmp_path), "PYTHONPATH": str(clone), **extra}  # the clone's thresher, numba's in-tree cache
+    got = json.loads(_python(_SEED_AND_RUN, env, tmp_path).strip().splitlines()[-1])
+    assert got["file"] == str(clone / "thresher" / "__init__.py")
+    return got
+
+
+def _shipped_usable() -> bool:
+    from thresher.pipeline import shipped_kernels
+
+    man = shipped_kernels.manifest()
+    return man is not None and shipped_kernels.host_tag() == {k: man[k] for k in ("numba", "python", "triple")}
+
+
+@pytest.mark.skipif(not _shipped_usable(), reason="the bundle was built for another numba, Python or platform")
+def test_a_fresh_clone_loads_the_shipped_kernels_and_compiles_nothing(tmp_path):
+    """A copy of the sources at a new path (new mtimes, no cache): each kernel the ops call is put
+    into numba's in-tree cache from the bundle and loaded from it; nothing is compiled. Then an
+    edit to a source one kernel depends on through an import (ngrams.py's probe step, compiled
+    into repetition's kernel: numba's own stamp, repetition.py's hash, does not see it) keeps that
+    kernel from being seeded, in a second fresh clone: it is compiled, never loaded stale."""
+    clone = _clone(tmp_path / "a")
+    got = _seed_and_run(clone, tmp_path)
+    assert got["seeded"] == {k: 1 for k in _SHIPPED_OPS.values()}
+    assert got["stats"] == {k: [1, 0] for k in _SHIPPED_OPS.values()}  # loaded from the cache, not compiled
+    assert got["compiled"] == []
+    assert list((clone / "operators" / "common" / "__pycache__").glob("repetition._word_kernel-*.nbi"))
+    again = _seed_and_run(clone, tmp_path)  # a second run: numba's cache, nothing seeded again
+    assert again["seeded"] == {} and again["compiled"] == [] and again["rows"] == got["rows"]
+
+    edited = _clone(tmp_path / "b")
+    ngrams = edited / "operators" / "common" / "ngrams.py"
+    src = ngrams.read_text(encoding="utf-8")
+    assert src.count("s = (s + 1) & mask") == 1
+    ngrams.write_text(src.replace("s = (s + 1) & mask", "s = (s + 3) & mask"), encoding="utf-8")  # same line numbers
+    got = _seed_and_run(edited, tmp_path)
+    word_kernel = _SHIPPED_OPS["word_repetition_filter"]
+    assert got["seeded"] == {k: 1 for k in _SHIPPED_OPS.values() if k != word_kernel}
+    assert got["stats"][word_kernel] == [0, 1]  # compiled from the edited sources
+    assert word_kernel in got["compiled"]
+    assert got["rows"] == again["rows"]
+
+
+@pytest.mark.skipif(not _shipped_usable(), reason="the bundle was built for another numba, Python or platform")
+def test_shipped_kernels_are_not_used_for_another_numba_version_or_when_turned_off(tmp_path):
+    from thresher.pipeline import shipped_kernels
+
+    clone = _clone(tmp_path)
+    got = _seed_and_run(clone, tmp_path, THRESHER_SHIPPED_KERNELS="0")
+    assert got["seeded"] == {} and set(_SHIPPED_OPS.values()) <= set(got["compiled"])
+    # a bundle whose manifest names another numba: nothing seeded (numba would refuse its index too)
+    import zipfile
+
+    with zipfile.ZipFile(shipped_kernels.BUNDLE) as z:
+        files = {i.filename: z.read(i) for i in z.infolist()}
+    man = json.loads(files["manifest.json"])
+    other = tmp_path / "other.zip"
+    with zipfile.ZipFile(other, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, json.dumps({**man, "numba": "0.0.1"}) if name == "manifest.json" else data)
+    assert shipped_kernels.seed(_SHIPPED_OPS.values(), bundle=other) == {}
+
+
+@pytest.mark.skipif(not _shipped_usable(), reason="the bundle was built for another numba, Python or platform")
+def test_a_first_run_through_the_command_line_loads_instead_of_compiling(tmp_path):
+    """`thresher run` with an empty NUMBA_CACHE_DIR: the local executor seeds the recipe's kernels,
+    so numba saves only those entries (one each), none of the helpers a compile would also save
+    (ngrams._slot...); with THRESHER_SHIPPED_KERNELS=0 it compiles them."""
+    from tests.conftest import write_jsonl
+
+    write_jsonl(tmp_path / "in" / "part0.jsonl", _rows(60, 1))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(json.dumps({
+        "input": {"paths": [str(tmp_path / "in")]}, "output": {"path": str(tmp_path / "out")},
+        "process": [{"text_length_filter": {"min_words": 5}}, {"word_repetition_filter": {}}]}))
+
+    def saved(cache: str, **extra: str) -> list[str]:
+        env = _env(tmp_path, NUMBA_CACHE_DIR=str(tmp_path / cache), NUMBA_DEBUG_CACHE="1", **extra)
+        res = subprocess.run([sys.executable, "-m", "thresher", "run", str(recipe), "-q", "--overwrite"], env=env,
+                             cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+        return sorted(Path(line.split("data saved to ")[1].strip("'")).name.split("-")[0]
+                      for line in res.stdout.splitlines() if "data saved to" in line)
+
+    assert saved("numba") == ["repetition._word_kernel", "tokenize._word_count_kernel"]
+    assert saved("numba") == []  # warm
+    compiled = saved("numba-off", THRESHER_SHIPPED_KERNELS="0")
+    assert {"repetition._word_kernel", "tokenize._word_count_kernel", "ngrams._slot"} <= set(compiled)
