@@ -69,28 +69,32 @@ def shuffles(workers: int) -> None:
     import ray
 
     from thresher.operators.dedup.clusters import components
-    from thresher.pipeline.executors.ray_shuffle import RayShuffle, configure_data_context
+    from thresher.pipeline.executors.ray_shuffle import Blocks, RayShuffle
 
     ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-    configure_data_context()
     sh = RayShuffle(workers)
+
+    def blocks(frame: pl.DataFrame, n: int = 4) -> Blocks:  # a dataset of n blocks in the object store
+        step = -(-frame.height // n)
+        return Blocks([ray.put(frame.slice(i, step).to_arrow()) for i in range(0, frame.height, step)])
+
     rng = np.random.default_rng(0)
     df = pl.DataFrame({"k": rng.integers(0, 1000, 10_000)})
     s, d = rng.integers(0, 20_000, 5_000), rng.integers(0, 20_000, 5_000)
     edges = pl.DataFrame({"s": s, "d": d})
 
     def group():
-        sh.collect(sh.group(ray.data.from_arrow(df.to_arrow()), "k", lambda x: x.group_by("k").len()),
+        sh.collect(sh.group(blocks(df), "k", lambda x: x.group_by("k").len()),
                    {"k": pl.Int64, "len": pl.UInt32})
 
     def co_group():
-        ds = ray.data.from_arrow(df.to_arrow())
+        ds = blocks(df)
         sh.collect(sh.co_group(ds, ds, "k", "k", {"k": pl.Int64}, {"k": pl.Int64}, lambda a, b: a.head(1)), {"k": pl.Int64})
 
     def comps(local_edges):
         def run():
             sh2 = RayShuffle(workers, local_edges=local_edges)
-            sh2.collect(sh2.components(ray.data.from_arrow(edges.to_arrow()), local=components),
+            sh2.collect(sh2.components(blocks(edges, 1), local=components),
                         {"gid": pl.Int64, "root": pl.Int64})
         return run
 

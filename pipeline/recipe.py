@@ -104,7 +104,8 @@ class ExecutorSpec(_Strict):
     batch_size_mb: float = Field(4.0, gt=0, description="bytes of input read per batch")
     address: str | None = Field(None, description="Ray cluster address (ray executor); default RAY_ADDRESS or a local Ray")
     model_actors: bool = Field(True, description="ray: run ops that load a model in an actor pool (one model per actor); "
-                               "false: in tasks like other ops (less overhead on small machines; see docs/benchmarks.md)")
+                               "false: in tasks like other ops (less overhead on small machines; see docs/benchmarks.md). "
+                               "Unset, on a local Ray the run starts itself: tasks")
 
 
 class RecipeModel(_Strict):

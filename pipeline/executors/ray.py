@@ -1,5 +1,5 @@
-"""The Ray executor: each pass is a Ray Data pipeline, each global op's resolve a set of Ray Data
-shuffles (see ``ray_data`` and ``ray_shuffle``).
+"""The Ray executor: each pass is one Ray task (or model-actor call) per shard, each global op's
+resolve a set of shuffles on Ray tasks (see ``ray_data`` and ``ray_shuffle``).
 
 ``ray.init()`` starts a local Ray when no cluster is given; ``executor.address`` or
 ``RAY_ADDRESS`` connects to an existing one. Ray retries the task of a worker that dies; every
@@ -36,6 +36,7 @@ class RayExecutor:
         self.workers = workers
         self.address = address or os.environ.get("RAY_ADDRESS")
         self._started = False
+        self._local = False  # a local Ray started by this executor
         self._watchdog: subprocess.Popen | None = None
         self._events = None  # the progress queue (an actor), made for the first pass that reports
 
@@ -54,10 +55,12 @@ class RayExecutor:
                     kwargs["num_cpus"] = self.workers
             # Ray sets OMP_NUM_THREADS to a task's CPUs; polars would start a thread per core in every
             # worker. A local Ray's workers inherit the driver's environment: one polars thread per
-            # worker, as the local executor's processes have (on a cluster the nodes' own setting holds).
-            saved = os.environ.get("POLARS_MAX_THREADS")
-            if not self.address and saved is None:
-                os.environ["POLARS_MAX_THREADS"] = "1"
+            # worker, as the local executor's processes have, and the same allocator settings
+            # (``local.WORKER_ALLOCATOR``: freed block memory goes back to the system; on a cluster
+            # the nodes' own settings hold).
+            env = {} if self.address else {"POLARS_MAX_THREADS": "1", **_worker_env()}
+            saved = {k: os.environ.get(k) for k in env}
+            os.environ.update({k: v for k, v in env.items() if saved[k] is None})
             try:
                 ray.init(**kwargs)
             except Exception as e:
@@ -68,14 +71,13 @@ class RayExecutor:
                     raise ThresherError(connect_error(self.address, e)) from None
                 raise
             finally:
-                if saved is None:
-                    os.environ.pop("POLARS_MAX_THREADS", None)
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
             self._started = True
             if not self.address:
+                self._local = True
                 self._watchdog = _start_watchdog()
-        from thresher.pipeline.executors.ray_shuffle import configure_data_context
-
-        configure_data_context()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -107,9 +109,10 @@ class RayExecutor:
 
         if not shards:
             return
+        actors = self.model_actors(recipe)
         if events is None:
             with _errors(context):
-                run_pass(recipe, out, k, shards, self.parallelism, on_shard_done)
+                run_pass(recipe, out, k, shards, self.parallelism, on_shard_done, model_actors=actors)
             return
         from thresher.pipeline.progress import Channel, Drain
 
@@ -117,7 +120,20 @@ class RayExecutor:
             self._events = RayEvents()
         channel = Channel(self._events, getattr(recipe, "attempt_id", ""))
         with _errors(context), Drain(self._events.take, events):  # (the blocks' records come with their summaries)
-            run_pass(recipe, out, k, shards, self.parallelism, on_shard_done, channel=channel, events=events)
+            run_pass(recipe, out, k, shards, self.parallelism, on_shard_done, channel=channel, events=events,
+                     model_actors=actors)
+
+    def model_actors(self, recipe) -> bool:
+        """Whether ops that load a model run in an actor pool: ``executor.model_actors`` where the
+        recipe says so or Ray is a cluster's; on a local Ray this run started, tasks unless the recipe
+        asks for actors. There the same worker processes then run every pass and shuffle, each
+        loading a model once, where actors are extra processes that load the stack again and leave,
+        so the next shuffle waits for fresh workers (fineweb, 20k docs, 2 cores: ~3.6 CPU-s;
+        docs/benchmarks.md, "Ray overhead and scaling model")."""
+        spec = recipe.executor
+        if "model_actors" in getattr(spec, "model_fields_set", ()) or not self._local:
+            return spec.model_actors
+        return False
 
     def resolve(self, recipe, out: str, k: int, n_shards: int) -> dict:
         """The pass's global op on Ray Data shuffles (in the driver if the op has no distributed form)."""
@@ -134,7 +150,10 @@ class RayExecutor:
         pieces = piece_offsets(layout, k, n_shards)
         direct = fs.direct_output(recipe)  # the fingerprints are in the bucket (objectstore)
         if direct:
+            from thresher.pipeline.executors.ray_shuffle import configure_data_context
             from thresher.pipeline.io.objectstore import pull_fingerprints, read_fingerprints
+
+            configure_data_context()  # the bucket's files are read by a Ray Data pipeline
 
             fps = read_fingerprints(direct, layout, k, pieces, ROW, recipe.storage, 4 * shuffle.partitions)
         else:
@@ -148,6 +167,12 @@ class RayExecutor:
                 pull_fingerprints(direct, layout, k, pieces)
             return resolve_pass(recipe, out, k, n_shards)
         return write_decisions(layout, k, barrier, decided, barrier.take_counters(), time.perf_counter() - t0)
+
+
+def _worker_env() -> dict[str, str]:
+    from thresher.pipeline.executors.local import worker_allocator_env
+
+    return worker_allocator_env()
 
 
 def _start_watchdog() -> subprocess.Popen | None:

@@ -1,4 +1,4 @@
-"""A pass on Ray Data: shards -> one task (or model-actor call) per shard that reads the shard
+"""A pass on Ray: shards -> one task (or model-actor call) per shard that reads the shard
 block by block, runs each block through the fused local ops and writes the next global op's
 fingerprints or the output -> the shard's done marker, merged in the task, which the driver writes.
 
@@ -73,11 +73,14 @@ def _take_stats(ledger: Ledger, runner, quarantine: list[dict], mark: BlockMark 
     return stats
 
 
-def process_blocks(batch: pa.Table, recipe: Recipe, out: str, k: int, shards: dict[int, Shard],
+def process_blocks(batch: pa.Table, recipe: Recipe | tuple, out: str, k: int, shards: dict[int, Shard] | None = None,
                    channel: Channel | None = None) -> pa.Table:
-    """Ray Data UDF (see ``_process_blocks``). ``out`` an object-store URL (a direct output,
+    """A pass's Ray task (see ``_process_blocks``); ``recipe`` may be ``(recipe, shards)``, one
+    object-store argument for all the pass's tasks. ``out`` an object-store URL (a direct output,
     ``objectstore``): the shards run in a scratch directory of this task, whose files are then
     uploaded under their final keys, and their done markers after them."""
+    if isinstance(recipe, tuple):
+        recipe, shards = recipe
     if not fs.is_url(out):
         return _process_blocks(batch, recipe, out, k, shards, channel)
     from thresher.pipeline.io.objectstore import TaskWork
@@ -90,7 +93,7 @@ def process_blocks(batch: pa.Table, recipe: Recipe, out: str, k: int, shards: di
 
 def _process_blocks(batch: pa.Table, recipe: Recipe, out: str, k: int, shards: dict[int, Shard],
                     channel: Channel | None = None) -> pa.Table:
-    """Ray Data UDF: each shard of ``batch`` read block by block, each block through the fused local
+    """Each shard of ``batch`` read block by block, each block through the fused local
     ops, then the next global op's fingerprints or the output files (per block). Returns one row per
     shard: its done marker, merged here from the blocks' summaries (the driver only writes it), and
     the blocks' progress records. ``channel``: progress events — each block done (shard, block,
@@ -164,6 +167,9 @@ class BlockProcessor:
     def __call__(self, batch: pa.Table) -> pa.Table:
         return process_blocks(batch, self.recipe, self.out, self.k, self.shards, self.channel)
 
+    def run(self, batch: pa.Table) -> pa.Table:
+        return self(batch)
+
 
 def block_processor(recipe: Recipe, out: str, k: int, shards: dict[int, Shard], channel: Channel | None = None) -> type:
     return type("BlockProcessor", (BlockProcessor,),
@@ -182,13 +188,19 @@ def stage_resources(recipe: Recipe, k: int) -> tuple[float, int, bool]:
 
 
 def run_pass(recipe: Recipe, out: str, k: int, shards: list[Shard], parallelism: int, on_shard_done,
-             channel: Channel | None = None, events=None) -> None:
-    """Pass k over ``shards`` as one Ray Data stage (one task or actor call per shard); then the
-    done markers, which the tasks merged. Ops that load a model run in an actor pool
-    (``executor.model_actors``, the default) or, like every other op, in tasks — whose worker
-    processes Ray reuses, so a model still loads once per process. Progress: the tasks send theirs
-    through ``channel``; the shards' results give ``events`` every block's record again (the same
-    record twice changes nothing)."""
+             channel: Channel | None = None, events=None, model_actors: bool | None = None) -> None:
+    """Pass k over ``shards``: one Ray task (or model-actor call) per shard; then the done markers,
+    which the tasks merged. Ops that load a model run in a pool of actors (``model_actors``, by
+    default ``executor.model_actors``; one per worker slot, at most one per shard, each loading the
+    models once) or, like every other op, in tasks — whose worker processes Ray reuses, so a model
+    still loads once per process. Progress: the tasks send theirs through ``channel``; the shards' results give
+    ``events`` every block's record again (the same record twice changes nothing).
+
+    Plain Ray tasks and actors, not a Ray Data pipeline: a shard's blocks never leave its task
+    anyway, and Ray Data's per-pipeline start (planning, operator and actor-pool start-up, its stats
+    and autoscaling actors) cost 1-3 s per pass and ~300 MB (docs/benchmarks.md, "Ray overhead and
+    scaling model"). A task a worker's death interrupts is retried by Ray (``max_retries``, and
+    ``max_task_retries`` for restarted actors); the outputs are idempotent (see ``_process_block``)."""
     import ray
 
     layout = Layout(out)
@@ -205,26 +217,64 @@ def run_pass(recipe: Recipe, out: str, k: int, shards: list[Shard], parallelism:
     task_out = direct or out  # tasks of a direct run never see the driver's directory
     cpus, memory, needs_model = stage_resources(recipe, k)
     by_index = {s.index: s for s in shards}
-    ds = ray.data.from_items([{"shard": s.index} for s in shards], override_num_blocks=len(shards))
-    # One stage: a shard's blocks stream from its reader straight into the ops in the same process
-    # (no block crosses the object store) and the shard's summary is merged there, so the driver's
-    # work per pass is one small record per shard, not a ledger and profile per block.
-    if needs_model and recipe.executor.model_actors:  # a fixed pool, one actor per worker slot, models loaded once
-        ds = ds.map_batches(block_processor(recipe, task_out, k, by_index, channel), batch_size=1, batch_format="pyarrow",
-                            concurrency=max(1, parallelism), num_cpus=cpus, memory=memory)
-    else:
-        ds = ds.map_batches(process_blocks, fn_args=(recipe, task_out, k, by_index, channel), batch_size=1,
-                            batch_format="pyarrow", num_cpus=cpus, memory=memory)
     markers: dict[int, dict] = {}
-    for t in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+
+    def done(t: pa.Table) -> None:
         for marker, progress in zip(t["done"].to_pylist(), t["progress"].to_pylist(), strict=True):
             marker = json.loads(marker)
             markers[marker["shard"]] = marker
             if events is not None and progress != "[]":
                 events(("b", k, json.loads(progress)))
+
+    # A shard's blocks stream from its reader straight into the ops in the same process (no block
+    # crosses the object store) and the shard's summary is merged there, so the driver's work per
+    # pass is one small record per shard, not a ledger and profile per block.
+    if model_actors is None:
+        model_actors = recipe.executor.model_actors
+    if needs_model and model_actors:
+        _run_on_actors(block_processor(recipe, task_out, k, by_index, channel), shards, parallelism, cpus, memory, done)
+    else:
+        task = ray.remote(process_blocks).options(num_cpus=cpus, memory=memory, max_retries=3)
+        refs = ray.put((recipe, by_index))
+        rest = [task.remote(_batch(s), refs, task_out, k, None, channel) for s in shards]
+        try:
+            while rest:
+                ready, rest = ray.wait(rest, num_returns=1)
+                done(ray.get(ready[0]))
+        finally:
+            for ref in rest:  # a failed shard stops the pass: nobody waits for the others' results
+                ray.cancel(ref)
     for shard in shards:  # after the whole pass: a driver killed mid-pass leaves it to --resume
         write_json_atomic(layout.done(k, shard.index), markers[shard.index])
         on_shard_done(shard.index)
+
+
+def _batch(shard: Shard) -> pa.Table:
+    return pa.table({"shard": [shard.index]})
+
+
+def _run_on_actors(cls: type, shards: list[Shard], parallelism: int, cpus: float, memory: int, done) -> None:
+    """Each shard to the next free actor of a pool of ``min(parallelism, shards)``, one shard per
+    actor at a time (so a slow shard holds up no other); the actors are stopped after the pass."""
+    import ray
+
+    actor = ray.remote(cls).options(num_cpus=cpus, memory=memory, max_restarts=3, max_task_retries=3)
+    pool = [actor.remote() for _ in range(max(1, min(parallelism, len(shards))))]
+    queue = list(reversed(shards))
+    busy: dict = {}
+    try:
+        for a in pool:
+            if queue:
+                busy[a.run.remote(_batch(queue.pop()))] = a
+        while busy:
+            ready, _ = ray.wait(list(busy), num_returns=1)
+            a = busy.pop(ready[0])
+            done(ray.get(ready[0]))
+            if queue:
+                busy[a.run.remote(_batch(queue.pop()))] = a
+    finally:
+        for a in pool:
+            ray.kill(a)
 
 
 def merge_summaries(recipe: Recipe, k: int, shard: int, pieces: list[dict]) -> dict:

@@ -1,13 +1,22 @@
-"""Ray Data shuffles for global ops: hash-partitioned groups, co-groups (a partitioned join) and
-distributed connected components.
+"""Shuffles for global ops on Ray tasks: hash-partitioned groups, co-groups (a partitioned join)
+and distributed connected components.
 
 A global op's resolve step is written against these primitives (see
 ``GlobalOp.resolve_distributed``), so the same algorithm runs on one machine or a cluster without
 gathering every fingerprint or edge in the driver. Functions passed in run in Ray workers on
 polars DataFrames: one call sees every row whose key hashes to its partition.
 
-Shuffles use Ray Data's pull-based sort shuffle: on small and medium data it costs ~0.1 s per
-shuffle, where the hash-shuffle aggregators take ~6 s to start (measured on 2 cores, Ray 2.60).
+A dataset here is a list of Arrow blocks in Ray's object store (``Blocks``) plus the row-local
+functions still to apply to them (fused into whichever task reads the blocks next, as Ray Data fuses
+its map stages). A shuffle is the textbook two-stage one on Ray core: one task per block splits it
+by ``hash(key) % partitions`` into ``partitions`` objects (``num_returns``), then one task per
+partition concatenates its pieces and calls the function (the map and reduce stages of Dean &
+Ghemawat, "MapReduce", OSDI 2004, on Ray's multiple-return tasks: docs.ray.io, Ray Core, Tasks,
+"Multiple returns"). It replaced Ray Data's sort shuffle: on 2 cores that pipeline cost ~0.2-1.4 s
+per shuffle in planning and operator start-up, and Ray Data's own actors (stats, autoscaling
+coordinator, actor-location tracker: ~300 MB PSS together) stayed up for the whole run
+(docs/benchmarks.md, "Ray overhead and scaling model"). Ray Data datasets are still accepted as
+inputs (their blocks are taken as they are).
 """
 
 from __future__ import annotations
@@ -22,13 +31,13 @@ import pyarrow as pa
 from thresher.pipeline.columns import set_column
 
 PART = "__part"
-SIDE = "__side"
 MAX_ROUNDS = 100  # large-star/small-star needs O(log^2 n) rounds; this is a guard, never reached
 LOCAL_EDGES = 2_000_000  # a graph with at most this many edges left (32 MB of pairs) is finished in one task
 
 
 def configure_data_context() -> None:
-    """Settings thresher's Ray Data pipelines rely on (set in the driver; Ray ships them to tasks)."""
+    """Settings for the Ray Data pipelines thresher still builds (object-store fingerprint reads, and
+    datasets handed to ``RayShuffle`` by callers): set in the driver, Ray ships them to tasks."""
     import logging
     import warnings
 
@@ -48,87 +57,184 @@ def _arrow(df: pl.DataFrame) -> pa.Table:
     return df.to_arrow(compat_level=pl.CompatLevel.oldest())
 
 
-def _map_block(table: pa.Table, fn: Callable[[pl.DataFrame], pl.DataFrame]) -> pa.Table:
-    return _arrow(fn(pl.from_arrow(table)))
+def _frame(table: pa.Table, fns: tuple) -> pa.Table:
+    """A block through the pending row-local functions. An empty block passes as it is (a shuffle
+    partition that got no rows has no columns; Ray Data never calls a function on such a group)."""
+    for fn in fns:
+        if not table.num_rows:
+            return table
+        table = _arrow(fn(pl.from_arrow(table)))
+    return table
 
 
-def _add_part(table: pa.Table, key: str, partitions: int, side: int | None = None, schema: dict | None = None) -> pa.Table:
+def _concat(tables) -> pa.Table:
+    tables = [t for t in tables if t.num_rows]
+    if not tables:
+        return pa.table({})
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+
+
+_REMOTE: dict = {}
+
+
+def _remote(fn, **options):
+    """``fn`` as a Ray remote function (made once per process and options)."""
+    import ray
+
+    key = (fn, tuple(sorted(options.items())))
+    if key not in _REMOTE:
+        _REMOTE[key] = ray.remote(fn).options(**options) if options else ray.remote(fn)
+    return _REMOTE[key]
+
+
+class Blocks:
+    """A dataset: Arrow blocks in the object store (``refs``) and the row-local functions still to
+    apply to each (``fns``, run in the task that next reads the block)."""
+
+    def __init__(self, refs: list, fns: tuple = ()):
+        self.refs = list(refs)
+        self.fns = tuple(fns)
+
+    def then(self, fn) -> Blocks:
+        return Blocks(self.refs, (*self.fns, fn))
+
+    def materialize(self) -> Blocks:
+        """Run the pending functions (one task per block) and wait for the blocks."""
+        import ray
+
+        if not self.fns:
+            if self.refs:
+                ray.wait(self.refs, num_returns=len(self.refs), fetch_local=False)
+            return self
+        fns = ray.put(self.fns)
+        refs = [_remote(_map_task).remote(r, fns) for r in self.refs]
+        return Blocks(refs).materialize()
+
+
+def _map_task(table: pa.Table, fns: tuple) -> pa.Table:
+    return _frame(table, fns)
+
+
+def _split_task(table: pa.Table, fns: tuple, key: str, partitions: int) -> tuple:
+    """One block -> its rows of each partition (``hash(key) % partitions``, the seed fixed)."""
+    table = _frame(table, fns)
+    if not table.num_rows:
+        return tuple(pa.table({}) for _ in range(partitions)) if partitions > 1 else pa.table({})
     df = pl.from_arrow(table)
-    df = df.with_columns((pl.col(key).hash(seed=17) % partitions).cast(pl.Int32).alias(PART))
-    if side is not None:  # a co-group: both sides get every column of both (typed nulls), so Ray never has to
-        # unify schemas when it concatenates them (its null-filled fixed-size lists are not valid Arrow for polars)
-        df = df.with_columns(pl.lit(side, dtype=pl.Int8).alias(SIDE),
-                             *[pl.lit(None, dtype=t).alias(c) for c, t in schema.items() if c not in df.columns])
-        df = df.select([*schema, PART, SIDE]).cast(schema)
-    return _arrow(df)
+    part = (df[key].hash(seed=17) % partitions).cast(pl.Int32).alias(PART)
+    pieces = df.with_columns(part).partition_by(PART, as_dict=True, include_key=False, maintain_order=True)
+    out = tuple(_arrow(pieces[(i,)]) if (i,) in pieces else pa.table({}) for i in range(partitions))
+    return out if partitions > 1 else out[0]
 
 
-def _group_call(table: pa.Table, fn: Callable[[pl.DataFrame], pl.DataFrame]) -> pa.Table:
-    return _arrow(fn(pl.from_arrow(table).drop(PART)))
+def _group_task(fn, *pieces: pa.Table) -> pa.Table:
+    table = _concat(pieces)
+    return _arrow(fn(pl.from_arrow(table))) if table.num_rows else table
 
 
-def _co_group_call(table: pa.Table, fn, left_schema: dict, right_schema: dict) -> pa.Table:
-    df = pl.from_arrow(table)
-    return _arrow(fn(_side(df, 0, left_schema), _side(df, 1, right_schema)))
+def _co_group_task(fn, left_schema: dict, right_schema: dict, n_left: int, *pieces: pa.Table) -> pa.Table:
+    left, right = _concat(pieces[:n_left]), _concat(pieces[n_left:])
+    if not left.num_rows and not right.num_rows:
+        return pa.table({})
+    return _arrow(fn(_side(left, left_schema), _side(right, right_schema)))
 
 
-def _side(df: pl.DataFrame, side: int, schema: dict) -> pl.DataFrame:
+def _side(table: pa.Table, schema: dict) -> pl.DataFrame:
     """One side's rows of a co-group partition, typed as declared (a partition may hold none)."""
-    if not all(c in df.columns for c in schema):
+    if not table.num_rows:
         return pl.DataFrame(schema=schema)
-    return df.filter(pl.col(SIDE) == side).select(list(schema)).cast(schema)
+    return pl.from_arrow(table).select(list(schema)).cast(schema)
+
+
+def _one_task(fn, fns: tuple, *blocks: pa.Table) -> pa.Table:
+    return fn(_concat([_frame(b, fns) for b in blocks]))
+
+
+def _num_rows(table: pa.Table, fns: tuple) -> int:
+    return _frame(table, fns).num_rows
+
+
+def _blocks(ds) -> Blocks:
+    """A ``Blocks``, or a Ray Data dataset's blocks (as they are)."""
+    if isinstance(ds, Blocks):
+        return ds
+    configure_data_context()
+    return Blocks(ds.to_arrow_refs())
 
 
 class RayShuffle:
-    """The shuffle primitives on Ray Data; ``partitions`` is how many groups each shuffle makes."""
+    """The shuffle primitives on Ray tasks; ``partitions`` is how many groups each shuffle makes."""
 
     def __init__(self, partitions: int, local_edges: int = LOCAL_EDGES):
         self.partitions = max(1, partitions)
         self.local_edges = local_edges
 
     # ------------------------------------------------------------------ datasets
-    def read_parquet(self, paths: list[str], offsets: list[int], row: str):
+    def read_parquet(self, paths: list[str], offsets: list[int], row: str) -> Blocks:
         """Fingerprint files as one dataset; ``offsets[i]`` is added to column ``row`` of file i
-        (pieces of a shard are numbered after the pieces before them)."""
-        import ray
+        (pieces of a shard are numbered after the pieces before them). One task per group of files,
+        at most ``4 * partitions`` groups."""
+        n = max(1, min(len(paths), 4 * self.partitions))
+        groups = np.array_split(np.arange(len(paths)), n)
+        read = _remote(_read_files)
+        return Blocks([read.remote(pa.table({"path": [paths[i] for i in g], "offset": [offsets[i] for i in g]}), row)
+                       for g in groups if len(g)])
 
-        ds = ray.data.from_items([{"path": p, "offset": o} for p, o in zip(paths, offsets, strict=True)],
-                                 override_num_blocks=max(1, min(len(paths), 4 * self.partitions)))
-        return ds.map_batches(_read_files, fn_args=(row,), batch_size=None, batch_format="pyarrow")
+    def map(self, ds, fn: Callable[[pl.DataFrame], pl.DataFrame]) -> Blocks:
+        """``fn`` on every block (row-local work: no shuffle; fused into the next task)."""
+        return _blocks(ds).then(fn)
 
-    def map(self, ds, fn: Callable[[pl.DataFrame], pl.DataFrame]):
-        """``fn`` on every block (row-local work: no shuffle)."""
-        return ds.map_batches(_map_block, fn_args=(fn,), batch_size=None, batch_format="pyarrow")
+    def _split(self, ds: Blocks, key: str) -> list[list]:
+        """Every block's pieces, by partition: ``[partition][block]``."""
+        if not ds.refs:
+            return [[] for _ in range(self.partitions)]
+        fns = ray_put(ds.fns)
+        split = _remote(_split_task, num_returns=self.partitions)
+        refs = [split.remote(r, fns, key, self.partitions) for r in ds.refs]
+        if self.partitions == 1:
+            refs = [[r] for r in refs]
+        return [[r[i] for r in refs] for i in range(self.partitions)]
 
-    def group(self, ds, key: str, fn: Callable[[pl.DataFrame], pl.DataFrame]):
+    def group(self, ds, key: str, fn: Callable[[pl.DataFrame], pl.DataFrame]) -> Blocks:
         """Hash-partition rows by ``key``; ``fn`` sees every row of one partition at once."""
-        parted = ds.map_batches(_add_part, fn_args=(key, self.partitions), batch_size=None, batch_format="pyarrow")
-        return parted.groupby(PART).map_groups(_group_call, fn_args=(fn,), batch_format="pyarrow")
+        parts = self._split(_blocks(ds), key)
+        fn_ref, task = ray_put(fn), _remote(_group_task)
+        return Blocks([task.remote(fn_ref, *pieces) for pieces in parts])
 
     def co_group(self, left, right, left_key: str, right_key: str, left_schema: dict, right_schema: dict,
-                 fn: Callable[[pl.DataFrame, pl.DataFrame], pl.DataFrame]):
+                 fn: Callable[[pl.DataFrame, pl.DataFrame], pl.DataFrame]) -> Blocks:
         """A partitioned join: rows of both datasets whose keys hash alike meet in one
         ``fn(left, right)``, each side as a DataFrame with the declared schema (possibly empty)."""
-        both = {**left_schema, **right_schema}
         if any(left_schema[c] != right_schema[c] for c in left_schema.keys() & right_schema.keys()):
             raise ValueError("co_group: a column both sides have must have one type")
-        lp = left.map_batches(_add_part, fn_args=(left_key, self.partitions, 0, both), batch_size=None, batch_format="pyarrow")
-        rp = right.map_batches(_add_part, fn_args=(right_key, self.partitions, 1, both), batch_size=None, batch_format="pyarrow")
-        return lp.union(rp).groupby(PART).map_groups(_co_group_call, fn_args=(fn, left_schema, right_schema),
-                                                     batch_format="pyarrow")
+        lp, rp = self._split(_blocks(left), left_key), self._split(_blocks(right), right_key)
+        fn_ref, task = ray_put(fn), _remote(_co_group_task)
+        return Blocks([task.remote(fn_ref, left_schema, right_schema, len(a), *a, *b) for a, b in zip(lp, rp, strict=True)])
+
+    def one_task(self, ds, fn: Callable[[pa.Table], pa.Table]) -> Blocks:
+        """``fn`` on all the dataset's rows at once, in one task."""
+        ds = _blocks(ds)
+        return Blocks([_remote(_one_task).remote(fn, ray_put(ds.fns), *ds.refs)])
 
     def collect(self, ds, schema: dict) -> pl.DataFrame:
         """Bring a (small) dataset to the driver."""
-        tables = [t for t in ds.iter_batches(batch_size=None, batch_format="pyarrow") if t.num_rows]
-        if not tables:
+        import ray
+
+        ds = _blocks(ds).materialize()
+        table = _concat(ray.get(ds.refs))
+        if not table.num_rows:
             return pl.DataFrame(schema=schema)
-        return pl.from_arrow(pa.concat_tables(tables, promote_options="permissive")).select(list(schema)).cast(schema)
+        return pl.from_arrow(table).select(list(schema)).cast(schema)
 
     def count(self, ds) -> int:
-        return ds.count()
+        import ray
+
+        ds = _blocks(ds)
+        fns, task = ray_put(ds.fns), _remote(_num_rows)
+        return int(sum(ray.get([task.remote(r, fns) for r in ds.refs])))
 
     # ------------------------------------------------------------------ connected components
-    def components(self, edges, local: Callable[[np.ndarray, np.ndarray], pl.DataFrame] | None = None):
+    def components(self, edges, local: Callable[[np.ndarray, np.ndarray], pl.DataFrame] | None = None) -> Blocks:
         """(s, d) edges -> (gid, root) for every node on an edge, root = the smallest node of its
         component. Alternating large-star and small-star steps (Kiveris, Lattanzi, Mirrokni, Rastogi
         & Vassilvitskii, "Connected Components in MapReduce and Beyond", SoCC 2014): each step is one
@@ -145,9 +251,8 @@ class RayShuffle:
         (so the one serial step is bounded by ``local_edges``, never by the corpus)."""
         e = self.map(edges, _normalise if local is None else functools.partial(_contract, local)).materialize()
         for _ in range(MAX_ROUNDS):
-            if local is not None and e.count() <= self.local_edges:  # materialized: counted from metadata
-                return e.repartition(1).map_batches(_components_in_one_task, fn_args=(local,), batch_size=None,
-                                                    batch_format="pyarrow")
+            if local is not None and self.count(e) <= self.local_edges:
+                return self.one_task(e, functools.partial(_components_in_one_task, local=local))
             ls = self.group(self.map(e, _both_directions), "u", _large_star).materialize()
             unfinished = self.collect(self.map(ls, _stats_rows), {"b": pl.Int64})["b"].sum()
             e = self.map(ls, _edge_rows).materialize()
@@ -155,6 +260,13 @@ class RayShuffle:
                 return self.group(self.map(e, _star_members), "gid", _unique)
             e = self.group(self.map(e, _both_directions), "u", _small_star).materialize()
         raise RuntimeError(f"connected components did not converge in {MAX_ROUNDS} rounds")
+
+
+def ray_put(value):
+    """``value`` in the object store once, for many tasks' arguments (a tuple of no functions as it is)."""
+    import ray
+
+    return value if value == () else ray.put(value)
 
 
 def _components_in_one_task(table: pa.Table, local) -> pa.Table:

@@ -120,3 +120,21 @@ def test_out_of_memory_names_the_pass_its_ops_and_the_knobs(tmp_path):
     assert "executor.batch_size_mb" in err and "executor.workers" in err
     assert "Traceback" not in res.stderr
     assert not (out / "_SUCCESS").exists()
+
+
+def test_model_ops_run_in_tasks_on_a_local_ray_unless_the_recipe_asks_for_actors():
+    """A local Ray started by the run: one set of worker processes for every pass (model ops in
+    tasks) unless ``model_actors`` is set; a cluster (or a Ray the run did not start): the setting."""
+    from thresher.pipeline.executors.ray import RayExecutor
+    from thresher.pipeline.recipe import parse_recipe
+
+    def recipe(extra: str):
+        return parse_recipe("input: {paths: [x.jsonl]}\noutput: {path: o}\n"
+                            f"executor: {{type: ray{extra}}}\nprocess: [{{exact_dedup: {{}}}}]\n", "t.yaml", [])
+
+    local, cluster = RayExecutor(2), RayExecutor(2, address="ray://head:10001")
+    local._local = True  # what __enter__ sets after starting a local Ray
+    assert local.model_actors(recipe("")) is False
+    assert local.model_actors(recipe(", model_actors: true")) is True
+    assert local.model_actors(recipe(", model_actors: false")) is False
+    assert cluster.model_actors(recipe("")) is True and cluster.model_actors(recipe(", model_actors: false")) is False

@@ -151,3 +151,22 @@ def test_contracting_any_split_of_the_edges_keeps_components_and_roots(edges):
 def test_components_equal_union_find(shuffle, edges):
     s, d = zip(*edges, strict=True)
     assert _ray_components(shuffle, s, d).equals(_reference(s, d))
+
+
+def test_partitions_without_rows_and_empty_sides(local_ray):
+    """More partitions than keys (most partitions get no rows: no call for them, nothing collected),
+    a co-group whose right side has no rows at all, and chained maps fused into the next task."""
+    from thresher.pipeline.executors.ray_shuffle import Blocks, RayShuffle
+
+    sh = RayShuffle(8)
+    df = pl.DataFrame({"k": [1, 1, 2, 1], "v": [1, 2, 3, 4]})
+    blocks = Blocks([local_ray.put(df.slice(0, 2).to_arrow()), local_ray.put(df.slice(2, 2).to_arrow())])
+    doubled = sh.map(sh.map(blocks, lambda d: d.with_columns(pl.col("v") * 2)), lambda d: d.filter(pl.col("v") > 2))
+    got = sh.collect(sh.group(doubled, "k", lambda d: d.group_by("k").agg(pl.col("v").sum())), {"k": pl.Int64, "v": pl.Int64})
+    assert got.sort("k").to_dicts() == [{"k": 1, "v": 12}, {"k": 2, "v": 6}]
+    assert sh.count(doubled) == 3 and sh.count(sh.group(doubled, "k", lambda d: d.head(0))) == 0
+    empty = sh.map(blocks, lambda d: d.head(0))
+    joined = sh.co_group(blocks, empty, "k", "k", {"k": pl.Int64, "v": pl.Int64}, {"k": pl.Int64, "w": pl.Int64},
+                         lambda a, b: a.join(b, on="k", how="left"))
+    out = sh.collect(joined, {"k": pl.Int64, "v": pl.Int64, "w": pl.Int64}).sort("v")
+    assert out["v"].to_list() == [1, 2, 3, 4] and out["w"].null_count() == 4
