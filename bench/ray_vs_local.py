@@ -1,6 +1,6 @@
 """Ray vs local on the same machine: the shipped `fineweb` recipe (HTML extraction, language ID in
-model actors, Gopher/C4/FineWeb rules, exact and MinHash dedup — resolved by Ray Data shuffles on
-Ray —, PII) on ~1 GB of real paragraphs, wall time and peak RSS (whole process tree).
+tasks — in model actors with ``--model-actors`` —, Gopher/C4/FineWeb rules, exact and MinHash dedup
+— resolved by two-stage task shuffles on Ray —, PII) on ~1 GB of real paragraphs, wall time and peak RSS (whole process tree).
 
     python bench/ray_vs_local.py               # ~1 GB corpus (480k docs)
     python bench/ray_vs_local.py --n 100000 --repeat 3
