@@ -1,12 +1,18 @@
 """Exact dedup against the IO floor and datatrove (issue 19 item 2), in one invocation.
 
     python bench/exact_dedup.py                      # 100k docs: floor, thresher, datatrove
-    python bench/exact_dedup.py --n 1000000          # 1M docs
+    python bench/exact_dedup.py --n 1000000 --work W # 1M docs (W/corpus_1000000.jsonl: ten make_corpus.py
+                                                     # --n 100000 --seed K files, ids prefixed, concatenated;
+                                                     # one --n 1000000 run holds all 1M docs in memory, ~4 GB)
     python bench/exact_dedup.py --skip-peers         # floor and thresher only
     python bench/exact_dedup.py --baseline /tmp/ref  # also a frozen copy (bench/recipe_time.py --freeze)
 
-Three commands on the same JSONL corpus (``bench/_measure.py: make_corpus``), each in its own
-process tree, wall time, CPU seconds of the tree and peak PSS of the tree (sampled every 50 ms):
+Three commands on the same JSONL corpus (``bench/_measure.py: make_corpus``; ``--work DIR`` with a
+``DIR/corpus_N.jsonl`` already there uses that file), each in its own process tree, wall time, CPU
+seconds of the tree and peak PSS of the tree (sampled every 50 ms). CPU seconds count every process of
+the tree, those forked by a fork server (thresher's pool, datatrove's workers) among them: this process
+is their "child subreaper" (Linux ``prctl(PR_SET_CHILD_SUBREAPER)``), so a process orphaned when its
+parent exits unwaited comes to it and is waited for, and its CPU time (with its children's) is counted.
 
 - floor: ``pyarrow.json.read_json`` of the file + polars ``write_ndjson`` (bench/io_floor.py);
 - thresher: a recipe with ``exact_dedup: {}`` (NFKC, lower-case, whitespace folded; 2 workers);
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import itertools
 import os
 import shutil
 import statistics
@@ -50,25 +57,51 @@ process:
 """
 
 
+def subreaper() -> bool:
+    """Make this process the child subreaper of its descendants (Linux); False where that fails."""
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def reap(timeout: float = 60.0) -> None:
+    """Wait for every process re-parented to this one (a fork server outlives its driver briefly)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if not pid:
+            time.sleep(0.05)
+
+
 def measured(cmd: list[str], env: dict | None = None, cwd: str | None = None) -> tuple[float, int, float]:
     """(wall s, peak PSS bytes, CPU s of the whole tree)."""
     before = os.times()
     wall, pss = run_measured(cmd, env=env, metric="pss", cwd=cwd)
+    reap()
     after = os.times()
     return wall, pss, (after.children_user - before.children_user) + (after.children_system - before.children_system)
 
 
 def split_shards(src: Path, out_dir: Path, n: int) -> Path:
-    """The corpus in ``n`` files (datatrove splits work by file), made once."""
+    """The corpus in ``n`` files of consecutive lines (datatrove splits work by file), made once,
+    streaming (a 1M-document corpus is 2 GB)."""
     if (out_dir / ".done").exists():
         return out_dir
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     with open(src, "rb") as f:
-        lines = f.readlines()
-    per = (len(lines) + n - 1) // n
-    for i in range(n):
-        (out_dir / f"shard-{i}.jsonl").write_bytes(b"".join(lines[i * per:(i + 1) * per]))
+        total = sum(1 for _ in f)
+    per = (total + n - 1) // n
+    with open(src, "rb") as f:
+        for i in range(n):
+            with open(out_dir / f"shard-{i}.jsonl", "wb") as out:
+                out.writelines(itertools.islice(f, per))
     (out_dir / ".done").write_text("ok")
     return out_dir
 
@@ -104,6 +137,7 @@ def main() -> None:
         cases[name] = [str(datatrove_python(work)), str(PEERS / "dt_pipelines.py"), "--part", "exact",
                        "--input", str(shards), "--out", str(work / "out-dt-exact"), "--workers", str(W)]
         envs[name] = {"PYTHONPATH": str(ROOT)}
+    counted = subreaper()
     results: dict[str, list[tuple[float, int, float]]] = {k: [] for k in cases}
     load_before = os.getloadavg()[0]
     for _ in range(args.rounds):
@@ -125,6 +159,8 @@ def main() -> None:
     dt = next((v for k, v in med.items() if k.startswith("datatrove")), None)
     print(f"\n{args.n:,} docs ({corpus.stat().st_size / 1e6:.0f} MB JSONL); machine: {os.cpu_count()} cores, "
           f"load {load_before:.1f} -> {os.getloadavg()[0]:.1f}; {args.rounds} round(s), medians; {time.strftime('%Y-%m-%d')}")
+    if not counted:
+        print("(not Linux: CPU seconds miss the processes a fork server started)")
     print("| command | wall s | CPU s | peak PSS MB | wall / floor | CPU / floor | PSS / datatrove |\n"
           "|---|---|---|---|---|---|---|")
     for name, (wall, pss, cpu) in med.items():

@@ -31,6 +31,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from thresher.operators.common.utf8 import find_bytes, row_of, string_buffers
+
 VERSION = 1
 GAMMA = 1.02  # bucket ratio: values are known to within 1% (relative)
 _LOG_GAMMA = math.log(GAMMA)
@@ -289,38 +291,17 @@ def length_stats(text: pa.Array, words: bool = True) -> dict[str, np.ndarray]:
     return out
 
 
-def utf8_buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(UTF-8 bytes, offsets from 0, int64) of a string array, zero-copy over its data buffer
-    (string views and dictionaries are cast first); a null reads as ''."""
-    if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
-        text = text.cast(pa.large_string())
-    if text.null_count:
-        text = pc.fill_null(text, "")
-    wide = pa.types.is_large_string(text.type)
-    _, offsets, data = text.buffers()
-    offs = np.frombuffer(offsets, dtype=np.int64 if wide else np.int32, count=len(text) + 1,
-                         offset=text.offset * (8 if wide else 4)).astype(np.int64)
-    d = np.frombuffer(data, dtype=np.uint8)[offs[0]:offs[-1]] if data is not None else np.zeros(0, np.uint8)
-    return d, offs - offs[0]
-
-
-def row_of(offsets: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """The row each byte position of ``utf8_buffers``' data lies in."""
-    return np.searchsorted(offsets, positions, side="right") - 1
-
-
 def utf8_counts(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(characters, newlines) of each string of ``text`` (nulls as ''), as int64, counted over the
     array's UTF-8 data buffer with numpy: a character is a byte that is not a continuation byte
-    (``10xxxxxx``, RFC 3629 section 3), so only the non-ASCII bytes, and the newline bytes, are
-    found and counted per row. Equals ``utf8_length`` and ``count_substring(text, "\\n")``; ~5x
+    (``10xxxxxx``, RFC 3629 section 3), so only the continuation bytes, and the newline bytes, are
+    found (a slice at a time, ``find_bytes``) and counted per row. Equals ``utf8_length`` and ``count_substring(text, "\\n")``; ~5x
     less CPU than ``count_substring`` (docs/benchmarks.md, "Exact dedup and memory, round two")."""
-    d, offs = utf8_buffers(text)
+    d, offs = string_buffers(text)
     n = len(offs) - 1
-    high = np.flatnonzero(d >= 0x80)
-    cont = high[(d[high] & 0xC0) == 0x80]
+    cont = find_bytes(d, lambda seg: (seg & 0xC0) == 0x80)
     chars = np.diff(offs) - np.bincount(row_of(offs, cont), minlength=n)[:n]
-    return chars, np.bincount(row_of(offs, np.flatnonzero(d == 10)), minlength=n)[:n]
+    return chars, np.bincount(row_of(offs, find_bytes(d, lambda seg: seg == 10)), minlength=n)[:n]
 
 
 # ------------------------------------------------------------------------------------ the profile

@@ -29,6 +29,9 @@ import numpy as np
 import pyarrow as pa
 from numba import njit
 
+# string_buffers lives in the numba-free utf8 module; the kernels' callers import it from here too
+from thresher.operators.common.utf8 import string_buffers
+
 SPACE, LETTER, DIGIT, MARK, PUNCT = 0, 1, 2, 3, 4
 FLAG_SYMBOL, FLAG_LETTER = 1, 2  # token has no letter, digit or mark / token has a letter
 PREFIX, SUFFIX, ICON = 1, 2, 4
@@ -464,19 +467,6 @@ _HTTP = np.frombuffer(b"http://", dtype=np.uint8).copy()
 _HTTPS = np.frombuffer(b"https://", dtype=np.uint8).copy()
 _WWW = np.frombuffer(b"www.", dtype=np.uint8).copy()
 _CANNOT = np.frombuffer(b"cannot", dtype=np.uint8).copy()
-
-
-def string_buffers(text: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """(UTF-8 bytes, offsets) of a string column, zero-copy where possible; nulls read as ''."""
-    if isinstance(text, pa.ChunkedArray):
-        text = text.combine_chunks() if text.num_chunks != 1 else text.chunk(0)
-    off_type = np.int64 if pa.types.is_large_string(text.type) else np.int32
-    if text.null_count:
-        text = text.fill_null("")
-    bufs = text.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=off_type, count=len(text) + 1, offset=text.offset * np.dtype(off_type).itemsize)
-    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, dtype=np.uint8)
-    return data, offsets.astype(np.int64)
 
 
 def tokenize(text: pa.Array | pa.ChunkedArray):

@@ -16,9 +16,9 @@ import pyarrow.compute as pc
 import xxhash
 from pydantic import Field, model_validator
 
+from thresher.operators.common.utf8 import code_points, row_of, string_buffers, strings_like
 from thresher.pipeline.columns import ROW, SHARD, drop_decisions
 from thresher.pipeline.ops import GlobalOp, OpParams, Resources
-from thresher.pipeline.profile import row_of, utf8_buffers
 from thresher.pipeline.registry import register
 
 _PUNCT = r"[\p{P}\p{S}]"
@@ -26,54 +26,89 @@ _PUNCT = r"[\p{P}\p{S}]"
 
 def normalise(text: pa.ChunkedArray | pa.Array, lowercase: bool, whitespace: bool, punctuation: bool,
               unicode: bool) -> pa.Array:
-    """The text that is hashed: each option removes one kind of difference that does not count."""
+    """The text that is hashed: each option removes one kind of difference that does not count. The
+    reference definition, in Arrow's terms: ``utf8_normalize(NFKC)`` (``unicode``), then ``utf8_lower``
+    (``lowercase``), then the punctuation regex removed (``punctuation``), then ``\\s+`` (RE2:
+    ``[\\t\\n\\f\\r ]+``) replaced by one space and ``utf8_trim_whitespace`` (``whitespace``).
+    Computed by ``normalised_spans`` with the same result (tests/operators/test_exact_normalise.py)."""
     if isinstance(text, pa.ChunkedArray):
         parts = [normalise(c, lowercase, whitespace, punctuation, unicode) for c in text.chunks]
         return pa.chunked_array(parts, type=parts[0].type) if parts else text
-    t = text
-    if unicode:
-        t = nfkc(t)
-    if lowercase:
-        t = pc.utf8_lower(t)
+    d, start, end = normalised_spans(text, lowercase, whitespace, punctuation, unicode)
+    lengths = end - start
+    offs = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offs[1:])
+    return strings_like(text, d[np.repeat(start - offs[:-1], lengths) + np.arange(offs[-1])], offs)
+
+
+def normalised_spans(text: pa.Array, lowercase: bool, whitespace: bool, punctuation: bool,
+                     unicode: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``normalise``'s result as (UTF-8 bytes, start, end): row ``i`` is ``data[start[i]:end[i]]`` (a
+    null as ''), made without an Arrow array per step: the few non-ASCII characters NFKC or
+    lower-casing change are rewritten in place (``recode``), ASCII is lower-cased by ``ascii_lower``,
+    whitespace is folded with numpy (``_fold``), and trimming moves each row's bounds."""
+    t = _respliced(text, unicode, lowercase) if unicode or lowercase else text
     if punctuation:
         t = pc.replace_substring_regex(t, _PUNCT, "")
-    if whitespace:
-        # the same as replacing r"\s+" (RE2: [\t\n\f\r ]) by one space, ~4x faster: a lone space is left alone
-        t = pc.utf8_trim_whitespace(pc.replace_substring_regex(t, _WS_RUN, " "))
-    return t
-
-
-_WS_RUN = r"[\t\n\f\r ]{2,}|[\t\n\f\r]"
+    d, offs = string_buffers(t)
+    if lowercase:
+        d, offs = string_buffers(_ascii_lower(d, offs))
+    if not whitespace:
+        return d, offs[:-1], offs[1:]
+    d, offs = _fold(d, offs)
+    return (d, *_trimmed(d, offs[:-1], offs[1:]))
 
 
 def nfkc(t: pa.Array) -> pa.Array:
-    """NFKC of each string, normalising only the few characters that need it. A character whose NFKC
-    quick-check property is Yes and whose combining class is 0 starts a normalisation boundary (UAX #15,
-    section 9): the text before it and from it on normalise apart. So each "unsafe" character (any
-    other, ``_unsafe``), with the character before it (which it may compose with), is a segment; the
-    segments (overlapping ones merged) go to Arrow's normaliser, and the results are spliced back in
-    place. The characters are found with numpy over the UTF-8 data buffer (only non-ASCII lead bytes
-    are decoded and looked up): no Python string per row. On 100k web documents, 71k of them with
-    non-ASCII characters, ~9k hold an unsafe character, ~5 per document."""
-    d, offs = utf8_buffers(t)
-    lead = np.flatnonzero(d >= 0xC0)
-    if not len(lead):
-        return t
-    b0 = d[lead].astype(np.int32)
-    nxt = [d.take(lead + k, mode="clip").astype(np.int32) & 0x3F for k in (1, 2, 3)]
-    cp = np.where(b0 < 0xE0, ((b0 & 0x1F) << 6) | nxt[0],
-                  np.where(b0 < 0xF0, ((b0 & 0x0F) << 12) | (nxt[0] << 6) | nxt[1],
-                           ((b0 & 0x07) << 18) | (nxt[0] << 12) | (nxt[1] << 6) | nxt[2]))
-    bad = _unsafe(np.minimum(cp, 0x10FFFF))
+    """NFKC of each string (``recode`` without lower-casing)."""
+    return recode(t, nfkc=True, lower=False)
+
+
+_NFKC_UNSAFE, _LOWER_CHANGES, _LOOKED_UP = 1, 2, 4
+
+
+def recode(t: pa.Array, nfkc: bool = True, lower: bool = True) -> pa.Array:
+    """NFKC (``nfkc``) and then lower case (``lower``; Arrow's ``utf8_lower``, which maps each code
+    point on its own) of each string, rewriting only the few characters that need it. A character whose
+    NFKC quick-check property is Yes and whose combining class is 0 starts a normalisation boundary
+    (UAX #15, section 9): the text before it and from it on normalise apart. So each "unsafe" character
+    (any other, ``_flags``), with the character before it (which it may compose with), is a segment, and
+    so is each non-ASCII character that lower-casing changes; the segments (overlapping ones merged) go
+    to Arrow's normaliser and lower-caser, and the results are spliced back in place; ASCII is
+    lower-cased by ``ascii_lower`` (byte for byte). The characters are found with numpy over the UTF-8
+    data buffer (only non-ASCII lead bytes are decoded and looked up): no Python string per row. On 100k
+    web documents, 71k of them with non-ASCII characters, ~9k hold an unsafe character, ~5 per document."""
+    t = _respliced(t, nfkc, lower)
+    return strings_like(t, *string_buffers(_ascii_lower(*string_buffers(t)))) if lower else t
+
+
+def _ascii_lower(d: np.ndarray, offs: np.ndarray) -> pa.Array:
+    """``ascii_lower`` of the strings at ``offs`` in ``d``, given to Arrow with offsets from 0: on a
+    sliced array whose offsets start elsewhere (a cast of a slice) pyarrow 26's ``ascii_lower`` keeps
+    the offsets but sizes the data from 0, an array that fails ``validate``."""
+    return pc.ascii_lower(pa.LargeStringArray.from_buffers(len(offs) - 1, pa.py_buffer(offs), pa.py_buffer(d)))
+
+
+def _respliced(t: pa.Array, nfkc: bool, lower: bool) -> pa.Array:
+    """``recode`` but for ASCII letters (left as they are)."""
+    d, offs = string_buffers(t)
+    pos, cp, width = code_points(d)
+    flags = _flags(cp) & ((_NFKC_UNSAFE if nfkc else 0) | (_LOWER_CHANGES if lower else 0))
+    bad = flags != 0
     if not bad.any():
         return t
-    pos = lead[bad]
-    ends = pos + np.where(b0[bad] < 0xE0, 2, np.where(b0[bad] < 0xF0, 3, 4))
+    pos, width, back = pos[bad], width[bad], (flags[bad] & _NFKC_UNSAFE) != 0
     row_start = offs[row_of(offs, pos)]
-    starts = np.maximum(pos - 1, row_start)  # the character before, if the row has one
+    starts = np.where(back, np.maximum(pos - 1, row_start), pos)  # NFKC: the character before, if any
     for _ in range(3):  # back over continuation bytes to that character's first byte
-        starts = np.where((starts > row_start) & ((d[starts] & 0xC0) == 0x80), starts - 1, starts)
-    first = np.ones(len(pos), dtype=bool)  # merge overlapping segments (they lie in one row)
+        starts = np.where(back & (starts > row_start) & ((d[starts] & 0xC0) == 0x80), starts - 1, starts)
+    return _splice(t, d, offs, starts, pos + width, nfkc, lower)
+
+
+def _splice(t: pa.Array, d: np.ndarray, offs: np.ndarray, starts: np.ndarray, ends: np.ndarray, nfkc: bool,
+            lower: bool) -> pa.Array:
+    """``t`` with its byte ranges ``[starts, ends)`` (sorted; overlapping ones are merged) normalised."""
+    first = np.ones(len(starts), dtype=bool)  # merge overlapping segments (they lie in one row)
     first[1:] = starts[1:] >= ends[:-1]
     seg_start, seg_end = starts[first], ends[np.r_[first[1:], True]]
     lengths = seg_end - seg_start
@@ -81,22 +116,92 @@ def nfkc(t: pa.Array) -> pa.Array:
     np.cumsum(lengths, out=seg_offs[1:])
     gather = np.repeat(seg_start - seg_offs[:-1], lengths) + np.arange(seg_offs[-1])
     segments = pa.LargeStringArray.from_buffers(len(lengths), pa.py_buffer(seg_offs), pa.py_buffer(d[gather]))
-    new_d, new_offs = utf8_buffers(pc.utf8_normalize(segments, form="NFKC"))
+    if nfkc:
+        segments = pc.utf8_normalize(segments, form="NFKC")
+    if lower:
+        segments = pc.utf8_lower(segments)
+    new_d, new_offs = string_buffers(segments)
     src, rep, r = memoryview(d), memoryview(new_d), new_offs.tolist()
     joined: list = [None] * (2 * len(lengths) + 1)  # text before segment 0, segment 0 normalised, ...
     joined[0::2] = [src[a:b] for a, b in zip([0, *seg_end.tolist()], [*seg_start.tolist(), len(d)], strict=True)]
     joined[1::2] = [rep[a:b] for a, b in zip(r[:-1], r[1:], strict=True)]
     delta = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(np.diff(new_offs) - lengths, out=delta[1:])
-    out_offs = offs + delta[np.searchsorted(seg_end, offs, side="right")]
-    out = pa.LargeStringArray.from_buffers(len(t), pa.py_buffer(out_offs), pa.py_buffer(b"".join(joined)))
-    if not pa.types.is_large_string(t.type) and int(out_offs[-1]) < 2**31 - 1:
-        out = out.cast(t.type)
-    return pc.if_else(pc.is_null(t), pa.scalar(None, out.type), out) if t.null_count else out
+    return strings_like(t, b"".join(joined), offs + delta[np.searchsorted(seg_end, offs, side="right")])
 
 
-# Code point -> 0 not looked up yet, 1 NFKC-safe, 2 not (np.zeros: pages are mapped only where written).
-_SAFETY = np.zeros(0x110000, dtype=np.uint8)
+_SLICE = 1 << 18  # bytes ``_fold`` looks at at once: its masks stay in the CPU's cache
+
+
+def _fold(d: np.ndarray, offs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The UTF-8 bytes ``d`` (rows at ``offs``) with each run of RE2's ``\\s`` (``[\\t\\n\\f\\r ]``)
+    within a row replaced by one space, as ``replace_substring_regex(t, r"\\s+", " ")`` does:
+    (bytes, offsets). A byte is dropped where it and the byte before it in its row are both whitespace,
+    and a kept ``\\t\\n\\f\\r`` becomes a space. The masks are made with numpy a slice of ``_SLICE``
+    bytes at a time (they stay in cache and cost no page faults), and only the positions they mark are
+    kept; the bytes between dropped ones are joined once. ~3x less CPU than the regex on web text
+    (docs/benchmarks.md, "Fifth step")."""
+    n = len(d)
+    row_starts = offs[(offs > 0) & (offs < n)]
+    drops, ctrls = [], []
+    for a in range(0, n, _SLICE):
+        b = min(a + _SLICE, n)
+        seg = d[a - 1 if a else 0:b]  # with the byte before the slice: a run may cross into it
+        ctrl = (seg - np.uint8(9)) <= 4  # \t \n \v \f \r (uint8 wraps below 9) ...
+        ctrl &= seg != 11  # ... but \v, which RE2's \s leaves out
+        ws = seg == 32
+        ws |= ctrl
+        drop = ws[1:] & ws[:-1]  # bytes a + 1 - (a == 0) ... b - 1
+        drop[row_starts[np.searchsorted(row_starts, a):np.searchsorted(row_starts, b)] - a - (not a)] = False
+        drops.append(np.flatnonzero(drop) + (a if a else 1))  # a run ends with its row
+        ctrls.append(np.flatnonzero(ctrl[1:] if a else ctrl) + a)
+    drop = np.concatenate(drops) if drops else np.zeros(0, np.int64)
+    ctrl = np.concatenate(ctrls) if ctrls else np.zeros(0, np.int64)
+    if not len(drop) and not len(ctrl):
+        return d, offs
+    if len(drop):  # join the bytes between runs of dropped ones
+        brk = np.flatnonzero(np.diff(drop) != 1) + 1
+        run_start, run_end = drop[np.r_[0, brk]], drop[np.r_[brk - 1, len(drop) - 1]] + 1
+        mv = memoryview(d)
+        out = np.frombuffer(bytearray().join(map(mv.__getitem__, map(slice, [0, *run_end.tolist()],
+                                                                      [*run_start.tolist(), n]))), dtype=np.uint8)
+        # a dropped \n lands on the first byte of its run, which becomes a space too
+        ctrl = ctrl - np.searchsorted(drop, ctrl, side="right")
+        offs = offs - np.searchsorted(drop, offs)
+    else:
+        out = d.copy()
+    out[ctrl] = 32
+    return out, offs
+
+
+def _trimmed(d: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row bounds without leading and trailing whitespace, as ``utf8_trim_whitespace`` finds it: only
+    rows that begin or end with anything but a printable ASCII character (``!`` to ``~``) are asked."""
+    if not len(d):
+        return start, end
+    nonempty = end > start
+    first = np.where(nonempty, d.take(start, mode="clip"), np.uint8(65))
+    last = np.where(nonempty, d.take(end - 1, mode="clip"), np.uint8(65))
+    ask = np.flatnonzero((first < 33) | (first > 126) | (last < 33) | (last > 126))
+    if not len(ask):
+        return start, end
+    s, e = start[ask], end[ask]
+    lengths = e - s
+    offs = np.zeros(len(ask) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offs[1:])
+    rows = pa.LargeStringArray.from_buffers(len(ask), pa.py_buffer(offs),
+                                            pa.py_buffer(d[np.repeat(s - offs[:-1], lengths) + np.arange(offs[-1])]))
+    left = lengths - pc.binary_length(pc.utf8_ltrim_whitespace(rows)).to_numpy()
+    right = lengths - pc.binary_length(pc.utf8_rtrim_whitespace(rows)).to_numpy()
+    start, end = start.copy(), end.copy()
+    start[ask] = s + left
+    end[ask] = np.maximum(s + left, e - right)
+    return start, end
+
+
+# Code point -> _LOOKED_UP | _NFKC_UNSAFE | _LOWER_CHANGES bits, 0 until looked up (np.zeros: pages are
+# mapped only where written).
+_FLAGS = np.zeros(0x110000, dtype=np.uint8)
 # Characters of combining class 0 that NFKC leaves alone but that may compose with the character before
 # them (quick check "Maybe"): the second of a canonical decomposition pair, from Python's unicodedata
 # 14.0.0 (``_maybe_starters`` derives them again for another version), plus the Hangul vowel and
@@ -116,37 +221,59 @@ def _maybe_starters() -> frozenset[int]:
                      if unicodedata.combining(chr(int(part, 16))) == 0) | _HANGUL_JAMO
 
 
-def _unsafe(cp: np.ndarray) -> np.ndarray:
-    """Which of the code points ``cp`` NFKC may change a string holding (Python's ``unicodedata``):
-    the character is not its own NFKC, has a combining class, or may compose with the character
-    before it. Each distinct code point is looked up once per process."""
-    new = np.unique(cp[_SAFETY[cp] == 0])
+def _flags(cp: np.ndarray) -> np.ndarray:
+    """Per code point of ``cp``: ``_NFKC_UNSAFE`` where NFKC may change a string holding it (Python's
+    ``unicodedata``: the character is not its own NFKC, has a combining class, or may compose with the
+    character before it), ``_LOWER_CHANGES`` where Arrow's ``utf8_lower`` maps it to another. Each
+    distinct code point is looked up once per process."""
+    new = np.unique(cp[_FLAGS[cp] == 0])
     if len(new):
         maybe = _maybe_starters()
-        _SAFETY[new] = [2 if c in maybe or unicodedata.combining(ch := chr(c)) or not unicodedata.is_normalized("NFKC", ch)
-                        else 1 for c in new.tolist()]
-    return _SAFETY[cp] == 2
+        chars = [chr(c) for c in new.tolist()]
+        unsafe = [c in maybe or unicodedata.combining(ch) or not unicodedata.is_normalized("NFKC", ch)
+                  for c, ch in zip(new.tolist(), chars, strict=True)]
+        surrogate = (new >= 0xD800) & (new < 0xE000)  # only from bytes that are not UTF-8: left alone
+        plain = [ch for ch, s in zip(chars, surrogate.tolist(), strict=True) if not s]
+        lowered = iter(pc.utf8_lower(pa.array(plain, pa.string())).to_pylist())
+        changes = [not s and next(lowered) != ch for ch, s in zip(chars, surrogate.tolist(), strict=True)]
+        _FLAGS[new] = (_LOOKED_UP | np.where(unsafe, _NFKC_UNSAFE, 0) | np.where(changes, _LOWER_CHANGES, 0)
+                       ).astype(np.uint8)
+    return _FLAGS[cp] & (_NFKC_UNSAFE | _LOWER_CHANGES)
+
+
+def _unsafe(cp: np.ndarray) -> np.ndarray:
+    """Which of the code points ``cp`` NFKC may change a string holding (``_flags``)."""
+    return (_flags(cp) & _NFKC_UNSAFE) != 0
 
 
 def hash128(texts: pa.Array | pa.ChunkedArray | list) -> tuple[np.ndarray, np.ndarray]:
     """xxh3-128 of each string as two uint64 arrays (high, low); nulls hash as ''. Arrow strings
     are hashed in place from their data buffer (no Python string per row)."""
     if isinstance(texts, list):
-        views = [(s or "").encode("utf-8") for s in texts]
-    else:
-        chunks = texts.chunks if isinstance(texts, pa.ChunkedArray) else [texts]
-        views = [v for c in chunks for v in _buffer_views(c)]
+        return _digests([(s or "").encode("utf-8") for s in texts])
+    chunks = texts.chunks if isinstance(texts, pa.ChunkedArray) else [texts]
+    views = []
+    for c in chunks:
+        d, offs = string_buffers(c)
+        views += _views(d, offs[:-1], offs[1:])
+    return _digests(views)
+
+
+def hash_spans(d: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``hash128`` of the byte ranges ``d[start[i]:end[i]]`` (``normalised_spans``)."""
+    return _digests(_views(d, start, end))
+
+
+def _views(d: np.ndarray, start: np.ndarray, end: np.ndarray) -> list[memoryview]:
+    mv = memoryview(d)
+    return list(map(mv.__getitem__, map(slice, start.tolist(), end.tolist())))
+
+
+def _digests(views: list) -> tuple[np.ndarray, np.ndarray]:
     if not views:
         return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
-    packed = np.frombuffer(b"".join([xxhash.xxh3_128_digest(v) for v in views]), dtype=">u8").reshape(-1, 2)
+    packed = np.frombuffer(b"".join(map(xxhash.xxh3_128_digest, views)), dtype=">u8").reshape(-1, 2)
     return packed[:, 0].astype(np.uint64), packed[:, 1].astype(np.uint64)
-
-
-def _buffer_views(a: pa.Array) -> list[memoryview]:
-    """Each string's UTF-8 bytes as a view into the array's data buffer; nulls as empty."""
-    d, offs = utf8_buffers(a)
-    mv, bounds = memoryview(d), offs.tolist()
-    return [mv[s:e] for s, e in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 class KeepParams(OpParams):
@@ -201,6 +328,7 @@ class HashDedup(GlobalOp):
         groups = dup.group_by("h_hi", "h_lo").len()  # each group: its duplicates, plus the row kept
         self.record("duplicate_groups", groups.height)
         sizes = (groups["len"] + 1).value_counts()
+        sizes = sizes.sort(sizes.columns[0])  # value_counts' order varies from run to run (profile.json)
         self.record_distribution("cluster_size", dict(zip(sizes[sizes.columns[0]].to_list(), sizes["count"].to_list(),
                                                           strict=True)))
         return drop_decisions(dup, self.reason)
@@ -224,7 +352,14 @@ class ExactDedup(HashDedup):
 
     def keys(self, batch: pa.Table):
         p = self.params
-        return (*hash128(normalise(batch[p.field or self.text_key], p.lowercase, p.whitespace, p.punctuation, p.unicode)), None)
+        col = batch[p.field or self.text_key]
+        hi, lo = [], []
+        for chunk in col.chunks if isinstance(col, pa.ChunkedArray) else [col]:
+            h = hash_spans(*normalised_spans(chunk, p.lowercase, p.whitespace, p.punctuation, p.unicode))
+            hi.append(h[0])
+            lo.append(h[1])
+        return (np.concatenate(hi) if hi else np.zeros(0, np.uint64), np.concatenate(lo) if lo else np.zeros(0, np.uint64),
+                None)
 
 
 TRACKING = re.compile(r"^(utm_\w+|fbclid|gclid|dclid|msclkid|mc_cid|mc_eid|yclid|_ga|ref_src)$", re.I)

@@ -246,7 +246,8 @@ def test_kernel_dependencies_follow_imports_within_the_operators():
     from thresher.pipeline.shipped_kernels import dependencies
 
     names = [p.relative_to(p.parents[1]).as_posix() for p in dependencies("thresher.operators.common.repetition")]
-    assert names == ["common/ngrams.py", "common/repetition.py", "common/special_chars.py", "common/tokenize.py"]
+    assert names == ["common/ngrams.py", "common/repetition.py", "common/special_chars.py", "common/tokenize.py",
+                     "common/utf8.py"]  # tokenize imports utf8
     assert [p.name for p in dependencies("thresher.operators.filter.fasttext_infer")] == ["fasttext_infer.py"]
 
 
