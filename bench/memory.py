@@ -4,13 +4,20 @@
     python bench/memory.py --parts exact --n 20000  # one part, smaller
     python bench/memory.py --skip-peers             # thresher only
     python bench/memory.py --parts exact --skip-peers --block_mb 16,8,4   # block sizes, interleaved
+    python bench/memory.py --skip-peers --pool spawn,forkserver --rounds 2  # how workers start, interleaved
 
 1. Breakdown: the USS and PSS of one fresh process after each import step a worker takes
    (interpreter; pyarrow; polars; numba; the engine; every built-in operator through the registry).
 2. Per part (exact dedup, the peers' Gopher heuristic set, MinHash 14x8), thresher (2 workers) and
    datatrove (``../shared/tools/peers/dt_pipelines.py``, 2 workers, the throwaway venv of
    bench/filters.py): wall, CPU s and peak PSS of the process tree, and at thresher's peak the
-   PSS of each of its processes (driver, resource tracker, workers).
+   PSS / USS of each of its processes (driver, fork server, resource tracker, workers).
+   ``--pool spawn,forkserver`` runs thresher with each way of starting the pool's workers
+   (``THRESHER_POOL``, pipeline/executors/local.py), interleaved within each round.
+
+CPU seconds are those of every process of the tree, the orphans included: this process is made the
+tree's child subreaper (Linux ``PR_SET_CHILD_SUBREAPER``), so a fork server that outlives its driver
+(thresher's or datatrove's) is reparented here and waited for, with the workers it waited for.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import SHARED, corpus_args  # noqa: E402
-from exact_dedup import datatrove_python, split_shards  # noqa: E402
+from exact_dedup import datatrove_python, reap, split_shards, subreaper  # noqa: E402
 from filters import PEER_HEURISTIC  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,14 +59,28 @@ def import_breakdown() -> list[tuple[str, float, float]]:
     return [(label, uss / 2**20, pss / 2**20) for label, uss, pss in json.loads(res.stdout)]
 
 
-def run_tree(cmd: list[str], env: dict | None = None) -> tuple[float, float, int, list[tuple[str, int]]]:
-    """(wall s, CPU s, peak PSS of the tree, [(process, PSS)] at the peak)."""
+def _role(q: psutil.Process, root: int, server: set[int]) -> str:
+    cmd = " ".join(q.cmdline())
+    if q.pid == root:
+        return "driver"
+    if "forkserver import main" in cmd and q.ppid() not in server:
+        server.add(q.pid)
+        return "forkserver"
+    if "resource_tracker" in cmd:
+        return "tracker"
+    return "worker"
+
+
+def run_tree(cmd: list[str], env: dict | None = None) -> tuple[float, float, int, list[tuple[str, int, int]]]:
+    """(wall s, CPU s, peak PSS of the tree, [(process, PSS, USS)] at the peak)."""
+    subreaper()  # orphans of the measured tree come to this process, which waits for them (reap)
     before = os.times()
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL)
     ps = psutil.Process(p.pid)
     best: list = [0, []]
     stop = threading.Event()
+    server: set[int] = set()
 
     def sample():
         while not stop.is_set():
@@ -67,8 +88,9 @@ def run_tree(cmd: list[str], env: dict | None = None) -> tuple[float, float, int
             with contextlib.suppress(psutil.NoSuchProcess):
                 for q in [ps, *ps.children(recursive=True)]:
                     with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-                        snap.append((" ".join(q.cmdline())[:60], q.memory_full_info().pss))
-            total = sum(m for _, m in snap)
+                        m = q.memory_full_info()
+                        snap.append((_role(q, p.pid, server), m.pss, m.uss))
+            total = sum(m for _, m, _ in snap)
             if total > best[0]:
                 best[:] = [total, snap]
             time.sleep(0.05)
@@ -79,6 +101,7 @@ def run_tree(cmd: list[str], env: dict | None = None) -> tuple[float, float, int
     wall = time.perf_counter() - t0
     stop.set()
     th.join()
+    reap()  # the orphans (a fork server, a resource tracker) exit once the driver has
     after = os.times()
     if rc:
         raise SystemExit(f"command failed ({rc}): {' '.join(cmd)}")
@@ -101,7 +124,8 @@ def thresher_cmd(work: Path, corpus: Path, part: str, workers: int, block_mb: fl
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    args, work, corpus = corpus_args(ap, parts=(str, "exact,heuristic,minhash"), block_mb=(str, ""), rounds=(int, 1))
+    args, work, corpus = corpus_args(ap, parts=(str, "exact,heuristic,minhash"), block_mb=(str, ""), rounds=(int, 1),
+                                     pool=(str, ""))
     W = args.workers
 
     print("one process, after each import step: USS MB / PSS MB")
@@ -109,13 +133,17 @@ def main() -> None:
         print(f"  {label}: {uss:.0f} / {pss:.0f}")
     rows = []
     blocks = [float(b) for b in args.block_mb.split(",") if b] or [None]
+    pools = [p for p in args.pool.split(",") if p] or [""]
     for part in args.parts.split(","):
-        for _ in range(args.rounds):  # block sizes interleaved within each round
+        for _ in range(args.rounds):  # block sizes and pools interleaved within each round
             for block in blocks:
-                tool = "thresher" + (f" ({block:g} MB blocks)" if block else "")
-                wall, cpu, peak, procs = run_tree(thresher_cmd(work, corpus, part, W, block), env={"PYTHONPATH": str(ROOT)})
-                rows.append((part, tool, wall, cpu, peak))
-                print(f"{tool} {part}: at the peak " + "; ".join(f"{m / 2**20:.0f} MB {c.split()[-1][-30:]}" for c, m in procs))
+                for pool in pools:
+                    tool = "thresher" + (f" ({block:g} MB blocks)" if block else "") + (f" ({pool})" if pool else "")
+                    wall, cpu, peak, procs = run_tree(thresher_cmd(work, corpus, part, W, block),
+                                                      env={"PYTHONPATH": str(ROOT), **({"THRESHER_POOL": pool} if pool else {})})
+                    rows.append((part, tool, wall, cpu, peak))
+                    print(f"{tool} {part}: {wall:.1f} s, {cpu:.1f} CPU s; at the peak, PSS / USS MB: "
+                          + "; ".join(f"{r} {m / 2**20:.0f} / {u / 2**20:.0f}" for r, m, u in sorted(procs)), flush=True)
         if not args.skip_peers:
             shards = split_shards(corpus, work / f"shards_exact_{args.n}_{W}", W)
             cmd = [str(datatrove_python(work)), str(PEERS / "dt_pipelines.py"), "--part", part, "--input", str(shards),

@@ -1,17 +1,28 @@
 """The local executor (the default): a process pool over shards on this machine.
 
-``workers=1`` runs in this process; more use a spawn-context pool (no fork: polars and
-pyarrow keep thread pools that do not survive fork). Each worker builds the recipe's ops once.
-Before the first pass that uses the pool, the workers compile the recipe's numba kernels, each
-kernel in one of them (pipeline/precompile.py), so a first run does not compile them in every worker.
+``workers=1`` runs in this process; more use a process pool whose workers are forked from one fork
+server (multiprocessing's ``forkserver`` start method): a clean process started for the pool, which
+imports the engine and the modules of the recipe's ops (and loads their cached numba kernels,
+pipeline/executors/forkserver.py) once, before it has started any thread pool, so the workers share
+those pages copy-on-write instead of each importing its own (peak PSS of the tree, docs/benchmarks.md
+"Fourth step: forked workers"). Not the driver itself: polars and pyarrow keep thread pools that do
+not survive fork. Where there is no fork server (not Linux/macOS), or ``THRESHER_POOL=spawn``, the
+workers are spawned, each importing what it needs (``LocalExecutor.start_method`` and ``.why``).
+Each worker builds the recipe's ops once. Before the first pass that uses the pool, the workers
+compile the recipe's numba kernels the cache does not hold, each kernel in one of them
+(pipeline/precompile.py), so a first run does not compile them in every worker.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing as mp
 import os
 import queue
+import signal
+import threading
+import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -52,6 +63,113 @@ def worker_allocator_env() -> dict[str, str]:
     return env
 
 
+POOL_ENV = "THRESHER_POOL"  # "spawn": spawned workers, as before the fork server (benchmarks compare)
+SETUP_ENV = "THRESHER_FORKSERVER_SETUP"  # what the fork server does after its imports (forkserver.py)
+# The engine every worker runs (its imports: pyarrow, polars, numpy) and what a pool task unpickles.
+ENGINE_MODULES = ("thresher.pipeline.executors.passes", "thresher.pipeline.executors.local",
+                  "thresher.pipeline.progress", "thresher.pipeline.precompile")
+
+
+def server_env() -> dict[str, str]:
+    """The fork server starts single-threaded, so that no lock is held by another thread when it
+    forks: no jemalloc background threads in Arrow's or polars' allocator (``background_thread``,
+    added after any setting the user made; a child forked from a process with them has them off
+    anyway: jemalloc turns them off after fork), and OpenBLAS without its thread pool unless the
+    user set ``OPENBLAS_NUM_THREADS``. polars' own thread pool starts on first use, not on import;
+    its import does start one parked thread (``polars-ooc-cleaner``, nothing turns it off), which
+    waits on a futex holding no lock."""
+    env = {k: ",".join(filter(None, [os.environ.get(k, ""), "background_thread:false"]))
+           for k in ("JE_ARROW_MALLOC_CONF", "_RJEM_MALLOC_CONF")}
+    if "OPENBLAS_NUM_THREADS" not in os.environ:
+        env["OPENBLAS_NUM_THREADS"] = "1"
+    return env
+
+
+# The fork server this module started: one per process (multiprocessing keeps one, with one global
+# preload list), stopped when the last pool forked from it closes. A pool that needs other modules or
+# another environment while another is open (their workers report their exit through the server) spawns.
+_server_lock = threading.Lock()
+_server: dict[str, Any] = {"pid": None, "key": None}
+_forked_pools: weakref.WeakSet = weakref.WeakSet()
+
+
+@contextlib.contextmanager
+def _environ(env: dict[str, str]):
+    """``os.environ`` is ``env`` inside (for a process started in it), as it was after; only the
+    keys that differ are touched (other threads of this process may read the environment)."""
+    saved = dict(os.environ)
+    _set_environ(env)
+    try:
+        yield
+    finally:
+        _set_environ(saved)
+
+
+def _set_environ(env: dict[str, str]) -> None:
+    for k in [k for k in os.environ if k not in env]:
+        del os.environ[k]
+    for k, v in env.items():
+        if os.environ.get(k) != v:
+            os.environ[k] = v
+
+
+def _open_pools() -> bool:
+    return any(not p._shutdown_thread for p in _forked_pools)
+
+
+def _stop_server() -> None:
+    import multiprocessing.forkserver as mpfs
+
+    fs = mpfs._forkserver
+    if fs._forkserver_pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(fs._forkserver_pid, signal.SIGTERM)  # it would wait for every process that holds its pipe
+        fs._stop()
+    _server.update(pid=None, key=None)
+
+
+def forkserver_context(preload: list[str], env: dict[str, str]):
+    """The ``forkserver`` context with a server that has imported ``preload`` in environment ``env``
+    (started or restarted here), or (None, why not): the caller spawns its workers instead."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return None, "this platform has no fork server"
+    try:
+        import multiprocessing.forkserver as mpfs
+
+        fs = mpfs._forkserver
+        fs._forkserver_pid, fs._stop  # noqa: B018 - the private parts used below: their absence means spawn
+    except (ImportError, AttributeError):
+        return None, "this Python's multiprocessing has no fork server this executor can manage"
+    ctx = mp.get_context("forkserver")
+    key = (tuple(preload), tuple(sorted(env.items())))
+    with _server_lock:
+        if fs._forkserver_pid is not None and fs._forkserver_pid != _server["pid"]:
+            return None, "this process's fork server was started by other code"
+        if _server["pid"] is not None and _server["key"] != key:
+            if _open_pools():
+                return None, "a pool forked from a fork server with other modules or environment is still open"
+            _stop_server()
+        with _environ(env):  # the server, and every worker it forks, has this environment
+            ctx.set_forkserver_preload(list(preload))
+            fs.ensure_running()  # (also restarts a server that died)
+        _server.update(pid=fs._forkserver_pid, key=key)
+    return ctx, ""
+
+
+def release_server() -> None:
+    """Stop the fork server once no pool forked from it is open, and wait for it: a run leaves no
+    process behind, and its workers' CPU time counts in this process's children (``RUSAGE_CHILDREN``,
+    what the benchmarks measure: the server waited for its workers), as a spawned pool's did."""
+    with _server_lock:
+        if _server["pid"] is not None and not _open_pools():
+            _stop_server()
+
+
+def forkserver_pid() -> int | None:
+    """The pid of the fork server this module started, while it runs (tests)."""
+    return _server["pid"]
+
+
 _events = None  # in a pool worker: the pool's progress queue (see LocalExecutor._get_pool)
 
 
@@ -85,6 +203,10 @@ class LocalExecutor:
         self._events = None  # the pool's progress queue (the workers get it when they start)
         self._compiled: set[str] = set()  # kernels the workers have compiled or loaded (precompile)
         self._seeded = False  # shipped compiled kernels put into numba's cache (shipped_kernels)
+        self._preload: list[str] = list(ENGINE_MODULES)  # what the fork server imports (want)
+        self._setup: dict = {}  # what it does then (pipeline/executors/forkserver.py)
+        self.start_method = ""  # how the pool's workers started: "forkserver" or "spawn" (once started)
+        self.why = ""  # why "spawn", where the fork server was not used
 
     def __enter__(self) -> LocalExecutor:
         return self
@@ -93,31 +215,49 @@ class LocalExecutor:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+            if self.start_method == "forkserver":
+                release_server()
         if self._events is not None:
             self._events.close()
             self._events = None
+
+    def want(self, recipe) -> None:
+        """Before the pool starts: the fork server is to import the modules of the recipe's built-in
+        ops (a plugin's module is imported by each worker: its import may have side effects, threads
+        among them), settle the pandas probe where every op is built in (passes.ops_for does the same
+        in each worker) and load the recipe's kernels from numba's cache (unless
+        ``THRESHER_PRECOMPILE=0``, where each worker compiles what it calls)."""
+        if self._pool is not None:
+            return
+        from thresher.pipeline.precompile import recipe_kernels
+
+        classes = [spec.op_class() for spec in recipe.ops]
+        builtin = all(c.__module__.startswith("thresher.") for c in classes)
+        mods = sorted({c.__module__ for c in classes if c.__module__.startswith("thresher.")})
+        self._preload = [*ENGINE_MODULES, *mods]
+        precompile = os.environ.get("THRESHER_PRECOMPILE", "1") != "0"
+        self._setup = {"no_pandas": builtin,
+                       "kernels": [[k, list(sigs)] for k, sigs in recipe_kernels(classes)] if precompile else []}
 
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # threads per worker so that workers x threads ~ cores (set before the children import polars)
             threads = str(max(1, default_workers() // self.workers))
-            env = {"POLARS_MAX_THREADS": threads, "OMP_NUM_THREADS": threads, **worker_allocator_env()}
-            saved = {k: os.environ.get(k) for k in env}
-            os.environ.update(env)
-            try:
-                ctx = mp.get_context("spawn")
+            env = {**os.environ, "POLARS_MAX_THREADS": threads, "OMP_NUM_THREADS": threads, **worker_allocator_env()}
+            ctx, self.why = (None, f"{POOL_ENV}=spawn") if os.environ.get(POOL_ENV) == "spawn" else \
+                forkserver_context([*self._preload, "thresher.pipeline.executors.forkserver"],  # last: it settles
+                                   {**env, **server_env(), SETUP_ENV: json.dumps(self._setup)})
+            self.start_method = "spawn" if ctx is None else "forkserver"
+            with _environ(env):  # spawned workers start in it (forked ones have the server's)
+                ctx = ctx or mp.get_context("spawn")
                 # a queue only a process started with it can use: unused (and free) while no progress is asked for
                 self._events = ctx.Queue()
                 self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
                                                  initargs=(self._events,))
                 # start the workers now, while the environment is set
                 list(self._pool.map(_warm, range(self.workers)))
-            finally:
-                for k, v in saved.items():
-                    if v is None:
-                        os.environ.pop(k, None)
-                    else:
-                        os.environ[k] = v
+            if self.start_method == "forkserver":
+                _forked_pools.add(self._pool)
         return self._pool
 
     def run_pass(self, recipe, out: str, k: int, shards: list, on_shard_done: Callable[[int], None],
@@ -134,6 +274,8 @@ class LocalExecutor:
             from thresher.pipeline.shipped_kernels import seed_recipe
 
             seed_recipe(recipe)
+        if not self._in_process(len(shards)):
+            self.want(recipe)
         if not self._in_process(len(shards)) and os.environ.get("THRESHER_PRECOMPILE", "1") != "0":
             # THRESHER_PRECOMPILE=0: each worker compiles what it calls (benchmarks compare)
             self.precompile(recipe)
