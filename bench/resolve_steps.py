@@ -36,11 +36,15 @@ def main() -> None:
     proc = psutil.Process()
     now = {"step": "start"}
     peaks: dict[str, int] = {}
+    anon = [0]  # peak anonymous PSS: heaps and buffers, not the shared libraries' pages (their PSS
+    # depends on how many other processes on the machine map polars or numba at that moment)
 
     def sample():
         while True:
             v = proc.memory_full_info().pss
             peaks[now["step"]] = max(peaks.get(now["step"], 0), v)
+            with open("/proc/self/smaps_rollup") as f:
+                anon[0] = max(anon[0], next((int(x.split()[1]) << 10 for x in f if x.startswith("Pss_Anon:")), 0))
             time.sleep(0.05)
 
     def wrap(owner, name):
@@ -67,6 +71,7 @@ def main() -> None:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"decided": info["decided"], "wall_s": round(time.perf_counter() - t, 1),
                       "cpu_s": round(ru.ru_utime + ru.ru_stime, 1), "peak_pss_mb": max(peaks.values()) >> 20,
+                      "peak_anon_mb": anon[0] >> 20,
                       "step_peak_pss_mb": {k: v >> 20 for k, v in peaks.items()}}))
 
 

@@ -21,6 +21,12 @@ Memory is sampled with psutil (PSS summed over the process tree, as bench/_measu
 ``--interval`` seconds; scratch size with os.scandir sums every ``--disk-interval`` seconds.
 CPU seconds are the children's user+sys from ``resource.getrusage`` (the pool's workers are waited
 by the run and fold into it).
+
+``--timeline --interval 0.2`` keeps every sample per process (PSS and USS; driver / worker / other),
+the pass and shard each worker ran then (from the done markers, read as they appear) and the resolve
+steps' intervals, and writes the composition at the peak (``peak`` in the results):
+
+    python bench/scale.py --sizes 1,3 --recipes minhash --dir /tmp/G/scale --timeline --interval 0.2 --repeat 2
 """
 
 from __future__ import annotations
@@ -136,9 +142,135 @@ def dir_size(path: Path) -> int:
     return total
 
 
-def measure(cmd: list[str], cwd: Path, out: Path, tmpdir: Path, interval: float, disk_interval: float) -> dict:
+def roles(root: psutil.Process) -> list[tuple[psutil.Process, str]]:
+    """The run's processes, each labelled: ``driver`` (the run itself), ``worker`` (a pool worker:
+    a spawned child, or a child of a fork server), ``other`` (multiprocessing's resource tracker or
+    fork server)."""
+    out = [(root, "driver")]
+    try:
+        kids = root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return out
+    for p in kids:
+        try:
+            cmd = " ".join(p.cmdline())
+            parent = p.ppid()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        helper = "resource_tracker" in cmd or ("forkserver" in cmd and parent == root.pid)
+        out.append((p, "other" if helper else "worker"))
+    return out
+
+
+def rollup(pid: int) -> dict[str, int]:
+    """``/proc/PID/smaps_rollup`` in bytes (Linux 4.14+; Pss_Anon and Pss_File since 5.x)."""
+    out = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3 and parts[2] == "kB":
+                out[parts[0].rstrip(":")] = int(parts[1]) * 1024
+    return out
+
+
+def tree_sample(root: psutil.Process) -> list[tuple[int, str, int, int, int]]:
+    """(pid, role, PSS, USS, anonymous PSS) of every process of the run (see ``roles``). The shared
+    libraries' pages (polars, numba: ~100 MB a process) count in PSS divided among every process on
+    the machine that maps them, so a run's PSS falls while other runs share them and USS rises when
+    none does; anonymous PSS (the heaps, Arrow and numpy buffers) depends only on the run."""
+    rows = []
+    for p, role in roles(root):
+        try:
+            m = rollup(p.pid)
+        except OSError:
+            continue
+        rows.append((p.pid, role, m.get("Pss", 0), m.get("Private_Clean", 0) + m.get("Private_Dirty", 0),
+                     m.get("Pss_Anon", 0)))
+    return rows
+
+
+class Markers:
+    """The done markers of a run as they appear (``_work/`` is removed at the end): for each
+    (pass, shard), the worker's pid and the shard's interval in the run's clock (marker mtime minus
+    the seconds the shard took), and each resolve's interval (resolved.json)."""
+
+    def __init__(self, out: Path, t0_wall: float):
+        self.out, self.t0 = out, t0_wall
+        self.shards: dict[tuple[int, int], dict] = {}
+        self.resolves: dict[int, dict] = {}
+
+    def poll(self) -> None:
+        for d in (self.out / "_work").glob("pass-*"):
+            k = int(d.name.split("-")[1])
+            try:
+                names = os.listdir(d)
+            except OSError:
+                continue
+            for n in names:
+                key = (k, int(n[5:10])) if n.startswith("done-") and n.endswith(".json") else None
+                if (key is None or key in self.shards) and not (n == "resolved.json" and k not in self.resolves):
+                    continue
+                try:
+                    f = d / n
+                    end, info = f.stat().st_mtime - self.t0, json.loads(f.read_text())
+                except (OSError, ValueError):
+                    continue
+                rec = {"start": round(end - info["seconds"], 2), "end": round(end, 2)}
+                if key is None:
+                    self.resolves[k] = rec
+                else:
+                    self.shards[key] = {**rec, "pid": info.get("pid"), "rows_out": info.get("rows_out")}
+
+    def running(self, pid: int, t: float) -> str:
+        """What worker ``pid`` ran at time ``t`` ("p0s00012"), or "idle"."""
+        for (k, s), r in self.shards.items():
+            if r["pid"] == pid and r["start"] <= t <= r["end"] + 0.05:
+                return f"p{k}s{s:05d}"
+        return "idle"
+
+    def phase(self, t: float) -> str:
+        """The driver's phase at ``t``: the resolve of pass k, or pass k (the latest pass with a shard
+        started by then)."""
+        for k, r in self.resolves.items():
+            if r["start"] <= t <= r["end"]:
+                return f"resolve-{k}"
+        started = [k for (k, _), r in self.shards.items() if r["start"] <= t]
+        return f"pass-{max(started)}" if started else "start"
+
+    def to_json(self) -> dict:
+        return {"shards": [{"pass": k, "shard": s, **r} for (k, s), r in sorted(self.shards.items())],
+                "resolves": self.resolves}
+
+
+def composition(timeline: list, markers: Markers) -> dict:
+    """The timeline's peak (summed PSS) with what each process held and ran then, and the peak of
+    each role on its own. USS (pages only that process maps) is beside PSS: a process's PSS also
+    falls when processes outside the run map the same libraries (polars, numba), USS does not."""
+    if not timeline:
+        return {}
+    t, procs = max(timeline, key=lambda row: sum(p[2] for p in row[1]))
+    mb = 2**20
+    at = {"t": t, "phase": markers.phase(t), "total_pss_mb": round(sum(p[2] for p in procs) / mb),
+          "total_uss_mb": round(sum(p[3] for p in procs) / mb), "total_anon_mb": round(sum(p[4] for p in procs) / mb),
+          "max_total_uss_mb": round(max(sum(p[3] for p in row) for _, row in timeline) / mb),
+          "max_total_anon_mb": round(max(sum(p[4] for p in row) for _, row in timeline) / mb),
+          "procs": [{"pid": pid, "role": role, "pss_mb": round(pss / mb), "uss_mb": round(uss / mb),
+                     "anon_mb": round(anon / mb), **({"running": markers.running(pid, t)} if role == "worker" else {})}
+                    for pid, role, pss, uss, anon in procs]}
+    for role in ("driver", "worker", "other"):
+        at[f"{role}_pss_mb"] = round(sum(p[2] for p in procs if p[1] == role) / mb)
+        at[f"max_{role}_pss_mb"] = round(max(sum(p[2] for p in row if p[1] == role) for _, row in timeline) / mb)
+        at[f"max_{role}_anon_mb"] = round(max(sum(p[4] for p in row if p[1] == role) for _, row in timeline) / mb)
+    return at
+
+
+def measure(cmd: list[str], cwd: Path, out: Path, tmpdir: Path, interval: float, disk_interval: float,
+            timeline: bool = False) -> dict:
     """Run ``cmd`` with TMPDIR=tmpdir; peak PSS of its process tree, peak sizes of ``out/_work`` and
-    of ``tmpdir``, wall and CPU seconds, load, and a curve (s, PSS now, _work, tmp) every disk sample."""
+    of ``tmpdir``, wall and CPU seconds, load, and a curve (s, PSS now, _work, tmp) every disk sample.
+    ``timeline``: every memory sample keeps each process's PSS, USS and anonymous PSS with its role (``roles``), the
+    done markers give which pass and shard each worker ran (``Markers``), and ``peak`` is the
+    composition at the peak (``composition``)."""
     load0 = os.getloadavg()
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -150,9 +282,18 @@ def measure(cmd: list[str], cwd: Path, out: Path, tmpdir: Path, interval: float,
     curve: list[tuple[float, int, int, int]] = []
     stop = threading.Event()
 
+    samples: list = []
+    markers = Markers(out, time.time() - (time.perf_counter() - t0))
+
     def mem():
         while not stop.is_set():
-            now["pss"] = tree_rss(ps, "pss")
+            if timeline:
+                rows = tree_sample(ps)
+                samples.append((round(time.perf_counter() - t0, 2), rows))
+                now["pss"] = sum(r[2] for r in rows)
+                markers.poll()
+            else:
+                now["pss"] = tree_rss(ps, "pss")
             peak["pss"] = max(peak["pss"], now["pss"])
             stop.wait(interval)
 
@@ -180,19 +321,23 @@ def measure(cmd: list[str], cwd: Path, out: Path, tmpdir: Path, interval: float,
            "peak_scratch_mb": round(peak["scratch"] / 2**20), "peak_outdir_mb": round(peak["out"] / 2**20),
            "load_start": [round(x, 2) for x in load0], "load_end": [round(x, 2) for x in os.getloadavg()],
            "curve": curve, "stdout_tail": stdout.decode(errors="replace")[-2000:]}
+    if timeline:
+        res["peak"] = composition(samples, markers)
+        res["timeline"] = [[t, [list(r) for r in rows]] for t, rows in samples]
+        res["markers"] = markers.to_json()
     if p.returncode != 0:
         res["stderr_tail"] = err.decode(errors="replace")[-3000:]
     return res
 
 
 def run_one(python: str, recipe: str, inp: Path, out: Path, tmpdir: Path, workers: int, interval: float,
-            disk_interval: float) -> dict:
+            disk_interval: float, timeline: bool = False) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(tmpdir, ignore_errors=True)
     tmpdir.mkdir(parents=True)
     cmd = [python, "-m", "thresher", "run", recipe, "--input", str(inp), "--output", str(out),
            "--workers", str(workers), "-q"]
-    res = measure(cmd, out.parent, out, tmpdir, interval, disk_interval)
+    res = measure(cmd, out.parent, out, tmpdir, interval, disk_interval, timeline)
     if res["rc"] != 0:
         return res
     led = json.loads((out / "ledger.json").read_text())
@@ -323,6 +468,10 @@ def main() -> None:
     ap.add_argument("--keep-corpora", action="store_true", help="keep the largest corpus at the end")
     ap.add_argument("--interval", type=float, default=0.5)
     ap.add_argument("--disk-interval", type=float, default=3.0)
+    ap.add_argument("--timeline", action="store_true",
+                    help="keep every memory sample per process (driver / worker / other, PSS and USS) with the pass "
+                         "and shard each worker ran, and the composition at the peak (use --interval 0.2)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each size and recipe")
     ap.add_argument("--python", default=sys.executable, help="interpreter that runs thresher")
     ap.add_argument("--resolve-from", default=None, metavar="RECIPE:K:DIR",
                     help="instead of runs: the global step of pass K alone on --replicas copies of the fingerprints "
@@ -354,17 +503,18 @@ def main() -> None:
     print("thresher from", where, flush=True)
     for gb in sizes:
         inp = corpus(work, gb, args.docs_per_gb, args.build_jobs, consume=args.consume_chunks and gb == max(sizes))
-        for name, recipe in recipes.items():
+        for name, recipe in [(n, r) for n, r in recipes.items() for _ in range(args.repeat)]:
             print(f"[{dt.datetime.now(dt.timezone.utc):%H:%M:%S}] {name} on {gb} GB ({inp})", flush=True)
             r = run_one(args.python, recipe, inp, work / f"out_{name}_{gb}", work / f"tmp_{name}_{gb}", args.workers,
-                        args.interval, args.disk_interval)
+                        args.interval, args.disk_interval, args.timeline)
             r.update(recipe=name, gb=gb, input_mb=round(inp.stat().st_size / 2**20), docs_per_gb=args.docs_per_gb,
                      workers=args.workers, thresher=where, date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
             shutil.rmtree(work / f"out_{name}_{gb}", ignore_errors=True)
             shutil.rmtree(work / f"tmp_{name}_{gb}", ignore_errors=True)
             results.append(r)
             results_path.write_text(json.dumps(results, indent=1))
-            print({k: v for k, v in r.items() if k not in ("curve", "op_seconds", "passes")}, flush=True)
+            print({k: v for k, v in r.items() if k not in ("curve", "op_seconds", "passes", "timeline", "markers")},
+                  flush=True)
         if gb != max(sizes) or not args.keep_corpora:
             (work / f"corpus_{gb}gb.jsonl").unlink(missing_ok=True)
     md = table(results)

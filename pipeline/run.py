@@ -13,7 +13,7 @@ from pathlib import Path
 from thresher.pipeline import fs, outdir
 from thresher.pipeline.columns import no_decisions
 from thresher.pipeline.errors import OutputError, RunFailed
-from thresher.pipeline.executors.passes import load_json, ops_for, write_decisions
+from thresher.pipeline.executors.passes import load_json, ops_for, trim_heap, write_decisions
 from thresher.pipeline.faults import crash_point
 from thresher.pipeline.io.inputs import Shard, plan_shards, resolve_inputs
 from thresher.pipeline.io.writers import write_bytes_atomic, write_json_atomic, write_jsonl_records_atomic
@@ -224,6 +224,7 @@ def _run_passes(recipe: Recipe, layout: Layout, shards: list[Shard], progress, s
                     write_decisions(layout, k, stage.barrier, no_decisions(), {}, 0.0)
                 record["resolve"] = stage.barrier.ctx.key
                 record["resolve_seconds"] = _since(t_resolve)
+                trim_heap()  # what the resolve freed goes back to the system before the next pass's workers grow
             if stage.barrier is not None:  # decided: the fingerprints are not read again
                 for f in layout.pass_dir(k).glob("fp-*.parquet"):
                     f.unlink(missing_ok=True)

@@ -14,10 +14,14 @@ against an old corpus without reading it again.
 
 from __future__ import annotations
 
+import collections
 import functools
+import itertools
 import math
 import os
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -37,6 +41,7 @@ from thresher.operators.common.minhash import (
 from thresher.operators.dedup.clusters import choose_keepers, components, mark_clusters, size_histogram
 from thresher.operators.dedup.exact import keep_value
 from thresher.pipeline.columns import ROW, SHARD, drop_decisions
+from thresher.pipeline.executors.passes import fingerprint_pieces
 from thresher.pipeline.ops import GlobalOp, OpParams, Resources
 from thresher.pipeline.registry import register
 
@@ -45,6 +50,7 @@ SPILL_ROWS = 1_000_000  # band-key rows gathered before they are split among the
 VERIFY_CHUNK = 50_000  # candidate pairs compared at a time
 EDGE_COMPACT = 1_000_000  # candidate edges gathered from partitions before duplicates among them are merged
 _BAND_ROW = np.dtype([("key", "<u8"), ("gid", "<i8"), ("band", "<u2")])  # one spilled band-key row: 18 bytes
+READ_AHEAD = 2  # fingerprint files read ahead of the one in use (fingerprint_batches; 1: ~1 s more per GB)
 ALL_PAIRS_MAX = 16  # buckets up to this size contribute all pairs for verification; larger ones a star
 
 
@@ -190,7 +196,7 @@ class MinHashDedup(GlobalOp):
         """(gid, band, key) record arrays of every band of this run's non-empty rows, read once in
         streaming batches (all bands of a batch together), then the saved index's (negative gids)."""
         bands = self.band_count
-        for df in _batches(fingerprints.filter(~pl.col("empty")).select(_GID, "bands")):
+        for df in fingerprint_batches(fingerprints, lambda f: f.filter(~pl.col("empty")).select(_GID, "bands")):
             if df.height:
                 out = np.empty((df.height, bands), _BAND_ROW)
                 out["gid"] = df["gid"].to_numpy()[:, None]
@@ -262,13 +268,10 @@ class MinHashDedup(GlobalOp):
         if p.verify != "signature":
             return self._verify_shingles(fingerprints, src, dst)
         window = SignatureWindow(src, dst, p.num_perm, p.threshold)
-        frames = [fingerprints.select(_GID, "sig")]
         idx = self._index_file("sigs.parquet")
-        if idx is not None:
-            frames.insert(0, pl.scan_parquet(idx).select("gid", "sig"))
-        for frame in frames:
-            for df in _batches(frame):
-                window.add(df["gid"].to_numpy(), df["sig"])
+        indexed = _batches(pl.scan_parquet(idx).select("gid", "sig")) if idx is not None else ()
+        for df in itertools.chain(indexed, fingerprint_batches(fingerprints, lambda f: f.select(_GID, "sig"))):
+            window.add(df["gid"].to_numpy(), df["sig"])
         return src[window.keep], dst[window.keep]
 
     def _verify_shingles(self, fingerprints: pl.LazyFrame, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -443,6 +446,40 @@ class SignatureWindow:
             m = slots // self.CHUNK == c
             out[m] = self.pool[c][slots[m] % self.CHUNK]
         return out
+
+
+def fingerprint_batches(fingerprints: pl.LazyFrame, select: Callable[[pl.LazyFrame], pl.LazyFrame]):
+    """``select(fingerprints)``'s rows in input order, one fingerprint file at a time (the files of
+    ``passes.fingerprint_pieces``), the next ``READ_AHEAD`` files read in threads while this one is
+    used: memory is bounded by a few files' worth of the selected columns. Polars' streaming
+    ``collect_batches`` (and ``sink_batches``) have no backpressure: its reader runs ahead of a
+    slower consumer and queues the batches, up to the whole column (a 3 GB MinHash-only run's
+    signatures: ~0.5 GB held in the driver when the consumer was slowed; docs/benchmarks.md, "Scale
+    on one small machine"). A frame that is not a fingerprint frame, or a file without the columns (a
+    shard that fingerprinted no rows writes only the row ids), is read the old way, in one query."""
+    pieces = [select(f) for f in fingerprint_pieces(fingerprints)]
+    try:
+        for f in pieces:
+            f.collect_schema()
+    except pl.exceptions.ColumnNotFoundError:
+        pieces = []
+    if len(pieces) < 2:
+        yield from _batches(select(fingerprints))
+        return
+    ahead = READ_AHEAD
+    with ThreadPoolExecutor(ahead, thread_name_prefix="thresher-fp") as pool:
+        reading = collections.deque(pool.submit(_collect, f) for f in pieces[:ahead])
+        for f in pieces[ahead:]:
+            df = reading.popleft().result()
+            reading.append(pool.submit(_collect, f))
+            yield df
+            del df
+        while reading:
+            yield reading.popleft().result()
+
+
+def _collect(frame: pl.LazyFrame) -> pl.DataFrame:
+    return frame.collect()
 
 
 def _batches(frame: pl.LazyFrame):

@@ -344,11 +344,20 @@ def piece_offsets(layout: Layout, k: int, n_shards: int) -> list[tuple[int, str,
 
 
 def fingerprint_frame(layout: Layout, k: int, n_shards: int) -> pl.LazyFrame:
+    """Every fingerprint file of pass k, in input order. ``.pieces`` on the frame: one frame per
+    file (the same rows), for an op that reads them one at a time (``fingerprint_pieces``)."""
     frames = []
     for shard, piece, offset in piece_offsets(layout, k, n_shards):
         lf = pl.scan_parquet(layout.fingerprints(k, shard, piece))
         frames.append(lf.with_columns(pl.col(ROW) + offset) if offset else lf)
-    return pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+    out = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+    out.pieces = frames
+    return out
+
+
+def fingerprint_pieces(frame: pl.LazyFrame) -> list[pl.LazyFrame]:
+    """The per-file frames of a ``fingerprint_frame`` (``[frame]`` for any other frame)."""
+    return getattr(frame, "pieces", None) or [frame]
 
 
 DECISION_ROW_GROUP = 16_384  # decisions per row group: a shard of the next pass reads only its own groups
