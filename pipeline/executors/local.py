@@ -173,10 +173,44 @@ def forkserver_pid() -> int | None:
 _events = None  # in a pool worker: the pool's progress queue (see LocalExecutor._get_pool)
 
 
-def _init_worker(events) -> None:
+def _init_worker(events, driver: int | None = None) -> None:
     global _events
     _events = events
     events.cancel_join_thread()  # a worker exits without waiting for events nobody reads any more
+    if driver is not None:
+        _end_with(driver)
+
+
+def _end_with(driver: int) -> None:
+    """End this worker as soon as the driver process has ended, however it ended. A driver killed
+    outright (SIGKILL, the OOM killer) otherwise leaves its pool's workers running for good: a
+    worker forked from the fork server is not the driver's child, and a spawned one holds both ends
+    of the task queue's pipe, so neither ever reads an end of file. Linux: a daemon thread blocked
+    on the driver's pidfd (readable once the process has ended); elsewhere it checks once a second."""
+    import select
+    import time
+
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(driver)
+        except ProcessLookupError:
+            os._exit(1)  # already gone
+        except (AttributeError, OSError):  # no pidfd_open (not Linux, or a kernel before 5.3)
+            fd = None
+        if fd is not None:
+            select.select([fd], [], [])
+        else:
+            while True:
+                time.sleep(1.0)
+                try:
+                    os.kill(driver, 0)
+                except ProcessLookupError:
+                    break
+                except PermissionError:
+                    pass
+        os._exit(1)
+
+    threading.Thread(target=watch, name="thresher-driver-watch", daemon=True).start()
 
 
 def _run_shard_reporting(recipe, out: str, k: int, shard, run: str) -> dict:
@@ -253,7 +287,7 @@ class LocalExecutor:
                 # a queue only a process started with it can use: unused (and free) while no progress is asked for
                 self._events = ctx.Queue()
                 self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
-                                                 initargs=(self._events,))
+                                                 initargs=(self._events, os.getpid()))
                 # start the workers now, while the environment is set
                 list(self._pool.map(_warm, range(self.workers)))
             if self.start_method == "forkserver":
