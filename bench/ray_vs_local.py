@@ -7,6 +7,8 @@ tasks — in model actors with ``--model-actors`` —, Gopher/C4/FineWeb rules, 
 
     python bench/ray_vs_local.py --corpus /tmp/corpus20k.jsonl --workers 2 --repeat 3 --shard-mb 8 \
         --baseline-tree /tmp/frozen/pkg          # also Ray from a frozen copy of the package
+    python bench/ray_vs_local.py --corpus /tmp/corpus_100000.jsonl --workers 2 --repeat 2 --ray-full \
+        --baseline-path /tmp/ref/boot:/tmp/ref/src   # Ray with all its processes, and a frozen copy
 
 A frozen package: ``mkdir -p /tmp/frozen/pkg && cp -r thresher /tmp/frozen/pkg/`` and then each of
 ``capacity cluster operators pipeline recipes`` into ``/tmp/frozen/pkg/thresher/`` (the editable
@@ -62,17 +64,21 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "thresher-bench")
     ap.add_argument("--baseline-tree", type=Path, help="a directory holding a frozen `thresher` package: also run "
                     "Ray from it (executor 'ray-base'), interleaved with the others")
+    ap.add_argument("--baseline-path", help="instead of --baseline-tree: the PYTHONPATH of a frozen copy (e.g. "
+                    "/tmp/ref/boot:/tmp/ref/src, a copy whose boot/sitecustomize.py hides the editable install)")
+    ap.add_argument("--ray-full", action="store_true", help="also run Ray with every process Ray starts "
+                    "(THRESHER_RAY_LEAN=0: its autoscaler monitor, API server and log monitor; executor 'ray-full')")
     ap.add_argument("--breakdown", action="store_true", help="print what each kind of process held at each run's peak")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     corpus = args.corpus or make_corpus(args.n, args.work / f"corpus_{args.n}.jsonl")
     runs: dict[tuple[str, int], list[tuple[float, int, str, dict]]] = {}
     kinds = (["local", "ray"] + ["ray-tasks"] * args.model_tasks + ["ray-actors"] * args.model_actors
-             + ["ray-base"] * bool(args.baseline_tree))
+             + ["ray-full"] * args.ray_full + ["ray-base"] * bool(args.baseline_tree or args.baseline_path))
     configs = [(e, int(w)) for w in args.workers.split(",") for e in kinds]
     for _ in range(args.repeat):
         for executor, workers in configs:
-            r = _run_once(args.work, corpus, executor, workers, args.shard_mb, args.baseline_tree)
+            r = _run_once(args.work, corpus, executor, workers, args.shard_mb, args.baseline_tree, args.baseline_path)
             runs.setdefault((executor, workers), []).append(r)
             print(f"{executor} {workers}: {r[0]:.1f} s, {r[4]:.1f} CPU-s, {r[1] / 2**20:,.0f} MB, {r[2][:12]}", flush=True)
             if args.breakdown:
@@ -97,23 +103,28 @@ def main() -> None:
 
 
 def _run_once(work: Path, corpus: Path, executor: str, workers: int, shard_mb: int = 32,
-              baseline: Path | None = None) -> tuple:
+              baseline: Path | None = None, baseline_path: str | None = None) -> tuple:
     """One run: wall seconds, peak PSS bytes, output digest, the ledger's timings, CPU seconds, and
-    the PSS by kind of process at the peak."""
+    the PSS by kind of process at the peak. 'ray-base' runs the frozen copy: ``baseline_path`` as
+    PYTHONPATH (from this tree's parent, so ``-m`` finds nothing here), else the ``baseline`` tree."""
     out = work / f"out-{executor}-{workers}"
     shutil.rmtree(out, ignore_errors=True)
     recipe = work / f"recipe-{executor}-{workers}.yaml"
     spec = {"type": "local" if executor == "local" else "ray", "workers": workers}
     if executor in ("ray-tasks", "ray-actors"):
         spec["model_actors"] = executor == "ray-actors"
-    tree = baseline if executor == "ray-base" else ROOT
+    tree = baseline if executor == "ray-base" and baseline else ROOT
+    path = str(tree)
+    if executor == "ray-base" and baseline_path:
+        tree, path = work, baseline_path
     recipe.write_text(yaml.safe_dump({
         "input": {"paths": [str(corpus)], "shard_size_mb": shard_mb},
         "output": {"path": str(out), "rows_per_shard": 1_000_000, "trace_samples": 0},
         "executor": spec, "seed": 42, "process": PROCESS}))
     wall, pss, cpu, kinds, cpu_kinds = _sampled([sys.executable, "-m", "thresher", "run", str(recipe), "-q"],
-                                     {"PYTHONPATH": os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")])),
-                                      "RAY_USAGE_STATS_ENABLED": "0"}, tree)  # `-m` puts the cwd first on sys.path
+                                     {"PYTHONPATH": os.pathsep.join(filter(None, [path, os.environ.get("PYTHONPATH")])),
+                                      "RAY_USAGE_STATS_ENABLED": "0", "THRESHER_RAY_LEAN": "0" if executor == "ray-full" else "1"},
+                                     tree)  # `-m` puts the cwd first on sys.path
     timings = json.loads((out / "ledger.json").read_text())["run"]["timings"]
     digest = _row_stream_digest(out)
     shutil.rmtree(out, ignore_errors=True)
@@ -126,7 +137,10 @@ _KINDS = ("gcs_server", "raylet", "dashboard.py", "dashboard/agent.py", "runtime
 
 def _kind(p: psutil.Process) -> str:
     """A short name for what a process of the tree is (Ray's workers by their proctitle)."""
-    cmd = " ".join(p.cmdline())
+    argv = p.cmdline()
+    cmd = " ".join(argv)
+    if argv and os.path.basename(argv[0]) in ("raylet", "gcs_server"):  # the raylet's arguments name its workers' and agents' scripts
+        return os.path.basename(argv[0])
     if cmd.startswith("ray::"):
         return cmd.split()[0]
     if "default_worker.py" in cmd:  # a Ray worker before it names itself

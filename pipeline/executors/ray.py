@@ -9,7 +9,8 @@ driver that dies mid-pass leaves that pass to be redone by ``--resume``. With an
 output the tasks write to the bucket themselves — parts, rows between passes, and a done marker
 after them — so the nodes share no filesystem (``io/objectstore``).
 
-A local Ray started here is this run's alone: ``__exit__`` shuts it down, and a watchdog process
+A local Ray started here is this run's alone, started without Ray's autoscaler monitor, API server
+and log monitor (``_lean_head``): ``__exit__`` shuts it down, and a watchdog process
 (``ray_watchdog``) tears it down completely when the driver dies without getting there (SIGKILL,
 OOM killer) — Ray itself stops its head processes then, but leaves the raylet's agents and workers.
 """
@@ -49,7 +50,8 @@ class RayExecutor:
             kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False}
             if self.address:
                 kwargs["address"] = self.address
-            else:  # a local Ray for this run only: no dashboard, a modest object store (blocks stream through it)
+            else:  # a local Ray for this run only: no dashboard, a modest object store (blocks stream through it),
+                # and none of the head processes a one-node run never uses (``_lean_head``)
                 kwargs.update(include_dashboard=False, object_store_memory=512 * 1024 * 1024)
                 if self.workers:
                     kwargs["num_cpus"] = self.workers
@@ -62,7 +64,8 @@ class RayExecutor:
             saved = {k: os.environ.get(k) for k in env}
             os.environ.update({k: v for k, v in env.items() if saved[k] is None})
             try:
-                ray.init(**kwargs)
+                with _lean_head(not self.address):
+                    ray.init(**kwargs)
             except Exception as e:
                 from thresher.cluster.auth import connect_error, is_auth_error
 
@@ -167,6 +170,63 @@ class RayExecutor:
                 pull_fingerprints(direct, layout, k, pieces)
             return resolve_pass(recipe, out, k, n_shards)
         return write_decisions(layout, k, barrier, decided, barrier.take_counters(), time.perf_counter() - t0)
+
+
+LEAN_ENV = "THRESHER_RAY_LEAN"  # "0": a local Ray with every process Ray starts (benchmarks compare)
+# The head processes a local Ray started for one run does without (``ray._private.node.Node``'s methods).
+SKIPPED = ("start_monitor", "start_api_server", "start_log_monitor")
+
+
+@contextlib.contextmanager
+def _lean_head(local: bool) -> Iterator[bool]:
+    """While ``ray.init()`` starts a local Ray: a head node without the three head processes a
+    one-node run that nobody watches never uses. Yields whether it is lean.
+
+    - the autoscaler ``monitor.py`` (~51 MB PSS): a local Ray has one node and nothing to scale;
+    - the API server ``dashboard.py`` (~77 MB): with ``include_dashboard=False`` it loads only the
+      usage-stats module, and ``ray.init`` turns usage stats off; ``ray.init`` waits for it to publish
+      its address (~2-3 s of the start on 2 cores, while it imports);
+    - the log monitor ``log_monitor.py`` (~47 MB): it only forwards the workers' output to the
+      driver, which ``log_to_driver=False`` turns off; the workers still write it to the session's
+      ``logs/worker-*.out|err`` themselves, and errors still reach the driver as exceptions.
+
+    ``ray.init`` has no argument for any of them (``ray start`` has ``--no-monitor`` and
+    ``--include-log-monitor``, which map to the same ``RayParams``; the API server is started
+    whatever the flags), so for the call it builds its node from a subclass of
+    ``ray._private.node.Node`` whose methods that start these three do nothing: Ray's own code path
+    where the API server could not start (``webui_url`` stays None) and where a node is started with
+    ``no_monitor`` and without ``include_log_monitor``. The raylet's two agents stay: the raylet
+    refuses to start without their commands ("Dashboard agent command must be non empty", Ray 2.60).
+    Nothing changes for a cluster (``executor.address``), or where Ray's private node API is not
+    the one expected (a plain ``ray.init``), or with ``THRESHER_RAY_LEAN=0``. Measured on 2 cores:
+    ~175 MB PSS, ~3 s of ``ray.init`` and ~1 s of ``ray.shutdown`` less (docs/benchmarks.md, "Ray
+    overhead and scaling model", round three)."""
+    try:
+        import ray._private.node as ray_node
+
+        base = ray_node.Node
+        usable = all(callable(getattr(base, m, None)) for m in SKIPPED)
+    except (ImportError, AttributeError):  # pragma: no cover - another Ray
+        usable = False
+    if not (local and usable) or os.environ.get(LEAN_ENV, "1") == "0":
+        yield False
+        return
+
+    class LeanNode(base):
+        def start_monitor(self):
+            pass
+
+        def start_api_server(self, *, include_dashboard=None, raise_on_failure=False):
+            self._webui_url = None
+
+        def start_log_monitor(self):
+            pass
+
+    ray_node.Node = LeanNode  # looked up by ``ray.init`` when it starts the node
+    try:
+        yield True
+    finally:
+        ray_node.Node = base
 
 
 def _worker_env() -> dict[str, str]:
