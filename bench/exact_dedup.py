@@ -22,7 +22,12 @@ parent exits unwaited comes to it and is waited for, and its CPU time (with its 
 ``--rounds`` runs the three commands that many times interleaved and reports the medians: on a
 shared machine the ratios of one round move with the load. ``--baseline DIR`` (a folder made by
 ``bench/recipe_time.py --freeze``) adds the frozen copy's thresher as a fourth command, run with
-``PYTHONPATH=DIR/boot:DIR/src`` from the work folder, and checks that both write the same files.
+``PYTHONPATH=DIR/boot:DIR/src`` from the work folder, and checks that both write the same rows
+(the data files concatenated in name order; and whether the files themselves are the same: a change
+of the shard plan moves rows between files). ``--env NAME:KEY=VALUE,...`` (repeatable) adds this
+tree's thresher again with those environment variables (the workers' allocator settings, e.g.
+``--env trim64:MALLOC_TRIM_THRESHOLD_=67108864``); its output is checked the same way. The table
+gives CPU seconds and, of them, system seconds (page faults, mappings).
 """
 
 from __future__ import annotations
@@ -79,13 +84,39 @@ def reap(timeout: float = 60.0) -> None:
             time.sleep(0.05)
 
 
-def measured(cmd: list[str], env: dict | None = None, cwd: str | None = None) -> tuple[float, int, float]:
-    """(wall s, peak PSS bytes, CPU s of the whole tree)."""
+def measured(cmd: list[str], env: dict | None = None, cwd: str | None = None) -> tuple[float, int, float, float]:
+    """(wall s, peak PSS bytes, CPU s of the whole tree, of which system s)."""
     before = os.times()
     wall, pss = run_measured(cmd, env=env, metric="pss", cwd=cwd)
     reap()
     after = os.times()
-    return wall, pss, (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    sys_s = after.children_system - before.children_system
+    return wall, pss, (after.children_user - before.children_user) + sys_s, sys_s
+
+
+def env_variant(spec: str) -> tuple[str, dict[str, str]]:
+    """``NAME:KEY=VALUE,KEY=VALUE`` -> (NAME, {KEY: VALUE})."""
+    name, _, pairs = spec.partition(":")
+    return name, dict(kv.split("=", 1) for kv in pairs.split(",") if kv)
+
+
+def same_output(a_dir: Path, b_dir: Path) -> tuple[bool, bool]:
+    """(the same rows: the data files' bytes concatenated in name order; the same files)."""
+    a, b = sorted((a_dir / "data").iterdir()), sorted((b_dir / "data").iterdir())
+    files = [x.name for x in a] == [y.name for y in b] and all(filecmp.cmp(x, y, shallow=False)
+                                                               for x, y in zip(a, b, strict=True))
+    return files or _stream_digest(a) == _stream_digest(b), files
+
+
+def _stream_digest(files: list[Path]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 def split_shards(src: Path, out_dir: Path, n: int) -> Path:
@@ -114,6 +145,8 @@ def datatrove_python(work: Path) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--env", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                    help="this tree's thresher again, with these environment variables")
     args, work, corpus = corpus_args(ap, rounds=(int, 1), baseline=(Path, None))
     W = args.workers
     py = sys.executable
@@ -124,6 +157,19 @@ def main() -> None:
     recipe.write_text(RECIPE.format(inp=corpus, out=out, workers=W))
     cases[f"thresher exact_dedup ({W} workers)"] = [py, "-m", "thresher", "run", str(recipe), "-q"]
     envs = {name: {"PYTHONPATH": str(ROOT)} for name in cases}
+    outs = {}  # thresher case -> its output folder
+    for name in cases:
+        if name.startswith("thresher"):
+            outs[name] = out
+    for spec in args.env:
+        label, extra = env_variant(spec)
+        v_out = work / f"out-exact-env-{label}"
+        v_recipe = work / f"recipe-exact-dedup-env-{label}.yaml"
+        v_recipe.write_text(RECIPE.format(inp=corpus, out=v_out, workers=W))
+        name = f"thresher exact_dedup, {label} ({W} workers; {spec.partition(':')[2]})"
+        cases[name] = [py, "-m", "thresher", "run", str(v_recipe), "-q"]
+        envs[name] = {"PYTHONPATH": str(ROOT), **extra}
+        outs[name] = v_out
     base_out = work / "out-exact-baseline"
     if args.baseline:
         base_recipe = work / "recipe-exact-dedup-baseline.yaml"
@@ -131,6 +177,7 @@ def main() -> None:
         name = f"thresher exact_dedup, baseline {args.baseline.name} ({W} workers)"
         cases[name] = [py, "-m", "thresher", "run", str(base_recipe), "-q"]
         envs[name] = {"PYTHONPATH": f"{args.baseline / 'boot'}:{args.baseline / 'src'}"}
+        outs[name] = base_out
     if not args.skip_peers:
         shards = split_shards(corpus, work / f"shards_exact_{args.n}_{W}", W)
         name = f"datatrove exact dedup ({W} workers)"
@@ -138,34 +185,34 @@ def main() -> None:
                        "--input", str(shards), "--out", str(work / "out-dt-exact"), "--workers", str(W)]
         envs[name] = {"PYTHONPATH": str(ROOT)}
     counted = subreaper()
-    results: dict[str, list[tuple[float, int, float]]] = {k: [] for k in cases}
+    results: dict[str, list[tuple[float, int, float, float]]] = {k: [] for k in cases}
     load_before = os.getloadavg()[0]
     for _ in range(args.rounds):
         for name, cmd in cases.items():
-            if name.startswith("thresher"):
-                shutil.rmtree(base_out if "baseline" in name else out, ignore_errors=True)
+            if name in outs:
+                shutil.rmtree(outs[name], ignore_errors=True)
             results[name].append(measured(cmd, env=envs[name], cwd=str(work)))
-    if args.baseline:
-        a, b = sorted((out / "data").iterdir()), sorted((base_out / "data").iterdir())
-        same = [x.name for x in a] == [y.name for y in b] and all(filecmp.cmp(x, y, shallow=False)
-                                                                  for x, y in zip(a, b, strict=True))
-        print(f"output files byte-identical to the baseline's: {same}")
-        shutil.rmtree(base_out, ignore_errors=True)
+    for name, o in outs.items():
+        if o != out:
+            rows, files = same_output(out, o)
+            print(f"output of '{name}': rows byte-identical: {rows}; files byte-identical: {files}")
+            shutil.rmtree(o, ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
     (work / "out-plain-exact.jsonl").unlink(missing_ok=True)
 
-    med = {k: tuple(statistics.median(r[i] for r in v) for i in range(3)) for k, v in results.items()}
+    med = {k: tuple(statistics.median(r[i] for r in v) for i in range(4)) for k, v in results.items()}
     floor = next(iter(med.values()))
     dt = next((v for k, v in med.items() if k.startswith("datatrove")), None)
     print(f"\n{args.n:,} docs ({corpus.stat().st_size / 1e6:.0f} MB JSONL); machine: {os.cpu_count()} cores, "
           f"load {load_before:.1f} -> {os.getloadavg()[0]:.1f}; {args.rounds} round(s), medians; {time.strftime('%Y-%m-%d')}")
     if not counted:
         print("(not Linux: CPU seconds miss the processes a fork server started)")
-    print("| command | wall s | CPU s | peak PSS MB | wall / floor | CPU / floor | PSS / datatrove |\n"
-          "|---|---|---|---|---|---|---|")
-    for name, (wall, pss, cpu) in med.items():
+    print("| command | wall s | CPU s | of which sys s | peak PSS MB | wall / floor | CPU / floor | PSS / datatrove |\n"
+          "|---|---|---|---|---|---|---|---|")
+    for name, (wall, pss, cpu, sys_s) in med.items():
         rel = f"{pss / dt[1]:.2f}x" if dt else ""
-        print(f"| {name} | {wall:.1f} | {cpu:.1f} | {pss / 2**20:,.0f} | {wall / floor[0]:.2f}x | {cpu / floor[2]:.2f}x | {rel} |")
+        print(f"| {name} | {wall:.2f} | {cpu:.2f} | {sys_s:.2f} | {pss / 2**20:,.0f} | {wall / floor[0]:.2f}x | "
+              f"{cpu / floor[2]:.2f}x | {rel} |")
 
 
 if __name__ == "__main__":

@@ -90,8 +90,8 @@ def prepare_output(layout: Layout, recipe: Recipe, shards: list[Shard], resume: 
                 raise OutputError(f"cannot resume '{out}': the recipe changed since the interrupted run "
                                   "(use --overwrite to start again)")
             if old.get("shards") != manifest["shards"]:
-                raise OutputError(f"cannot resume '{out}': the input files changed since the interrupted run "
-                                  "(use --overwrite to start again)")
+                raise OutputError(f"cannot resume '{out}': the input files, or how they are split into shards, "
+                                  "changed since the interrupted run (use --overwrite to start again)")
             recipe.run_id = old.get("run_id") or _new_run_id()
             return False
         if unfinished and not finished and not overwrite:

@@ -305,16 +305,24 @@ def iter_blocks(shard: Shard, block_bytes: int, pos: ReadPos | None = None) -> I
 
 def _plain_blocks(shard: Shard, block_bytes: int) -> Iterator[bytearray]:
     """Whole lines of a plain shard, about ``block_bytes`` at a time: each block is read in place
-    into its own buffer and completed to the end of its line (no copy; a shard's range ends at the
-    end of a line, so the last block does too, except for a file's last line without a newline)."""
+    and completed to the end of its line (no copy; a shard's range ends at the end of a line, so the
+    last block does too, except for a file's last line without a newline). One buffer serves every
+    block of the shard: a block is valid until the next is asked for (the JSON parser copies what it
+    keeps). A fresh buffer per block was a fresh mapping in a worker (a block is over its allocator's
+    mmap threshold, pipeline/executors/local.py), zero-filled and page-faulted in block after block
+    (docs/benchmarks.md, "Sixth step, time")."""
     with fs.open_input(shard.path) as f:  # the builtin open for a local file; ranged reads for a URL
         f.seek(shard.start)
         remaining = None if shard.end < 0 else shard.end - shard.start
+        buf = bytearray()
         while True:
             want = block_bytes if remaining is None else min(block_bytes, remaining)
             if want <= 0:
                 return
-            buf = bytearray(want)
+            if len(buf) > want:
+                del buf[want:]
+            elif len(buf) < want:
+                buf.extend(bytes(want - len(buf)))
             got = f.readinto(buf)
             if not got:
                 return
@@ -328,7 +336,6 @@ def _plain_blocks(shard: Shard, block_bytes: int) -> Iterator[bytearray]:
                 if remaining is not None:
                     remaining -= len(tail)
             yield buf
-            del buf
 
 
 def _readline(f, limit: int | None) -> bytes:
