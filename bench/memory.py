@@ -5,15 +5,22 @@
     python bench/memory.py --skip-peers             # thresher only
     python bench/memory.py --parts exact --skip-peers --block_mb 16,8,4   # block sizes, interleaved
     python bench/memory.py --skip-peers --pool spawn,forkserver --rounds 2  # how workers start, interleaved
+    python bench/memory.py --skip-peers --rounds 2 --baseline /tmp/ref     # against a frozen copy, interleaved
+    python bench/memory.py --skip-peers --env "in driver:THRESHER_RESOLVE=driver"   # this tree with other env
 
 1. Breakdown: the USS and PSS of one fresh process after each import step a worker takes
    (interpreter; pyarrow; polars; numba; the engine; every built-in operator through the registry).
 2. Per part (exact dedup, the peers' Gopher heuristic set, MinHash 14x8), thresher (2 workers) and
    datatrove (``../shared/tools/peers/dt_pipelines.py``, 2 workers, the throwaway venv of
    bench/filters.py): wall, CPU s and peak PSS of the process tree, and at thresher's peak the
-   PSS / USS of each of its processes (driver, fork server, resource tracker, workers).
+   PSS / USS of each of its processes (driver, fork server, resource tracker, workers, the child a
+   resolve runs in).
    ``--pool spawn,forkserver`` runs thresher with each way of starting the pool's workers
-   (``THRESHER_POOL``, pipeline/executors/local.py), interleaved within each round.
+   (``THRESHER_POOL``, pipeline/executors/local.py), interleaved within each round. ``--baseline DIR``
+   also runs a frozen copy of the code (a folder made by ``bench/recipe_time.py --freeze``:
+   ``PYTHONPATH=DIR/boot:DIR/src``) after each run of the working tree's, and says whether each run's
+   output files are byte-identical to the first run's of its part; ``--env "NAME:KEY=VALUE,..."``
+   (repeatable) runs this tree again with those environment variables, interleaved too.
 
 CPU seconds are those of every process of the tree, the orphans included: this process is made the
 tree's child subreaper (Linux ``PR_SET_CHILD_SUBREAPER``), so a fork server that outlives its driver
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -68,15 +76,17 @@ def _role(q: psutil.Process, root: int, server: set[int]) -> str:
         return "forkserver"
     if "resource_tracker" in cmd:
         return "tracker"
+    if q.ppid() == root and "multiprocessing" not in cmd:
+        return "resolve"  # the child forked from the driver for a resolve (its command line)
     return "worker"
 
 
-def run_tree(cmd: list[str], env: dict | None = None) -> tuple[float, float, int, list[tuple[str, int, int]]]:
+def run_tree(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> tuple[float, float, int, list[tuple[str, int, int]]]:
     """(wall s, CPU s, peak PSS of the tree, [(process, PSS, USS)] at the peak)."""
     subreaper()  # orphans of the measured tree come to this process, which waits for them (reap)
     before = os.times()
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL)
+    p = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, cwd=cwd)
     ps = psutil.Process(p.pid)
     best: list = [0, []]
     stop = threading.Event()
@@ -122,10 +132,20 @@ def thresher_cmd(work: Path, corpus: Path, part: str, workers: int, block_mb: fl
     return [sys.executable, "-m", "thresher", "run", str(recipe), "-q"]
 
 
+def output_digest(work: Path, part: str) -> str:
+    """sha256 over the data files of a part's output (names and bytes, in name order)."""
+    h = hashlib.sha256()
+    for f in sorted((work / f"out-memory-{part}" / "data").iterdir()):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--env", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                    help="this tree's thresher again, with these environment variables")
     args, work, corpus = corpus_args(ap, parts=(str, "exact,heuristic,minhash"), block_mb=(str, ""), rounds=(int, 1),
-                                     pool=(str, ""))
+                                     pool=(str, ""), baseline=(Path, None))
     W = args.workers
 
     print("one process, after each import step: USS MB / PSS MB")
@@ -134,15 +154,27 @@ def main() -> None:
     rows = []
     blocks = [float(b) for b in args.block_mb.split(",") if b] or [None]
     pools = [p for p in args.pool.split(",") if p] or [""]
+    variants = [(f" ({pool})" if pool else "", {"PYTHONPATH": str(ROOT), **({"THRESHER_POOL": pool} if pool else {})})
+                for pool in pools]
+    for spec in args.env:
+        name, _, pairs = spec.partition(":")
+        variants.append((f" ({name})", {"PYTHONPATH": str(ROOT), **dict(kv.split("=", 1) for kv in pairs.split(",") if kv)}))
+    if args.baseline:
+        variants.append((f" baseline {args.baseline.name}",
+                         {"PYTHONPATH": f"{args.baseline / 'boot'}:{args.baseline / 'src'}"}))
     for part in args.parts.split(","):
-        for _ in range(args.rounds):  # block sizes and pools interleaved within each round
+        first = None
+        for _ in range(args.rounds):  # block sizes, pools and the baseline interleaved within each round
             for block in blocks:
-                for pool in pools:
-                    tool = "thresher" + (f" ({block:g} MB blocks)" if block else "") + (f" ({pool})" if pool else "")
-                    wall, cpu, peak, procs = run_tree(thresher_cmd(work, corpus, part, W, block),
-                                                      env={"PYTHONPATH": str(ROOT), **({"THRESHER_POOL": pool} if pool else {})})
+                for label, env in variants:
+                    tool = "thresher" + (f" ({block:g} MB blocks)" if block else "") + label
+                    # from the work folder: the checkout first on sys.path would hide a baseline's code
+                    wall, cpu, peak, procs = run_tree(thresher_cmd(work, corpus, part, W, block), env=env, cwd=work)
                     rows.append((part, tool, wall, cpu, peak))
-                    print(f"{tool} {part}: {wall:.1f} s, {cpu:.1f} CPU s; at the peak, PSS / USS MB: "
+                    digest = output_digest(work, part)
+                    first = first or digest
+                    print(f"{tool} {part}: {wall:.1f} s, {cpu:.1f} CPU s, output {digest[:12]}"
+                          f"{'' if digest == first else ' (DIFFERS from the first run)'}; at the peak, PSS / USS MB: "
                           + "; ".join(f"{r} {m / 2**20:.0f} / {u / 2**20:.0f}" for r, m, u in sorted(procs)), flush=True)
         if not args.skip_peers:
             shards = split_shards(corpus, work / f"shards_exact_{args.n}_{W}", W)

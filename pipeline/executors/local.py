@@ -11,17 +11,30 @@ workers are spawned, each importing what it needs (``LocalExecutor.start_method`
 Each worker builds the recipe's ops once. Before the first pass that uses the pool, the workers
 compile the recipe's numba kernels the cache does not hold, each kernel in one of them
 (pipeline/precompile.py), so a first run does not compile them in every worker.
+
+A global op's resolve runs in a child forked from the driver for it (``run_forked``), after the
+pool's idle workers have ended (the next pass forks fresh ones from the server): the resolve's
+memory goes back to the system when the child exits, instead of staying with the driver (polars'
+allocator kept ~30 MB of exact dedup's through the last pass), and idle workers hold nothing
+meanwhile (docs/benchmarks.md, "Sixth step"). The child has the driver's thread budget and shares its
+pages; where forking the driver is not safe (a polars thread pool or another Python thread running
+in it: a ``workers: 1`` run, a spawned pool) the resolve runs in the driver, as before.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import multiprocessing as mp
 import os
+import pickle
 import queue
 import signal
+import sys
 import threading
+import traceback
+import warnings
 import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -47,8 +60,14 @@ def default_workers() -> int:
 # fineweb recipe's system time). Peak PSS of a 2-worker exact dedup: -100 MB against mimalloc; against
 # malloc, the same peak and 4-5x fewer page faults (100k docs: 3.4 -> 1.3 s system time); docs/benchmarks.md,
 # "Exact dedup and memory, round two" and "Whole fineweb recipe time". A value set by the user wins;
-# where pyarrow is built without jemalloc, malloc ("system").
-WORKER_ALLOCATOR = {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc", "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
+# where pyarrow is built without jemalloc, malloc ("system"). The mmap threshold is 4 MiB (a block's
+# size, executor.batch_size_mb) and the trim threshold 16 MiB: at 1 MiB every block-sized numpy/bytes
+# temporary was a fresh mapping, and a fixed mmap threshold also pins glibc's trim threshold at
+# 128 KiB, so the heap top was handed back and faulted in again around every 256 KiB mask; the heap
+# goes back to the system after each shard anyway (passes.trim_heap). Exact dedup, 100k docs, 2
+# workers: system 2.3 -> 1.1 s, CPU 6.6 -> 5.2 s, the same peak PSS (docs/benchmarks.md, "Sixth step, time").
+WORKER_ALLOCATOR = {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc", "MALLOC_MMAP_THRESHOLD_": str(4 << 20),
+                    "MALLOC_TRIM_THRESHOLD_": str(16 << 20)}
 
 
 def worker_allocator_env() -> dict[str, str]:
@@ -64,6 +83,7 @@ def worker_allocator_env() -> dict[str, str]:
 
 
 POOL_ENV = "THRESHER_POOL"  # "spawn": spawned workers, as before the fork server (benchmarks compare)
+RESOLVE_ENV = "THRESHER_RESOLVE"  # "driver": resolve in the driver with the workers kept, as before (benchmarks)
 SETUP_ENV = "THRESHER_FORKSERVER_SETUP"  # what the fork server does after its imports (forkserver.py)
 # The engine every worker runs (its imports: pyarrow, polars, numpy) and what a pool task unpickles.
 ENGINE_MODULES = ("thresher.pipeline.executors.passes", "thresher.pipeline.executors.local",
@@ -249,8 +269,8 @@ class LocalExecutor:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-            if self.start_method == "forkserver":
-                release_server()
+        if self.start_method == "forkserver":
+            release_server()
         if self._events is not None:
             self._events.close()
             self._events = None
@@ -284,8 +304,10 @@ class LocalExecutor:
             self.start_method = "spawn" if ctx is None else "forkserver"
             with _environ(env):  # spawned workers start in it (forked ones have the server's)
                 ctx = ctx or mp.get_context("spawn")
-                # a queue only a process started with it can use: unused (and free) while no progress is asked for
-                self._events = ctx.Queue()
+                # a queue only a process started with it can use: unused (and free) while no progress is asked
+                # for; the pools forked after ``end_workers`` get the same one
+                if self._events is None:
+                    self._events = ctx.Queue()
                 self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
                                                  initargs=(self._events, os.getpid()))
                 # start the workers now, while the environment is set
@@ -351,9 +373,25 @@ class LocalExecutor:
         return self.workers == 1 or calls == 1
 
     def resolve(self, recipe, out: str, k: int, n_shards: int) -> dict:
-        from thresher.pipeline.executors.passes import resolve_pass
+        """Pass k's resolve: the idle workers end first, then it runs in a child forked from the
+        driver (``run_forked``), or in the driver where that is not safe or ``THRESHER_RESOLVE=driver``."""
+        from thresher.pipeline.executors.passes import resolve_pass, trim_heap
 
-        return resolve_pass(recipe, out, k, n_shards)
+        if os.environ.get(RESOLVE_ENV) == "driver":
+            return resolve_pass(recipe, out, k, n_shards)
+        self.end_workers()
+        trim_heap()  # the heap's free pages go back first: the child reusing them would copy them
+        return run_forked(resolve_pass, (recipe, out, k, n_shards), f"the resolve of pass {k}")
+
+    def end_workers(self) -> None:
+        """End the pool's workers, keeping the fork server: the next pass forks fresh ones, each
+        starting with ~4 MB of its own memory (a worker that ran a pass holds 35-50 MB, docs/benchmarks.md).
+        What they lose: the ops each built (``passes.ops_for``; an op's setup, models among them, runs
+        at its first batch, in the pass that uses it) and the kernels loaded after the fork (from
+        numba's cache again). A spawned pool is kept: its workers' imports would be paid again."""
+        if self._pool is not None and self.start_method == "forkserver":
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def map(self, fn: Callable[..., Any], calls: Iterable[tuple], on_done: Callable[[Any], None],
             context: str = "") -> None:
@@ -376,12 +414,104 @@ class LocalExecutor:
                     for other in futures:
                         other.cancel()
                     if isinstance(exc, BrokenProcessPool):  # a worker was killed, most often by the OOM killer
-                        raise ThresherError(
-                            f"a worker process died in {context or 'a pass'} (killed, often for memory). Lower "
-                            "executor.batch_size_mb or executor.workers; the finished shards are kept, so "
-                            "`--resume` continues from there.") from None
+                        raise _died("a worker process", context or "a pass") from None
                     raise exc
                 on_done(f.result())
+
+
+def _died(what: str, context: str) -> ThresherError:
+    return ThresherError(f"{what} died in {context} (killed, often for memory). Lower executor.batch_size_mb or "
+                         "executor.workers; the finished shards are kept, so `--resume` continues from there.")
+
+
+def fork_unsafe() -> str:
+    """Why this process cannot fork a child that runs polars now ('' where it can). A forked child
+    has only the forking thread: a polars thread pool (threads ``polars-N``, started by the first query;
+    the size is read at import) or its async runtime (``tokio-*``) would be there without its threads,
+    and the first query would wait for them for ever; another Python thread may hold a lock the child
+    needs. What else may run is safe across fork: jemalloc's background threads and OpenBLAS's pool
+    (both re-initialised by their ``pthread_atfork`` handlers), polars' ``polars-ooc-cleaner`` (parked
+    on a futex, holding no lock), and the progress display's refresh thread (rich's ``Live``: the
+    locks it may hold are the display's and the driver's stdout and stderr, which the child does not
+    use: it writes to streams of its own, ``run_forked``)."""
+    if sys.platform != "linux" or not hasattr(os, "fork"):
+        return "not Linux"
+    others = [t for t in threading.enumerate() if t is not threading.current_thread()
+              and (type(t).__module__, type(t).__name__) != ("rich.live", "_RefreshThread")]
+    if others:
+        return f"another Python thread runs ({others[0].name})"
+    try:
+        from pathlib import Path
+
+        names = [p.read_text().strip() for p in Path("/proc/self/task").glob("*/comm")]
+    except OSError:
+        return "no /proc to look at the threads"
+    busy = [n for n in names if n.startswith("tokio") or (n.startswith("polars-") and n[7:].isdigit())]
+    return f"polars' threads run ({', '.join(sorted(set(busy)))})" if busy else ""
+
+
+class ChildTraceback(Exception):
+    """The traceback of an exception raised in a forked child (its ``__cause__`` in the driver)."""
+
+    def __str__(self) -> str:
+        return "\n" + self.args[0]
+
+
+def run_forked(fn: Callable[..., Any], args: tuple, context: str) -> Any:
+    """``fn(*args)`` in a child forked from this process for it, where that is safe (``fork_unsafe``;
+    else here): its result or exception comes back pickled through a pipe, and what it allocated goes
+    back to the system when it exits. The child shares this process's pages copy-on-write and has its
+    thread budget (polars reads ``POLARS_MAX_THREADS`` at import: this process's). It ends with this
+    process (Linux ``PR_SET_PDEATHSIG``). A child killed (the OOM killer) is a ThresherError."""
+    if fork_unsafe():
+        return fn(*args)
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+    r, w = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12+ warns of any other thread: those left are checked above
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: whatever happens, it ends here, through os._exit (no atexit, no inherited buffers)
+        code = 1
+        try:
+            os.close(r)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: killed when the driver ends
+            gc.freeze()  # a collection here leaves the driver's objects (and their pages) alone: not copied
+            # streams of its own: the driver's (a progress display's proxies among them) may have been
+            # locked by another of its threads when it forked
+            sys.stdout, sys.stderr = (open(fd, "w", closefd=False) for fd in (1, 2))  # noqa: SIM115
+            if os.getppid() == parent:
+                try:
+                    out = (True, fn(*args), "")
+                except BaseException as e:  # noqa: BLE001 - every exception goes back to the driver
+                    out = (False, e, traceback.format_exc())
+                try:
+                    data = pickle.dumps(out)
+                    pickle.loads(data)  # an exception that does not unpickle goes back as text
+                except Exception:  # noqa: BLE001
+                    data = pickle.dumps((False, RuntimeError(f"{type(out[1]).__name__}: {out[1]}"), out[2]))
+                with os.fdopen(w, "wb") as f:
+                    f.write(data)
+                code = 0
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os._exit(code)
+    os.close(w)
+    try:
+        with os.fdopen(r, "rb") as f:
+            data = f.read()
+    finally:
+        os.waitpid(pid, 0)
+    if not data:
+        raise _died("the process forked for it", context)
+    ok, value, tb = pickle.loads(data)
+    if ok:
+        return value
+    raise value from ChildTraceback(tb)
 
 
 def _take_all(q) -> list:

@@ -81,8 +81,8 @@ def test_workers_are_forked_from_a_server_started_without_thread_pools(op, modul
 def test_environment_holds_in_the_workers(monkeypatch):
     """The allocator settings, the thread budget, the driver's own environment and the pandas
     probe hold in forked workers as in spawned ones; a changed environment reaches the next pool."""
-    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
-    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    for k in local.WORKER_ALLOCATOR:
+        monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("THRESHER_TEST_MARK", "first")
     threads = str(max(1, local.default_workers() // 2))
     with LocalExecutor(2) as ex:
@@ -92,18 +92,18 @@ def test_environment_holds_in_the_workers(monkeypatch):
     for s in seen:
         env = s["env"]
         assert env["ARROW_DEFAULT_MEMORY_POOL"] == worker_allocator_env()["ARROW_DEFAULT_MEMORY_POOL"]
-        assert env["MALLOC_MMAP_THRESHOLD_"] == str(1 << 20)
+        assert all(env[k] == v for k, v in local.WORKER_ALLOCATOR.items() if k != "ARROW_DEFAULT_MEMORY_POOL")
         assert env["POLARS_MAX_THREADS"] == threads == str(s["polars_threads"])
         assert env["THRESHER_TEST_MARK"] == "first"
         assert env["JE_ARROW_MALLOC_CONF"].endswith("background_thread:false")
         assert local.SETUP_ENV not in env
         assert not s["pandas"] and s["done"]["no_pandas"]  # settled once, in the server
     monkeypatch.setenv("THRESHER_TEST_MARK", "second")
-    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "4194304")  # the user's value wins
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "3145728")  # the user's value wins
     with LocalExecutor(2) as ex:
         seen = []
         ex.map(_worker_view, [(0,), (1,)], seen.append)
-    assert all(s["env"]["THRESHER_TEST_MARK"] == "second" and s["env"]["MALLOC_MMAP_THRESHOLD_"] == "4194304"
+    assert all(s["env"]["THRESHER_TEST_MARK"] == "second" and s["env"]["MALLOC_MMAP_THRESHOLD_"] == "3145728"
                for s in seen)
 
 

@@ -244,13 +244,13 @@ def test_workers_return_freed_memory_and_import_only_the_recipes_ops(tmp_path, m
     from thresher.pipeline.executors.local import LocalExecutor, worker_allocator_env
     from thresher.pipeline.recipe import parse_recipe
 
-    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "4194304")
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "2097152")
     monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
     seen = []
     with LocalExecutor(2) as ex:
         ex.map(_worker_env, [(0,), (1,)], seen.append)
     assert all(s["pool"] == worker_allocator_env()["ARROW_DEFAULT_MEMORY_POOL"] in ("jemalloc", "system")
-               and s["mmap"] == "4194304" for s in seen)
+               and s["mmap"] == "2097152" for s in seen)
 
     recipe = parse_recipe("input: {paths: [x.jsonl]}\noutput: {path: out}\nprocess: [{exact_dedup: {}}]\n")
     (tmp_path / "r.pkl").write_bytes(pickle.dumps(recipe))

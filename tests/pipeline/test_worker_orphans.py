@@ -4,7 +4,8 @@ Found 2026-11-28: a `thresher run` killed with SIGKILL (as the OOM killer or `ki
 its two pool workers running for good, with the fork server (forked pool) or on their own (spawned
 pool, the behaviour before the fork server too): a worker forked from the fork server is not the
 driver's child, and a spawned one holds both ends of its task queue's pipe, so neither sees the
-driver go. Each worker now watches the driver's pid (pipeline/executors/local.py, ``_end_with``).
+driver go. Each worker now watches the driver's pid (pipeline/executors/local.py, ``_end_with``); the
+child a resolve runs in is killed by the kernel when the driver ends (``run_forked``).
 """
 
 from __future__ import annotations
@@ -62,6 +63,37 @@ def test_workers_end_when_the_driver_is_killed(pool, tmp_path):
         for pid in workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        proc.kill()
+
+
+FORKED = textwrap.dedent("""
+    import os, time
+    from thresher.pipeline.executors.local import run_forked
+
+    def resolve():
+        print("child", os.getpid(), flush=True)
+        time.sleep(600)  # killed with the driver long before
+
+    run_forked(resolve, (), "a resolve")
+""")
+
+
+def test_a_resolve_child_ends_when_the_driver_is_killed(tmp_path):
+    """The child a resolve runs in (``run_forked``) ends with the driver (``PR_SET_PDEATHSIG``)."""
+    proc = subprocess.Popen([sys.executable, "-c", FORKED], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    child = 0
+    try:
+        line = proc.stdout.readline().split()
+        assert line[0] == "child", line
+        child = int(line[1])
+        assert psutil.Process(child).ppid() == proc.pid
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert _gone([child]) == []
+    finally:
+        if child:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
         proc.kill()
 
 
