@@ -4,8 +4,12 @@ one — the first in input order, the longest, or the one with the highest value
 from __future__ import annotations
 
 import functools
+import io
+import math
 import re
+import tempfile
 import unicodedata
+from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -18,6 +22,7 @@ from pydantic import Field, model_validator
 
 from thresher.operators.common.utf8 import code_points, row_of, string_buffers, strings_like
 from thresher.pipeline.columns import ROW, SHARD, drop_decisions
+from thresher.pipeline.executors.passes import fingerprint_pieces, trim_heap
 from thresher.pipeline.ops import GlobalOp, OpParams, Resources
 from thresher.pipeline.registry import register
 
@@ -317,21 +322,183 @@ class HashDedup(GlobalOp):
         return pa.table(cols)
 
     def resolve(self, fingerprints: pl.LazyFrame) -> pl.DataFrame:
-        lf = fingerprints.filter(~pl.col("skip")).sort([SHARD, ROW]).with_row_index("__order")
-        if self.params.keep == "first":
-            dup = lf.filter(~pl.struct("h_hi", "h_lo").is_first_distinct())
-        else:  # the highest value; ties to input order
-            lf = lf.with_columns(pl.col("value").fill_null(float("-inf")).fill_nan(float("-inf")))
-            dup = (lf.sort(["h_hi", "h_lo", "value", "__order"], descending=[False, False, True, False])
-                   .filter(~pl.struct("h_hi", "h_lo").is_first_distinct()))
-        dup = dup.select(SHARD, ROW, "h_hi", "h_lo").collect()
-        groups = dup.group_by("h_hi", "h_lo").len()  # each group: its duplicates, plus the row kept
-        self.record("duplicate_groups", groups.height)
-        sizes = (groups["len"] + 1).value_counts()
-        sizes = sizes.sort(sizes.columns[0])  # value_counts' order varies from run to run (profile.json)
-        self.record_distribution("cluster_size", dict(zip(sizes[sizes.columns[0]].to_list(), sizes["count"].to_list(),
-                                                          strict=True)))
-        return drop_decisions(dup, self.reason)
+        """One row per key stays: the first in input order, or (keep: longest / column) the one with
+        the highest value (null and NaN lowest), ties to input order; the others are dropped. Keys
+        decide independently, so the rows are split by the top bits of ``h_hi`` into ``partitions``
+        (above ``ROWS_PER_PARTITION`` rows: spilled to files, read back one at a time) and memory is
+        bounded by a partition, not the corpus; the decisions, counters and distributions do not
+        depend on the split (tests/operators/test_exact_partitions.py)."""
+        with_value = self.params.keep != "first"
+        shards, rows, sizes = [np.zeros(0, np.int32)], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        for part in partitions(fingerprints, with_value):
+            dup, size = duplicates(part["h_hi"], part["h_lo"], part["value"] if with_value else None)
+            shards.append(part[SHARD][dup])
+            rows.append(part[ROW][dup])
+            sizes.append(size)
+            del part, dup  # before the next partition is read
+        size = np.concatenate(sizes)
+        self.record("duplicate_groups", len(size))
+        values, counts = np.unique(size, return_counts=True)  # ascending, as profile.json has them
+        self.record_distribution("cluster_size", dict(zip(values.tolist(), counts.tolist(), strict=True)))
+        out = pl.DataFrame({SHARD: np.concatenate(shards), ROW: np.concatenate(rows)})
+        return drop_decisions(out.sort(SHARD, ROW), self.reason)
+
+
+ROWS_PER_PARTITION = 1 << 19  # fingerprint rows resolved at once (docs/benchmarks.md, "Exact dedup's resolve in partitions")
+READ_ROWS = 1 << 16  # fingerprint rows read by one query, about (``_reads``)
+MAX_BITS = 9  # at most 512 partition files open at once (past ~270M rows, partitions grow)
+
+
+def _record(with_value: bool) -> np.dtype:
+    """One fingerprint row as resolve holds and spills it (28 bytes, 36 with the keep value)."""
+    return np.dtype([("h_hi", "<u8"), ("h_lo", "<u8"), *([("value", "<f8")] if with_value else []),
+                     (SHARD, "<i4"), (ROW, "<i8")])
+
+
+def partitions(fingerprints: pl.LazyFrame, with_value: bool):
+    """The rows of ``fingerprints`` that are not skipped, as record arrays (``_record``) in input
+    order (``SHARD``, ``ROW``), one hash partition at a time: rows whose ``h_hi`` has the same top
+    bits, so a key never spans two partitions. The fingerprint files (``passes.fingerprint_pieces``)
+    are read once, a few at a time (``_reads``), and held while they hold at most
+    ``ROWS_PER_PARTITION`` rows: one partition (a small run pays nothing more). Past that, the
+    partition count is the rows expected (the rows per file so far times the files) over
+    ``ROWS_PER_PARTITION``, rounded up to a power of two (at most ``2 ** MAX_BITS``), and every row
+    is appended to its partition's file (as MinHash's band keys are, ``minhash._spill``); the files
+    are read back one at a time. The partition count changes only how much is held at once, never a
+    decision."""
+    dtype = _record(with_value)
+    pieces = fingerprint_pieces(fingerprints)
+    held, n_held, sinks, tmp = [], 0, None, None
+    try:
+        for rec, files_read in _reads(pieces, dtype):
+            if sinks is None:
+                held.append(rec)
+                n_held += len(rec)
+                if n_held <= ROWS_PER_PARTITION:
+                    continue
+                expected = n_held * len(pieces) / files_read
+                bits = min(MAX_BITS, max(1, math.ceil(math.log2(expected / ROWS_PER_PARTITION))))
+                tmp = tempfile.TemporaryDirectory(prefix="thresher-exact-")
+                sinks = [open(Path(tmp.name) / f"part-{p:04d}.bin", "wb") for p in range(1 << bits)]  # noqa: SIM115
+                rec = None
+                while held:
+                    _spill(held.pop(0), sinks)
+            else:
+                _spill(rec, sinks)
+            del rec
+        if sinks is None:
+            if held:
+                out, at = np.empty(n_held, dtype), 0  # pages are mapped as they are filled, and each
+                while held:  # part is let go once copied: memory for the rows plus one part
+                    part = held.pop(0)
+                    out[at:at + len(part)] = part
+                    at += len(part)
+                del part
+                yield _in_order(out)
+            return
+        for f in sinks:
+            f.close()
+        trim_heap()  # what the reads freed goes back before the partitions are read
+        for f in sinks:
+            part = np.fromfile(f.name, dtype)
+            Path(f.name).unlink()
+            if len(part):
+                yield _in_order(part)
+            del part
+            trim_heap()
+    finally:
+        for f in sinks or []:
+            f.close()
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _reads(pieces: list[pl.LazyFrame], dtype: np.dtype):
+    """(records, files read so far) of the fingerprint files, ~``READ_ROWS`` rows (a few files) a
+    query: polars reads the files of one query in parallel; the first query reads one file, to learn
+    their size. Each file is queried through a copy of its frame: polars 2.1 keeps ~80 KB of a
+    parquet file's metadata with the frame that read it, for as long as the frame lives (the caller
+    holds the fingerprint frame to the end of the resolve: +50 MB for 600 files)."""
+    i, n = 0, 1
+    fresh = len(pieces) > 1  # a lone frame may hold data in memory: no copy of it
+    while i < len(pieces):
+        group = [_fresh(f) if fresh else f for f in pieces[i:i + n]]
+        rec = _read(group, dtype)
+        i += len(group)
+        if rec is not None:
+            n = max(1, min(64, READ_ROWS * len(group) // max(1, len(rec))))
+            if len(rec):
+                yield rec, i
+
+
+def _fresh(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """The same query as a new frame, which keeps nothing it reads (serialised and read back)."""
+    return pl.LazyFrame.deserialize(io.BytesIO(frame.serialize()))
+
+
+def _read(pieces: list[pl.LazyFrame], dtype: np.dtype) -> np.ndarray | None:
+    """The rows of some fingerprint files that are not skipped, as records; None where none of the
+    files has the columns (a shard that fingerprinted no rows writes only ``SHARD`` and ``ROW``)."""
+    frame = pl.concat(pieces, how="diagonal_relaxed") if len(pieces) > 1 else pieces[0]
+    try:
+        df = frame.filter(~pl.col("skip")).select(dtype.names).collect()
+    except pl.exceptions.ColumnNotFoundError:
+        return None
+    rec = np.empty(df.height, dtype)
+    for name in dtype.names:
+        col = df[name]
+        if name == "value":  # null and NaN rank lowest
+            col = col.cast(pl.Float64).fill_null(float("-inf")).fill_nan(float("-inf"))
+        rec[name] = col.to_numpy()
+    return rec
+
+
+def _spill(rec: np.ndarray, sinks: list) -> None:
+    """Append records to their partition files (partition: the top bits of ``h_hi``), in order."""
+    shift = np.uint64(64 - (len(sinks).bit_length() - 1))
+    part = (rec["h_hi"] >> shift).astype(np.uint16)
+    order = np.argsort(part, kind="stable")  # a radix sort: input order within each partition
+    bounds = np.searchsorted(part[order], np.arange(len(sinks) + 1))
+    rec = rec[order]
+    for p, sink in enumerate(sinks):
+        if bounds[p + 1] > bounds[p]:
+            rec[bounds[p]:bounds[p + 1]].tofile(sink)
+
+
+def _in_order(rec: np.ndarray) -> np.ndarray:
+    """``rec`` sorted by (``SHARD``, ``ROW``): already so for a fingerprint frame (its files are read
+    in input order), not always for another frame (a partition the Ray executor hands over)."""
+    s, r = rec[SHARD], rec[ROW]
+    if len(rec) < 2 or bool(np.all((s[1:] > s[:-1]) | ((s[1:] == s[:-1]) & (r[1:] > r[:-1])))):
+        return rec
+    return rec[np.lexsort((r, s))]
+
+
+def duplicates(hi: np.ndarray, lo: np.ndarray, value: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Of rows in input order with keys (``hi``, ``lo``): the positions of the rows to drop
+    (ascending) and the size of each group of rows sharing a key (groups of more than one). All but
+    one row of a group go: the first, or with ``value`` the one with the highest value, ties to the
+    first. Only rows whose ``hi`` repeats can share a key (``hi`` is a uniform 64-bit hash: a few
+    percent of the rows): they are found with one sort of ``hi`` and ranked by a sort of their own."""
+    s = np.sort(hi)
+    repeated = s[1:][s[1:] == s[:-1]]
+    del s
+    if not len(repeated):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    repeated = np.unique(repeated)
+    cand = []
+    for a in range(0, len(hi), READ_ROWS):  # a slice at a time: no temporary the size of the partition
+        h = hi[a:a + READ_ROWS]
+        cand.append(np.flatnonzero(repeated[np.minimum(np.searchsorted(repeated, h), len(repeated) - 1)] == h) + a)
+    cand = np.concatenate(cand)  # ascending: input order
+    ch, cl = hi[cand], lo[cand]
+    keys = (cand, cl, ch) if value is None else (cand, -value[cand], cl, ch)
+    order = np.lexsort(keys)  # by key, then the highest value, then input order
+    ch, cl = ch[order], cl[order]
+    same = (ch[1:] == ch[:-1]) & (cl[1:] == cl[:-1])
+    bounds = np.flatnonzero(np.r_[True, ~same, True])
+    sizes = np.diff(bounds)
+    return np.sort(cand[order][1:][same]), sizes[sizes > 1].astype(np.int64)
 
 
 @register
