@@ -14,7 +14,8 @@
    datatrove (``../shared/tools/peers/dt_pipelines.py``, 2 workers, the throwaway venv of
    bench/filters.py): wall, CPU s and peak PSS of the process tree, and at thresher's peak the
    PSS / USS of each of its processes (driver, fork server, resource tracker, workers, the child a
-   resolve runs in).
+   resolve runs in; "child": forked from the driver, a worker of a pool forked from it or a resolve).
+   A sample counts only if no process of the tree started or ended while it was read.
    ``--pool spawn,forkserver`` runs thresher with each way of starting the pool's workers
    (``THRESHER_POOL``, pipeline/executors/local.py), interleaved within each round. ``--baseline DIR``
    also runs a frozen copy of the code (a folder made by ``bench/recipe_time.py --freeze``:
@@ -77,7 +78,8 @@ def _role(q: psutil.Process, root: int, server: set[int]) -> str:
     if "resource_tracker" in cmd:
         return "tracker"
     if q.ppid() == root and "multiprocessing" not in cmd:
-        return "resolve"  # the child forked from the driver for a resolve (its command line)
+        # forked from the driver (its command line): a pool's worker, or the child a resolve runs in
+        return "child"
     return "worker"
 
 
@@ -96,10 +98,16 @@ def run_tree(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -
         while not stop.is_set():
             snap = []
             with contextlib.suppress(psutil.NoSuchProcess):
-                for q in [ps, *ps.children(recursive=True)]:
+                procs = [ps, *ps.children(recursive=True)]
+                for q in procs:
                     with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
                         m = q.memory_full_info()
                         snap.append((_role(q, p.pid, server), m.pss, m.uss))
+                # A process that started or ended while the others were read moved pages between
+                # the sharers' PSS already read and those not yet read: the sum would count them
+                # twice (or not at all). Only a sample whose processes were the same throughout counts.
+                if len(snap) != len(procs) or {q.pid for q in ps.children(recursive=True)} != {q.pid for q in procs[1:]}:
+                    snap = []
             total = sum(m for _, m, _ in snap)
             if total > best[0]:
                 best[:] = [total, snap]

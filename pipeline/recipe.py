@@ -101,7 +101,10 @@ class PolicySpec(_Strict):
 class ExecutorSpec(_Strict):
     type: Literal["local", "ray"] = "local"
     workers: int = Field(0, ge=0, description="processes (local) or parallelism (ray); 0 = all cores")
-    batch_size_mb: float = Field(4.0, gt=0, description="bytes of input read per batch")
+    # 2 MB (was 4): 100k docs, 2 workers, peak PSS exact 193-209 -> 160-177 MB, Gopher heuristics 329 -> 249-271,
+    # MinHash 315-334 -> 287-310, the whole fineweb recipe 343-385 -> 331-336, CPU the same
+    # (docs/benchmarks.md, "Workers forked from the driver")
+    batch_size_mb: float = Field(2.0, gt=0, description="bytes of input read per batch")
     address: str | None = Field(None, description="Ray cluster address (ray executor); default RAY_ADDRESS or a local Ray")
     model_actors: bool = Field(True, description="ray: run ops that load a model in an actor pool (one model per actor); "
                                "false: in tasks like other ops (less overhead on small machines; see docs/benchmarks.md). "

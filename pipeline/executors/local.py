@@ -1,16 +1,22 @@
 """The local executor (the default): a process pool over shards on this machine.
 
-``workers=1`` runs in this process; more use a process pool whose workers are forked from one fork
-server (multiprocessing's ``forkserver`` start method): a clean process started for the pool, which
-imports the engine and the modules of the recipe's ops (and loads their cached numba kernels,
+``workers=1`` runs in this process; more use a process pool whose workers are forked from the
+driver itself where that is safe (``fork_unsafe``: no polars thread pool or other Python thread
+running in it), after it has done what a fork server would (``_prepare_fork``: imported the engine
+and the modules of the recipe's ops, loaded their cached numba kernels): the workers share the
+driver's pages copy-on-write, the tree holds its imports once, and no server has to start before
+the first pass (docs/benchmarks.md, "Workers forked from the driver"). Otherwise, or with
+``THRESHER_POOL=forkserver``, they are forked from one fork server (multiprocessing's
+``forkserver`` start method): a clean process started for the pool, which imports the engine and
+the modules of the recipe's ops (and loads their cached numba kernels,
 pipeline/executors/forkserver.py) once, before it has started any thread pool, so the workers share
 those pages copy-on-write instead of each importing its own (peak PSS of the tree, docs/benchmarks.md
-"Fourth step: forked workers"). Not the driver itself: polars and pyarrow keep thread pools that do
-not survive fork. Where there is no fork server (not Linux/macOS), or ``THRESHER_POOL=spawn``, the
-workers are spawned, each importing what it needs (``LocalExecutor.start_method`` and ``.why``).
-Each worker builds the recipe's ops once. Before the first pass that uses the pool, the workers
-compile the recipe's numba kernels the cache does not hold, each kernel in one of them
-(pipeline/precompile.py), so a first run does not compile them in every worker.
+"Fourth step: forked workers"). Where there is no fork server (not Linux/macOS), or
+``THRESHER_POOL=spawn``, the workers are spawned, each importing what it needs
+(``LocalExecutor.start_method`` and ``.why``). Each worker builds the recipe's ops once. Before the
+first pass that uses the pool, the workers compile the recipe's numba kernels the cache does not
+hold, each kernel in one of them (pipeline/precompile.py), so a first run does not compile them in
+every worker.
 
 A global op's resolve runs in a child forked from the driver for it (``run_forked``), after the
 pool's idle workers have ended (the next pass forks fresh ones from the server): the resolve's
@@ -82,7 +88,7 @@ def worker_allocator_env() -> dict[str, str]:
     return env
 
 
-POOL_ENV = "THRESHER_POOL"  # "spawn": spawned workers, as before the fork server (benchmarks compare)
+POOL_ENV = "THRESHER_POOL"  # "forkserver" / "spawn": workers from the fork server / spawned (benchmarks compare)
 RESOLVE_ENV = "THRESHER_RESOLVE"  # "driver": resolve in the driver with the workers kept, as before (benchmarks)
 SETUP_ENV = "THRESHER_FORKSERVER_SETUP"  # what the fork server does after its imports (forkserver.py)
 # The engine every worker runs (its imports: pyarrow, polars, numpy) and what a pool task unpickles.
@@ -193,12 +199,42 @@ def forkserver_pid() -> int | None:
 _events = None  # in a pool worker: the pool's progress queue (see LocalExecutor._get_pool)
 
 
-def _init_worker(events, driver: int | None = None) -> None:
+def _init_worker(events, driver: int | None = None, forked: dict[str, str] | None = None) -> None:
     global _events
     _events = events
     events.cancel_join_thread()  # a worker exits without waiting for events nobody reads any more
+    if forked is not None:
+        _forked_from_driver(forked)
     if driver is not None:
         _end_with(driver)
+
+
+def _forked_from_driver(env: dict[str, str]) -> None:
+    """In a worker forked from the driver (``LocalExecutor._prepare_fork``): what a server's worker
+    has from its environment, set after the fact. The allocator's settings through ``mallopt`` (glibc
+    read ``MALLOC_*`` when the driver started; M_TRIM_THRESHOLD -1, M_MMAP_THRESHOLD -3) and Arrow's
+    pool through ``set_memory_pool``; a collection leaves the inherited objects alone (``gc.freeze``:
+    their pages stay shared); streams of its own (the driver's progress display may have held the
+    lock of its proxies when it forked). polars' and numba's thread counts were read at the driver's
+    import: the worker keeps the driver's (docs/benchmarks.md, "Workers forked from the driver")."""
+    gc.freeze()
+    sys.stdout, sys.stderr = (open(fd, "w", closefd=False) for fd in (1, 2))  # noqa: SIM115
+    os.environ.update(env)
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        for key, param in (("MALLOC_TRIM_THRESHOLD_", -1), ("MALLOC_MMAP_THRESHOLD_", -3)):
+            if key in env and key in WORKER_ALLOCATOR and env[key] == WORKER_ALLOCATOR[key]:
+                libc.mallopt(param, int(env[key]))
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
+    pool = env.get("ARROW_DEFAULT_MEMORY_POOL")
+    if pool:
+        import pyarrow as pa
+
+        with contextlib.suppress(NotImplementedError, AttributeError):
+            pa.set_memory_pool(getattr(pa, f"{pool}_memory_pool")())
 
 
 def _end_with(driver: int) -> None:
@@ -259,8 +295,9 @@ class LocalExecutor:
         self._seeded = False  # shipped compiled kernels put into numba's cache (shipped_kernels)
         self._preload: list[str] = list(ENGINE_MODULES)  # what the fork server imports (want)
         self._setup: dict = {}  # what it does then (pipeline/executors/forkserver.py)
-        self.start_method = ""  # how the pool's workers started: "forkserver" or "spawn" (once started)
-        self.why = ""  # why "spawn", where the fork server was not used
+        self.start_method = ""  # how the pool's workers started: "fork", "forkserver" or "spawn" (once started)
+        self.why = ""  # why not "fork" (forked from this process), where they were not
+        self._events_method = ""  # the start method the progress queue was made for
 
     def __enter__(self) -> LocalExecutor:
         return self
@@ -298,23 +335,60 @@ class LocalExecutor:
             # threads per worker so that workers x threads ~ cores (set before the children import polars)
             threads = str(max(1, default_workers() // self.workers))
             env = {**os.environ, "POLARS_MAX_THREADS": threads, "OMP_NUM_THREADS": threads, **worker_allocator_env()}
-            ctx, self.why = (None, f"{POOL_ENV}=spawn") if os.environ.get(POOL_ENV) == "spawn" else \
-                forkserver_context([*self._preload, "thresher.pipeline.executors.forkserver"],  # last: it settles
-                                   {**env, **server_env(), SETUP_ENV: json.dumps(self._setup)})
-            self.start_method = "spawn" if ctx is None else "forkserver"
-            with _environ(env):  # spawned workers start in it (forked ones have the server's)
+            asked = os.environ.get(POOL_ENV, "")
+            unsafe = "" if asked in ("spawn", "forkserver") else \
+                fork_unsafe() or ("" if "fork" in mp.get_all_start_methods() else "no fork here")
+            if asked not in ("spawn", "forkserver") and not unsafe:
+                ctx, self.why = self._prepare_fork(), ""
+                self.start_method = "fork"
+            else:
+                ctx, self.why = (None, f"{POOL_ENV}=spawn") if asked == "spawn" else \
+                    forkserver_context([*self._preload, "thresher.pipeline.executors.forkserver"],  # last: it settles
+                                       {**env, **server_env(), SETUP_ENV: json.dumps(self._setup)})
+                self.start_method = "spawn" if ctx is None else "forkserver"
+                if asked != "forkserver" and ctx is not None:
+                    self.why = f"not forked from this process: {unsafe}"
+            with _environ(env):  # spawned workers start in it (forked ones have the server's, or set it: _init_worker)
                 ctx = ctx or mp.get_context("spawn")
                 # a queue only a process started with it can use: unused (and free) while no progress is asked
-                # for; the pools forked after ``end_workers`` get the same one
-                if self._events is None:
-                    self._events = ctx.Queue()
+                # for; the pools started after ``end_workers`` the same way get the same one
+                if self._events is None or self._events_method != self.start_method:
+                    if self._events is not None:
+                        self._events.close()
+                    self._events, self._events_method = ctx.Queue(), self.start_method
+                # (not the thread counts: polars and numba read theirs when this process imported them)
+                forked = {k: env[k] for k in WORKER_ALLOCATOR} if self.start_method == "fork" else None
                 self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
-                                                 initargs=(self._events, os.getpid()))
+                                                 initargs=(self._events, os.getpid(), forked))
                 # start the workers now, while the environment is set
                 list(self._pool.map(_warm, range(self.workers)))
             if self.start_method == "forkserver":
                 _forked_pools.add(self._pool)
         return self._pool
+
+    def _prepare_fork(self):
+        """The ``fork`` context, after this process has done what the fork server does before it forks
+        (pipeline/executors/forkserver.py): import the engine and the recipe's op modules, settle the
+        pandas probe, load the recipe's cached kernels (once per executor), collect garbage and trim the
+        heap. The workers
+        then share this process's pages (its imports, once in the tree) and start in milliseconds."""
+        import importlib
+
+        for module in self._preload:
+            importlib.import_module(module)
+        from thresher.pipeline.executors.forkserver import DONE, setup
+
+        # again before each pool: it loads what the last pool's workers compiled into the cache (precompile)
+        done = setup(self._setup)
+        loaded = DONE.setdefault("kernels", {})
+        for kernel, n in done["kernels"].items():
+            loaded[kernel] = loaded.get(kernel, 0) + n
+        DONE["no_pandas"] = done["no_pandas"]
+        from thresher.pipeline.executors.passes import trim_heap
+
+        gc.collect()
+        trim_heap()  # free heap pages a worker's malloc would reuse, copying them, go back to the system first
+        return mp.get_context("fork")
 
     def run_pass(self, recipe, out: str, k: int, shards: list, on_shard_done: Callable[[int], None],
                  context: str = "", events: Callable[[tuple], None] | None = None) -> None:
@@ -379,9 +453,12 @@ class LocalExecutor:
 
         if os.environ.get(RESOLVE_ENV) == "driver":
             return resolve_pass(recipe, out, k, n_shards)
+        restart = self.start_method == "fork" and self._pool is not None
         self.end_workers()
         trim_heap()  # the heap's free pages go back first: the child reusing them would copy them
-        return run_forked(resolve_pass, (recipe, out, k, n_shards), f"the resolve of pass {k}")
+        # the next pass's workers are forked while the resolve runs (they start with ~4 MB of their own)
+        return run_forked(resolve_pass, (recipe, out, k, n_shards), f"the resolve of pass {k}",
+                          meanwhile=self._get_pool if restart else None)
 
     def end_workers(self) -> None:
         """End the pool's workers, keeping the fork server: the next pass forks fresh ones, each
@@ -389,7 +466,7 @@ class LocalExecutor:
         What they lose: the ops each built (``passes.ops_for``; an op's setup, models among them, runs
         at its first batch, in the pass that uses it) and the kernels loaded after the fork (from
         numba's cache again). A spawned pool is kept: its workers' imports would be paid again."""
-        if self._pool is not None and self.start_method == "forkserver":
+        if self._pool is not None and self.start_method in ("fork", "forkserver"):
             self._pool.shutdown(wait=True)
             self._pool = None
 
@@ -440,12 +517,14 @@ def fork_unsafe() -> str:
               and (type(t).__module__, type(t).__name__) != ("rich.live", "_RefreshThread")]
     if others:
         return f"another Python thread runs ({others[0].name})"
-    try:
-        from pathlib import Path
+    from pathlib import Path
 
-        names = [p.read_text().strip() for p in Path("/proc/self/task").glob("*/comm")]
-    except OSError:
+    if not Path("/proc/self/task").is_dir():
         return "no /proc to look at the threads"
+    names = []
+    for p in Path("/proc/self/task").glob("*/comm"):
+        with contextlib.suppress(OSError):  # a thread that ended since the listing
+            names.append(p.read_text().strip())
     busy = [n for n in names if n.startswith("tokio") or (n.startswith("polars-") and n[7:].isdigit())]
     return f"polars' threads run ({', '.join(sorted(set(busy)))})" if busy else ""
 
@@ -457,14 +536,18 @@ class ChildTraceback(Exception):
         return "\n" + self.args[0]
 
 
-def run_forked(fn: Callable[..., Any], args: tuple, context: str) -> Any:
+def run_forked(fn: Callable[..., Any], args: tuple, context: str, meanwhile: Callable[[], Any] | None = None) -> Any:
     """``fn(*args)`` in a child forked from this process for it, where that is safe (``fork_unsafe``;
     else here): its result or exception comes back pickled through a pipe, and what it allocated goes
     back to the system when it exits. The child shares this process's pages copy-on-write and has its
     thread budget (polars reads ``POLARS_MAX_THREADS`` at import: this process's). It ends with this
-    process (Linux ``PR_SET_PDEATHSIG``). A child killed (the OOM killer) is a ThresherError."""
+    process (Linux ``PR_SET_PDEATHSIG``). A child killed (the OOM killer) is a ThresherError.
+    ``meanwhile()`` runs here while the child runs (after it, where the child is not forked)."""
     if fork_unsafe():
-        return fn(*args)
+        out = fn(*args)
+        if meanwhile is not None:
+            meanwhile()
+        return out
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
@@ -503,6 +586,8 @@ def run_forked(fn: Callable[..., Any], args: tuple, context: str) -> Any:
     os.close(w)
     try:
         with os.fdopen(r, "rb") as f:
+            if meanwhile is not None:
+                meanwhile()
             data = f.read()
     finally:
         os.waitpid(pid, 0)

@@ -28,6 +28,13 @@ pytestmark = pytest.mark.skipif("forkserver" not in mp.get_all_start_methods() o
                                 reason="no fork server here, or no /proc to look at its threads")
 
 
+@pytest.fixture(autouse=True)
+def _server_pool(monkeypatch):
+    """These tests are about the fork server: a pool's workers are forked from the driver itself
+    where that is safe (tests/pipeline/test_fork_pool.py), from the server where asked or not safe."""
+    monkeypatch.setenv("THRESHER_POOL", "forkserver")
+
+
 def _threads(pid: int) -> list[str]:
     return sorted(open(f"/proc/{pid}/task/{t}/comm").read().strip() for t in os.listdir(f"/proc/{pid}/task"))
 
@@ -113,7 +120,7 @@ def _digest(out) -> dict[str, str]:
 
 def test_forked_workers_write_what_one_process_writes(tmp_path, monkeypatch):
     """Exact dedup, heuristics with numba kernels and MinHash: the same bytes from forked workers,
-    spawned workers and one process."""
+    spawned workers and one process (workers forked from the driver: tests/pipeline/test_fork_pool.py)."""
     docs = sample_docs(1200, seed=5)
     docs += [dict(d, id=f"dup-{d['id']}") for d in docs[:200]]
     paths = [write_jsonl(tmp_path / "in" / f"{i}.jsonl", docs[i::3]) for i in range(3)]

@@ -47,6 +47,12 @@ DRIVER = textwrap.dedent("""
         server = local.forkserver_pid()
         seen = {"pid": os.getpid(), "ppid": os.getppid(), "driver": driver, "polars_threads": pl.thread_pool_size(),
                 "server_children": sorted(p.pid for p in psutil.Process(server).children()) if server else None,
+                "driver_children": sorted(p.pid for p in psutil.Process(driver).children()  # forked from it
+                                          if p.cmdline() == psutil.Process(driver).cmdline()),
+                # of those, the ones started before this resolve (a pass's workers), not the next pass's
+                "older_children": sorted(p.pid for p in psutil.Process(driver).children()
+                                         if p.cmdline() == psutil.Process(driver).cmdline()
+                                         and p.create_time() < psutil.Process().create_time()),
                 "threads": sorted(t.name for t in threading.enumerate())}
         with open(record, "a") as f:
             f.write(json.dumps(seen) + "\\n")
@@ -59,6 +65,8 @@ DRIVER = textwrap.dedent("""
 
 
 def _drive(tmp_path: Path, name: str, inputs: list[Path], workers: int, env: dict) -> tuple[int, list[dict]]:
+    """(rows out, what the spy saw in each resolve); the pool's workers are forked from the driver
+    unless ``env`` asks for the fork server (``THRESHER_POOL``)."""
     record = tmp_path / f"{name}.jsonl"
     res = subprocess.run([sys.executable, "-c", DRIVER, str(record), str(tmp_path / name), str(workers),
                           json.dumps(PROCESS), *map(str, inputs)],
@@ -79,20 +87,34 @@ def inputs(tmp_path):
     return [write_jsonl(tmp_path / "in" / f"{i}.jsonl", docs[i::3]) for i in range(3)]
 
 
-def test_the_resolve_runs_in_a_child_of_the_driver_with_no_idle_worker(tmp_path, inputs):
-    rows, seen = _drive(tmp_path, "forked", inputs, 2, {"POLARS_MAX_THREADS": "3"})
+def _idle_workers(s: dict) -> list[int]:
+    """The pool's workers alive during a resolve, started before it: the server's children, or the
+    driver's (workers forked from the driver for the next pass start while the resolve runs)."""
+    if s["server_children"] is not None:
+        return s["server_children"]
+    if s["pid"] == s["driver"]:  # resolved in the driver (THRESHER_RESOLVE=driver): its children are the workers
+        return s["driver_children"]
+    return [p for p in s["older_children"] if p != s["pid"]]
+
+
+@pytest.mark.parametrize("pool", ["", "forkserver"])
+def test_the_resolve_runs_in_a_child_of_the_driver_with_no_idle_worker(tmp_path, inputs, pool):
+    rows, seen = _drive(tmp_path, "forked", inputs, 2, {"POLARS_MAX_THREADS": "3", "THRESHER_POOL": pool})
     assert len(seen) == 2  # exact dedup's resolve and MinHash's
     for s in seen:
         assert s["pid"] != s["driver"] and s["ppid"] == s["driver"]  # a child of the driver
-        assert s["server_children"] == []  # the pool's workers ended before it
+        assert (s["server_children"] is None) == (pool == "")  # workers forked from the driver, or the server
+        assert _idle_workers(s) == []  # the pool's workers ended before it
+        if pool == "":  # the next pass's, forked from the driver while it runs (the last resolve's: an unused pool)
+            assert len([p for p in s["driver_children"] if p != s["pid"]]) <= 2
         assert s["polars_threads"] == 3  # the driver's thread budget, not a worker's
         assert s["threads"] == ["MainThread"]
     one = run_recipe(inputs, tmp_path / "one", PROCESS, workers=1, input={"shard_size_mb": 0.05})
     assert rows == one.output_rows > 0
     assert _digest(tmp_path / "forked") == _digest(tmp_path / "one")
     # as before (benchmarks compare): in the driver, the idle workers kept
-    rows, seen = _drive(tmp_path, "driver", inputs, 2, {"THRESHER_RESOLVE": "driver"})
-    assert all(s["pid"] == s["driver"] and len(s["server_children"]) == 2 for s in seen) and len(seen) == 2
+    rows, seen = _drive(tmp_path, "driver", inputs, 2, {"THRESHER_RESOLVE": "driver", "THRESHER_POOL": pool})
+    assert all(s["pid"] == s["driver"] and len(_idle_workers(s)) == 2 for s in seen) and len(seen) == 2
     assert rows == one.output_rows and _digest(tmp_path / "driver") == _digest(tmp_path / "one")
 
 

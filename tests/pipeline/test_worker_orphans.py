@@ -44,9 +44,10 @@ def _gone(pids: list[int], limit: float = 60.0) -> list[int]:
     return alive
 
 
-@pytest.mark.parametrize("pool", ["forkserver", "spawn"])
+@pytest.mark.parametrize("pool", ["fork", "forkserver", "spawn"])
 def test_workers_end_when_the_driver_is_killed(pool, tmp_path):
-    env = {**os.environ, "THRESHER_POOL": pool if pool == "spawn" else ""}
+    """fork: the workers are the driver's children, forked from it (the default)."""
+    env = {**os.environ, "THRESHER_POOL": pool if pool != "fork" else ""}
     proc = subprocess.Popen([sys.executable, "-c", DRIVER], stdout=subprocess.PIPE, text=True, env=env,
                             cwd=tmp_path)
     workers: list[int] = []
@@ -54,7 +55,7 @@ def test_workers_end_when_the_driver_is_killed(pool, tmp_path):
         assert proc.stdout.readline().strip() == "ready"
         tree = psutil.Process(proc.pid).children(recursive=True)
         workers = [p.pid for p in tree if "resource_tracker" not in " ".join(p.cmdline())]
-        # forkserver: the server and its two workers; spawn: the two workers
+        # forkserver: the server and its two workers; fork, spawn: the two workers
         assert len(workers) == (3 if pool == "forkserver" else 2), [p.cmdline() for p in tree]
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
