@@ -84,6 +84,9 @@ def main() -> None:
             if args.breakdown:
                 print("    MB at peak: " + ", ".join(f"{k} {v / 2**20:.0f}" for k, v in r[5].most_common()), flush=True)
                 print("    CPU s: " + ", ".join(f"{k} {v:.1f}" for k, v in r[6].most_common()), flush=True)
+                spill = sorted(k for k in r[6] if "SpillWorker" in k or "RestoreWorker" in k)
+                print(f"    object spilling: {', '.join(spill) if spill else 'no spill or restore worker started'}",
+                      flush=True)
     print(f"\ncorpus: {corpus} ({corpus.stat().st_size / 1e9:.2f} GB); machine: {os.cpu_count()} cores; "
           f"{time.strftime('%Y-%m-%d')}; median of {args.repeat} interleaved run(s)")
     print("| executor | workers | wall s (runs) | CPU s | peak PSS MB | Ray / local | start s | passes s (resolve s) | output sha256 |")

@@ -137,19 +137,30 @@ class MinHashDedup(GlobalOp):
     def resolve_distributed(self, fingerprints, shuffle):
         """The same algorithm as ``resolve`` as Ray Data shuffles: band keys hash-partitioned, candidate
         edges per partition, verification by two partitioned joins with the signatures, connected
-        components by large-star/small-star; only rows that are in a cluster reach the driver."""
+        components by large-star/small-star; only rows that are in a cluster reach the driver. Each
+        use reads only the fingerprint columns it needs (``shuffle.select``: fingerprint files are read
+        by the tasks that use them), and declares how much its rows grow (the band rows: 20 bytes per
+        8-byte key), so the shuffle's rounds fit the object store (``ray_shuffle``)."""
         p = self.params
         if p.index_path:
             return None  # the incremental index is read and rewritten in the driver
-        fp = shuffle.map(fingerprints, _with_gid)
-        bands = shuffle.map(fp, functools.partial(_band_rows_of, self.band_count))
+
+        def fp(*cols: str):
+            return shuffle.map(shuffle.select(fingerprints, [SHARD, ROW, *cols]), _with_gid)
+
+        bands = shuffle.map(fp("empty", "bands"), functools.partial(_band_rows_of, self.band_count), grow=2.5)
         edges = shuffle.group(bands, "key", functools.partial(bucket_edges, all_pairs=p.verify != "none"))
         edges = shuffle.group(edges, "s", _unique).materialize()  # a pair found in several bands counts once
         self.record("candidate_pairs", shuffle.count(edges))
         if p.verify != "none":
             col = "sig" if p.verify == "signature" else "shingles"
             kind = pl.List(pl.UInt32) if col == "sig" else pl.List(pl.UInt64)  # variable-size lists shuffle safely
-            payload = shuffle.map(fp, functools.partial(_payload, col))
+            # only rows on a candidate edge take part in the joins: their gids, collected (the driver
+            # holds as many at the end, the components), filter the signatures before they shuffle
+            nodes = shuffle.collect(shuffle.map(edges, _endpoints), {"gid": pl.Int64})["gid"].unique().sort()
+            rows = shuffle.count(shuffle.select(fingerprints, [ROW]))
+            payload = shuffle.map(fp(col), functools.partial(_payload, col, nodes.to_numpy()),
+                                  grow=min(1.0, len(nodes) / max(1, rows)))
             edge_schema, payload_schema = {"s": pl.Int64, "d": pl.Int64}, {"gid": pl.Int64, col: kind}
             left = shuffle.co_group(edges, payload, "s", "gid", edge_schema, payload_schema,
                                     functools.partial(_attach, col, "s", "left"))
@@ -162,7 +173,7 @@ class MinHashDedup(GlobalOp):
         if p.keep == "first":
             comp = shuffle.collect(comp_ds, comp_schema)
         else:
-            values = shuffle.map(fp, functools.partial(_select, ["gid", "value"]))
+            values = shuffle.map(fp("value"), functools.partial(_select, ["gid", "value"]))
             joined = shuffle.co_group(comp_ds, values, "gid", "gid", comp_schema, {"gid": pl.Int64, "value": pl.Float64},
                                       _with_value)
             both = shuffle.collect(joined, {**comp_schema, "value": pl.Float64})
@@ -522,8 +533,13 @@ def _matrix(sig: pl.Series) -> np.ndarray:
 
 
 # ------------------------------------------------------------ steps of resolve_distributed (run in Ray workers)
-def _payload(col: str, df: pl.DataFrame) -> pl.DataFrame:
+def _payload(col: str, nodes: np.ndarray, df: pl.DataFrame) -> pl.DataFrame:
+    df = df.filter(pl.col("gid").is_in(pl.Series(nodes)))
     return df.select("gid", pl.col(col).arr.to_list() if col == "sig" else pl.col(col))
+
+
+def _endpoints(edges: pl.DataFrame) -> pl.DataFrame:
+    return pl.concat([edges.select(pl.col("s").alias("gid")), edges.select(pl.col("d").alias("gid"))]).unique()
 
 
 def _with_gid(df: pl.DataFrame) -> pl.DataFrame:

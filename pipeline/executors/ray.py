@@ -142,14 +142,14 @@ class RayExecutor:
         """The pass's global op on Ray Data shuffles (in the driver if the op has no distributed form)."""
         from thresher.pipeline.columns import ROW
         from thresher.pipeline.executors.passes import ops_for, piece_offsets, resolve_pass, write_decisions
-        from thresher.pipeline.executors.ray_shuffle import RayShuffle
+        from thresher.pipeline.executors.ray_shuffle import RayShuffle, round_budget
         from thresher.pipeline.layout import Layout
 
         layout = Layout(out)
         _, stages = ops_for(recipe)
         barrier = stages[k].barrier
         t0 = time.perf_counter()
-        shuffle = RayShuffle(self.parallelism)
+        shuffle = RayShuffle(self.parallelism, round_bytes=round_budget())  # rounds sized to the object store
         pieces = piece_offsets(layout, k, n_shards)
         direct = fs.direct_output(recipe)  # the fingerprints are in the bucket (objectstore)
         if direct:
