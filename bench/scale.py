@@ -179,13 +179,21 @@ def tree_sample(root: psutil.Process) -> list[tuple[int, str, int, int, int]]:
     the machine that maps them, so a run's PSS falls while other runs share them and USS rises when
     none does; anonymous PSS (the heaps, Arrow and numpy buffers) depends only on the run."""
     rows = []
-    for p, role in roles(root):
+    procs = roles(root)
+    for p, role in procs:
         try:
             m = rollup(p.pid)
         except OSError:
-            continue
+            return []  # ended while the others were read
         rows.append((p.pid, role, m.get("Pss", 0), m.get("Private_Clean", 0) + m.get("Private_Dirty", 0),
                      m.get("Pss_Anon", 0)))
+    # a process that started or ended meanwhile moved shared pages between sharers already read and
+    # sharers not yet read: such a sample could count them twice; it is left out (bench/memory.py too)
+    try:
+        if {p.pid for p in root.children(recursive=True)} != {p.pid for p, _ in procs[1:]}:
+            return []
+    except psutil.NoSuchProcess:
+        return []
     return rows
 
 
@@ -289,7 +297,8 @@ def measure(cmd: list[str], cwd: Path, out: Path, tmpdir: Path, interval: float,
         while not stop.is_set():
             if timeline:
                 rows = tree_sample(ps)
-                samples.append((round(time.perf_counter() - t0, 2), rows))
+                if rows:
+                    samples.append((round(time.perf_counter() - t0, 2), rows))
                 now["pss"] = sum(r[2] for r in rows)
                 markers.poll()
             else:
