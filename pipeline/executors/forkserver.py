@@ -60,6 +60,45 @@ def load_cached(kernel: str, signatures: tuple[str, ...] | list[str]) -> int:
     return loaded
 
 
+LOADER_LIBRARIES = ("libllvmlite",)  # what only loading or compiling kernels runs (numba's LLVM)
+
+
+def drop_library_pages(names: tuple[str, ...] = LOADER_LIBRARIES) -> int:
+    """Unmap the resident pages of the read-only, purely file-backed mappings of the shared libraries
+    ``names`` (Linux ``madvise(MADV_DONTNEED)``; /proc/self/smaps says which): bytes dropped. After the
+    kernels are loaded, the pool's workers only call them: LLVM's code (~66 MB of ``libllvmlite.so``
+    touched while numba loaded a recipe's cached kernels) would stay in this process's resident set
+    for the run. A page of such a mapping is the file's page in the page cache (the kernel reclaims
+    it the same way under memory pressure): touched again (a kernel compiled later), it is mapped
+    again from there. A mapping with anything written to it (``Anonymous`` > 0: relocations) or
+    writable is left alone. No-op where there is no /proc or ``madvise``."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        madvise = libc.madvise
+        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        text = open("/proc/self/smaps").read()  # noqa: SIM115 - read at once: madvise changes it
+    except (OSError, AttributeError):
+        return 0
+    dropped = 0
+    vma: list | None = None
+    for line in [*text.splitlines(), "0-0 ---p 0 0:0 0"]:
+        head = line.split()
+        if len(head) >= 5 and "-" in head[0] and len(head[1]) == 4:  # a mapping's first line
+            if vma is not None and vma[3] == 0 and vma[4] > 0 and madvise(vma[0], vma[1] - vma[0], 4) == 0:
+                dropped += vma[4]  # MADV_DONTNEED (4) done
+            path = head[5] if len(head) > 5 else ""
+            lo, hi = (int(x, 16) for x in head[0].split("-"))
+            wanted = "w" not in head[1] and any(n in os.path.basename(path) for n in names)
+            vma = [lo, hi, path, 0, 0] if wanted else None
+        elif vma is not None and head and head[0] == "Anonymous:":
+            vma[3] = int(head[1]) * 1024
+        elif vma is not None and head and head[0] == "Rss:":
+            vma[4] = int(head[1]) * 1024
+    return dropped
+
+
 def setup(spec: dict) -> dict:
     """Do what ``spec`` asks ({"no_pandas": bool, "kernels": [[kernel, [signature, ...]], ...]});
     returns what was done, for tests."""
@@ -74,6 +113,8 @@ def setup(spec: dict) -> dict:
             done["kernels"][kernel] = load_cached(kernel, sigs)
         except Exception as e:  # noqa: BLE001 - only a head start: the workers load or compile it
             sys.stderr.write(f"note: the fork server could not load {kernel}: {type(e).__name__}: {e}\n")
+    if any(done["kernels"].values()) and os.environ.get("THRESHER_DROP_LLVM", "1") != "0":
+        done["dropped"] = drop_library_pages()
     return done
 
 

@@ -186,3 +186,54 @@ def test_workers_forked_from_the_driver_write_what_one_process_writes(tmp_path):
     assert runs[""]["rows"] == runs["forkserver"]["rows"] == one.output_rows > 0
     assert _digest(tmp_path / "out-fork") == _digest(tmp_path / "out-forkserver") == _digest(tmp_path / "one")
     assert "a worker process died in pass 3" in runs[""]["killed"]
+
+
+DROP = textwrap.dedent("""
+    import json, os
+    import numba, numpy as np
+    from thresher.pipeline.executors.forkserver import drop_library_pages, load_cached
+    from thresher.pipeline.kernel_index import KERNELS
+    from thresher.pipeline.precompile import compile_kernel
+
+    def llvm(writable):
+        rss, cur = 0, False
+        for line in open("/proc/self/smaps"):
+            h = line.split()
+            if len(h) >= 5 and "-" in h[0] and len(h[1]) == 4:
+                cur = "libllvmlite" in line and (("w" in h[1]) == writable)
+            elif cur and h[0] == "Rss:":
+                rss += int(h[1]) * 1024
+        return rss
+
+    k = "thresher.operators.common.minhash:_signatures"
+    """)
+
+
+def test_llvm_code_pages_are_dropped_after_the_kernels_are_loaded(tmp_path):
+    """The driver (or the fork server) loads the recipe's cached kernels, then drops the pages of
+    LLVM's code it touched for that (``forkserver.drop_library_pages``); LLVM still works after."""
+    script = DROP + textwrap.dedent("""
+        import sys
+        if sys.argv[1] == "fill":  # into numba's cache, in a process of its own (as a pool's worker does)
+            compile_kernel(k, KERNELS[k][1])
+            raise SystemExit(0)
+        loaded = load_cached(k, KERNELS[k][1])
+        before, data_before = llvm(False), llvm(True)
+        dropped = drop_library_pages()
+        after, data_after = llvm(False), llvm(True)
+        @numba.njit
+        def twice(x):
+            return x.sum() * 2
+        print(json.dumps({"loaded": loaded, "before": before, "dropped": dropped, "after": after,
+                          "data": [data_before, data_after], "twice": int(twice(np.arange(10)))}))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    for arg in ("fill", "check"):
+        res = subprocess.run([sys.executable, "-c", script, arg], capture_output=True, text=True, cwd=ROOT,
+                             timeout=600, env=env)
+        assert res.returncode == 0, res.stderr
+    v = json.loads(res.stdout.splitlines()[-1])
+    assert v["loaded"] >= 1 and v["before"] > 10 << 20  # loading touched LLVM's code
+    assert v["dropped"] > 10 << 20 and v["after"] < v["before"] - (10 << 20)
+    assert v["data"][0] == v["data"][1]  # the library's written (relocated, writable) pages are left alone
+    assert v["twice"] == 90  # LLVM compiles again afterwards: its code comes back from the page cache
